@@ -1,0 +1,143 @@
+"""The runtime's configuration file (``infrakit.yml``), strictly validated.
+
+Environment variables keep InfraKit's meaning and win over the file, so an
+InfraKit user's scripts keep working: ``INFRAKIT_HOME``, ``INFRAKIT_PLUGINS_DIR``,
+``INFRAKIT_CLIENT_TIMEOUT``, ``INFRAKIT_GROUP_POLL_INTERVAL``. The file is found
+at ``--config``, ``$INFRAKIT_CONFIG``, or ``$INFRAKIT_HOME/infrakit.yml``.
+
+Every problem in the file is reported at once, by path, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infrakit_runtime.daemon import KINDS, DaemonSpec
+from infrakit_runtime.durations import parse_duration
+from infrakit_runtime.logs import LEVELS
+from infrakit_runtime.rpc import discovery
+from infrakit_runtime.spi.common import ValidationError, json_type
+
+TOP_KEYS = {"home", "plugins_dir", "client_timeout", "log_level", "log_format", "poll_interval", "plugins", "manager"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    home: Path
+    plugins_dir: Path
+    client_timeout: float = 30.0
+    log_level: str = "info"
+    log_format: str = "text"
+    poll_interval: float = 5.0
+    plugins: tuple[DaemonSpec, ...] = ()
+    manager: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: Path | None = None
+
+    def daemon(self, name: str) -> DaemonSpec | None:
+        return next((p for p in self.plugins if p.name == name), None)
+
+
+def default_path() -> Path:
+    explicit = os.environ.get("INFRAKIT_CONFIG")
+    return Path(explicit) if explicit else discovery.infrakit_home() / "infrakit.yml"
+
+
+def load(path: Path | None = None, *, required: bool = False) -> Config:
+    """Read and validate the config file; a missing optional file gives the defaults."""
+    path = path or default_path()
+    raw: Any = {}
+    source: Path | None = None
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if required:
+            raise ValidationError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ValidationError(f"cannot read config file {path}: {e.strerror}") from None
+    else:
+        source = path
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ValidationError(f"config file {path} is not valid YAML: {e}") from None
+    return parse(raw, source=source)
+
+
+def _duration(value: Any, where: str, problems: list[str], default: float) -> float:
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except (ValueError, TypeError):
+        problems.append(f"{where}: {value!r} is not a duration (e.g. 5s, 500ms)")
+        return default
+
+
+def parse(raw: Any, *, source: Path | None = None) -> Config:
+    """Validate a decoded config document; raise ``ValidationError`` listing every problem."""
+    where = str(source) if source else "config"
+    if not isinstance(raw, dict):
+        raise ValidationError(f"{where}: the top level must be a mapping, got {json_type(raw)}")
+    problems: list[str] = []
+    for key in sorted(set(raw) - TOP_KEYS):
+        problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(TOP_KEYS))})")
+
+    home = Path(os.environ.get("INFRAKIT_HOME") or raw.get("home") or discovery.infrakit_home())
+    plugins_dir = Path(os.environ.get("INFRAKIT_PLUGINS_DIR") or raw.get("plugins_dir") or home / "plugins")
+    timeout = _duration(os.environ.get("INFRAKIT_CLIENT_TIMEOUT") or raw.get("client_timeout"), f"{where}: client_timeout", problems, 30.0)
+    poll = _duration(os.environ.get("INFRAKIT_GROUP_POLL_INTERVAL") or raw.get("poll_interval"), f"{where}: poll_interval", problems, 5.0)
+    if poll <= 0:
+        problems.append(f"{where}: poll_interval must be positive")
+    level = raw.get("log_level", "info")
+    if level not in LEVELS:
+        problems.append(f"{where}: log_level {level!r} is not one of {', '.join(LEVELS)}")
+    fmt = raw.get("log_format", "text")
+    if fmt not in ("text", "json"):
+        problems.append(f"{where}: log_format {fmt!r} is not text or json")
+
+    specs: list[DaemonSpec] = []
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list):
+        problems.append(f"{where}: plugins must be a list, got {json_type(plugins)}")
+        plugins = []
+    names: set[str] = set()
+    for i, entry in enumerate(plugins):
+        at = f"{where}: plugins[{i}]"
+        if isinstance(entry, str):
+            entry = {"kind": entry}
+        if not isinstance(entry, dict):
+            problems.append(f"{at} must be a kind name or a mapping, got {json_type(entry)}")
+            continue
+        unknown = set(entry) - {"kind", "name", "options"}
+        if unknown:
+            problems.append(f"{at}: unknown keys {', '.join(sorted(unknown))} (known: kind, name, options)")
+        kind = entry.get("kind")
+        if kind not in KINDS:
+            problems.append(f"{at}.kind: {kind!r} is not one of {', '.join(sorted(KINDS))}")
+            continue
+        options = entry.get("options") or {}
+        if not isinstance(options, dict):
+            problems.append(f"{at}.options must be a mapping, got {json_type(options)}")
+            continue
+        try:
+            spec = DaemonSpec.parse(f"{kind}:{entry['name']}" if entry.get("name") else kind, options)
+        except (ValidationError, ValueError) as e:
+            problems.append(f"{at}: {e}")
+            continue
+        if spec.name in names:
+            problems.append(f"{at}: a second plugin is named {spec.name!r}")
+        names.add(spec.name)
+        specs.append(spec)
+    manager = raw.get("manager") or {}
+    if not isinstance(manager, dict):
+        problems.append(f"{where}: manager must be a mapping, got {json_type(manager)}")
+        manager = {}
+    if problems:
+        raise ValidationError(problems)
+    return Config(home=home, plugins_dir=plugins_dir, client_timeout=timeout, log_level=level, log_format=fmt,
+                  poll_interval=poll, plugins=tuple(specs), manager=dict(manager), source=source)

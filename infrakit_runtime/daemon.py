@@ -1,0 +1,168 @@
+"""Running one plugin daemon: build its objects, serve them, stop cleanly.
+
+``infrakit plugin run kind[:name]`` lands here. The daemon writes a pid file
+beside its socket (so ``infrakit plugin stop`` can find it), tells systemd it
+is ready and alive when ``NOTIFY_SOCKET`` is set, and on SIGTERM/SIGINT
+closes its listener and removes its socket before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from infrakit_runtime.rpc import discovery
+from infrakit_runtime.rpc.dispatch import Dispatcher
+from infrakit_runtime.rpc.server import make_app, serve
+from infrakit_runtime.rpc.services import Service
+from infrakit_runtime.spi.common import ValidationError
+
+log = logging.getLogger(__name__)
+
+# kind -> "module:function"; imported lazily so one daemon loads only what it runs.
+KINDS: dict[str, str] = {
+    "file": "infrakit_runtime.plugins.instance.file:open_daemon",
+    "process": "infrakit_runtime.plugins.instance.process:open_daemon",
+    "aws": "infrakit_runtime.plugins.instance.aws:open_daemon",
+    "vanilla": "infrakit_runtime.plugins.flavor.vanilla:open_daemon",
+    "combo": "infrakit_runtime.plugins.flavor.combo:open_daemon",
+    "manager": "infrakit_runtime.manager.daemon:open_daemon",
+}
+# The socket a kind listens on unless told otherwise (the manager is InfraKit's ``group``).
+DEFAULT_NAMES = {"manager": "group"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonSpec:
+    """``kind[:name]`` plus the kind's options."""
+
+    kind: str
+    name: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str, options: dict[str, Any] | None = None) -> DaemonSpec:
+        kind, _, name = text.partition(":")
+        if kind not in KINDS:
+            raise ValidationError(f"unknown plugin kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+        name = name or DEFAULT_NAMES.get(kind, kind)
+        discovery.PluginName.parse(name)
+        if "/" in name:
+            raise ValidationError(f"daemon name {name!r} must not contain '/'")
+        return cls(kind, name, dict(options or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonContext:
+    """What a daemon kind needs to know to build its objects."""
+
+    name: str
+    options: dict[str, Any]
+    plugins_dir: Path
+    home: Path
+
+    def state_dir(self, sub: str) -> Path:
+        path = self.home / sub
+        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+        return path
+
+
+@dataclasses.dataclass
+class Served:
+    """What a daemon kind hands the runner: services and optional extra HTTP routes."""
+
+    services: list[Service]
+    routes: list[web.RouteDef] = dataclasses.field(default_factory=list)
+    vendor: dict[str, str] | None = None
+
+
+Opener = Callable[[DaemonContext], contextlib.AbstractAsyncContextManager[Served]]
+
+
+def opener_for(kind: str) -> Opener:
+    module_name, _, func = KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module_name), func)
+
+
+def pid_path(plugins_dir: Path, name: str) -> Path:
+    return plugins_dir / f"{name}.pid"
+
+
+def sd_notify(message: str) -> bool:
+    """Send ``message`` to systemd's notify socket if there is one (READY=1, WATCHDOG=1)."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return False
+    if target.startswith("@"):
+        target = "\0" + target[1:]
+    with contextlib.closing(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)) as s:
+        try:
+            s.connect(target)
+            s.sendall(message.encode())
+        except OSError as e:
+            log.warning("cannot notify systemd: %s", e)
+            return False
+    return True
+
+
+async def _watchdog(dispatcher: Dispatcher) -> None:
+    """Ping systemd's watchdog at half its interval while the event loop is responsive."""
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    if usec <= 0:
+        return
+    interval = usec / 2e6
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running(spec: DaemonSpec, *, plugins_dir: Path | None = None, home: Path | None = None,
+                  tcp: tuple[str, int] | None = None, token: str | None = None,
+                  ssl_context: Any = None) -> AsyncIterator[Dispatcher]:
+    """Serve ``spec`` until the context exits (tests use this in-process)."""
+    plugins_dir = plugins_dir or discovery.plugins_dir()
+    home = home or discovery.infrakit_home()
+    plugins_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    ctx = DaemonContext(name=spec.name, options=spec.options, plugins_dir=plugins_dir, home=home)
+    async with opener_for(spec.kind)(ctx) as served:
+        dispatcher = Dispatcher(spec.name, served.services, vendor=served.vendor)
+        app = make_app(dispatcher, token=token, routes=served.routes)
+        async with serve(app, socket_path=plugins_dir / spec.name, tcp=tcp, ssl_context=ssl_context):
+            pid_file = pid_path(plugins_dir, spec.name)
+            pid_file.write_text(f"{os.getpid()}\n")
+            try:
+                yield dispatcher
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    if pid_file.read_text().strip() == str(os.getpid()):
+                        pid_file.unlink()
+
+
+async def run_forever(spec: DaemonSpec, **kwargs: Any) -> None:
+    """Serve until SIGTERM or SIGINT (the body of ``infrakit plugin run``)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(spec, **kwargs) as dispatcher:
+        log.info("plugin %s (%s) serving %s", spec.name, spec.kind,
+                 ", ".join(sorted(dispatcher.hello()["Objects"])))
+        sd_notify("READY=1")
+        async with asyncio.TaskGroup() as tg:
+            watchdog = tg.create_task(_watchdog(dispatcher), name=f"watchdog/{spec.name}")
+            await stop.wait()
+            watchdog.cancel()
+        sd_notify("STOPPING=1")
+    log.info("plugin %s stopped", spec.name)

@@ -1,0 +1,209 @@
+"""Supervising plugin daemons: ``infrakit plugin start`` and ``infrakit up``.
+
+Each daemon runs as a child process (``infrakit plugin run kind:name``). A child
+that dies is restarted with capped exponential backoff; it is never given up
+on (Debian's supervisord gives up after fast crashes, leaving nothing
+supervised). A child that stops answering its handshake within a deadline is
+killed and restarted, so a hung daemon is treated like a dead one. On SIGTERM or
+SIGINT every child is stopped (SIGTERM, then SIGKILL after a grace period) and
+its socket removed; the supervisor never leaves orphans behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+from infrakit_runtime.daemon import DaemonSpec, pid_path
+from infrakit_runtime.rpc.client import Client
+from infrakit_runtime.rpc.discovery import Address
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    """Restart delays: ``initial`` doubling to ``maximum``, reset after ``stable`` seconds up."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    stable: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        base = min(self.maximum, self.initial * (2 ** max(0, failures - 1)))
+        return base * random.uniform(0.8, 1.2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Liveness:
+    """Handshake probe: every ``interval`` seconds, answer within ``timeout``, ``failures`` misses kill."""
+
+    interval: float = 5.0
+    timeout: float = 3.0
+    failures: int = 3
+    # Give a fresh daemon this long to create its socket before probing counts.
+    startup: float = 15.0
+
+
+class Child:
+    """One supervised daemon process."""
+
+    def __init__(self, spec: DaemonSpec, *, plugins_dir: Path, argv: list[str], env: dict[str, str],
+                 backoff: Backoff, liveness: Liveness | None, stop_timeout: float) -> None:
+        self.spec = spec
+        self.plugins_dir = plugins_dir
+        self.argv = argv
+        self.env = env
+        self.backoff = backoff
+        self.liveness = liveness
+        self.stop_timeout = stop_timeout
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = False
+
+    @property
+    def socket_path(self) -> Path:
+        return self.plugins_dir / self.spec.name
+
+    async def run(self) -> None:
+        """Keep the daemon running until cancelled."""
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            self.process = await asyncio.create_subprocess_exec(*self.argv, env=self.env, start_new_session=True)
+            log.info("started %s (%s) pid %d", self.spec.name, self.spec.kind, self.process.pid)
+            probe = asyncio.create_task(self._probe(self.process), name=f"liveness/{self.spec.name}")
+            try:
+                code = await self.process.wait()
+            finally:
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
+            if self._stopping:
+                return
+            failures = 1 if loop.time() - started > self.backoff.stable else failures + 1
+            delay = self.backoff.delay(failures)
+            self.restarts += 1
+            log.warning("%s exited with %s; restarting in %.1fs (restart %d)", self.spec.name, code, delay, self.restarts)
+            self._cleanup_files()
+            await asyncio.sleep(delay)
+
+    async def _probe(self, process: asyncio.subprocess.Process) -> None:
+        if self.liveness is None:
+            return
+        live = self.liveness
+        client = Client(Address(unix_path=self.socket_path), name=self.spec.name, timeout=live.timeout)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        misses = 0
+        answered_once = False
+        try:
+            while process.returncode is None:
+                await asyncio.sleep(live.interval)
+                try:
+                    await client.hello(timeout=live.timeout)
+                    misses, answered_once = 0, True
+                except Exception as e:
+                    if not answered_once and loop.time() - started < live.startup:
+                        continue
+                    misses += 1
+                    log.warning("%s missed a liveness handshake (%d/%d): %s", self.spec.name, misses, live.failures, e)
+                    if misses >= live.failures:
+                        log.error("%s is hung; killing pid %d", self.spec.name, process.pid)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(process.pid, signal.SIGKILL)
+                        return
+        finally:
+            await client.close()
+
+    def _cleanup_files(self) -> None:
+        # A daemon killed with SIGKILL leaves its socket and pid file: neither may block its successor.
+        pid_file = pid_path(self.plugins_dir, self.spec.name)
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.stop_timeout)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0fs; killing it", self.spec.name, self.stop_timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._cleanup_files()
+
+
+def child_argv(spec: DaemonSpec, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "infrakit_runtime", "plugin", "run", f"{spec.kind}:{spec.name}", *extra]
+
+
+async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: list[str] | None = None,
+                    backoff: Backoff | None = None, liveness: Liveness | None = Liveness(),
+                    stop_timeout: float = 10.0, ready: asyncio.Event | None = None) -> None:
+    """Run every daemon until SIGTERM/SIGINT, then stop them all."""
+    env = dict(os.environ)
+    env["INFRAKIT_PLUGINS_DIR"] = str(plugins_dir)
+    children = [
+        Child(s, plugins_dir=plugins_dir, argv=child_argv(s, extra_args or []), env=env,
+              backoff=backoff or Backoff(), liveness=liveness, stop_timeout=stop_timeout)
+        for s in specs
+    ]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(c.run(), name=f"child/{c.spec.name}") for c in children]
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping %d plugin(s)", len(children))
+        await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def stop_plugin(plugins_dir: Path, name: str, *, timeout: float = 10.0) -> bool:
+    """SIGTERM the daemon serving ``name`` (by its pid file); True if one was running."""
+    pid_file = pid_path(plugins_dir, name)
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return False
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,129 @@
+"""File instance plugin: each instance is a JSON file, as in InfraKit (for tests and demos).
+
+Files are named ``instance-<random int63>`` and hold ``{ID, LogicalID, Tags,
+Spec}``, so InfraKit's own file plugin and ours read each other's directories.
+Tags are ANDed in DescribeInstances, Label merges, Destroy removes. Deleting a
+file behind the plugin's back is how tests make an instance "vanish".
+
+Parsed files are cached by (mtime, size), so describing 10,000 instances costs a
+directory scan, not 10,000 reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from infrakit_runtime.daemon import DaemonContext, Served
+from infrakit_runtime.rpc.services import InstanceService, ProvisionResult
+from infrakit_runtime.spi import instance
+from infrakit_runtime.spi.common import JSON, PluginError
+
+VENDOR = {"Name": "infrakit-instance-file", "Version": "0.1.0", "Sub": "", "URL": "https://github.com/docker/infrakit"}
+
+
+class FileInstancePlugin:
+    """``InstancePlugin`` storing instances as files in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._cache: dict[str, tuple[int, int, dict[str, Any]]] = {}
+
+    async def validate(self, properties: JSON) -> None:
+        """Any properties are accepted, as in InfraKit's file plugin."""
+
+    def _write(self, path: Path, record: dict[str, Any]) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+
+    async def provision(self, spec: instance.Spec) -> instance.ID:
+        instance_id = f"instance-{secrets.randbits(63)}"
+        record = {"ID": instance_id, "LogicalID": spec.logical_id, "Tags": dict(spec.tags), "Spec": spec.to_wire()}
+        self._write(self.directory / instance_id, record)
+        return instance_id
+
+    async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
+        results = []
+        for spec in specs:
+            try:
+                results.append(ProvisionResult(id=await self.provision(spec)))
+            except OSError as e:
+                results.append(ProvisionResult(error=f"cannot write instance file: {e}"))
+        return results
+
+    def _path(self, instance_id: str) -> Path:
+        if not instance_id or "/" in instance_id or instance_id.startswith("."):
+            raise PluginError(f"invalid instance ID {instance_id!r}")
+        return self.directory / instance_id
+
+    async def label(self, instance_id: instance.ID, labels: dict[str, str]) -> None:
+        path = self._path(instance_id)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PluginError(f"instance {instance_id} not found in {self.directory}") from None
+        record["Tags"] = {**(record.get("Tags") or {}), **labels}
+        if isinstance(record.get("Spec"), dict):
+            record["Spec"]["Tags"] = {**(record["Spec"].get("Tags") or {}), **labels}
+        self._write(path, record)
+
+    async def destroy(self, instance_id: instance.ID, context: instance.Context) -> None:
+        path = self._path(instance_id)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise PluginError(f"remove {path}: no such file or directory") from None
+        self._cache.pop(instance_id, None)
+
+    def _records(self) -> list[dict[str, Any]]:
+        seen: dict[str, tuple[int, int, dict[str, Any]]] = {}
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                cached = self._cache.get(entry.name)
+                if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
+                    seen[entry.name] = cached
+                    continue
+                try:
+                    record = json.loads(Path(entry.path).read_text())
+                except (FileNotFoundError, ValueError, UnicodeDecodeError):
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("ID"), str):
+                    seen[entry.name] = (st.st_mtime_ns, st.st_size, record)
+        self._cache = seen
+        return [v[2] for _, v in sorted(seen.items())]
+
+    async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:
+        found = []
+        for record in self._records():
+            have = record.get("Tags") or {}
+            if all(have.get(k) == v for k, v in tags.items()):
+                found.append(
+                    instance.Description(
+                        id=record["ID"],
+                        logical_id=record.get("LogicalID"),
+                        tags=dict(have),
+                        properties=record.get("Spec") if properties else None,
+                    )
+                )
+        return found
+
+
+@contextlib.asynccontextmanager
+async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
+    """Options: ``dir`` (default ``$INFRAKIT_INSTANCE_FILE_DIR`` or ``<home>/instance-file``)."""
+    directory = ctx.options.get("dir") or os.environ.get("INFRAKIT_INSTANCE_FILE_DIR")
+    path = Path(directory) if directory else ctx.state_dir("instance-file")
+    yield Served(services=[InstanceService({"": FileInstancePlugin(path)})], vendor=VENDOR)

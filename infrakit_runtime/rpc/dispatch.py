@@ -1,0 +1,172 @@
+"""The JSON-RPC 2.0 dispatcher: bytes in, bytes out, never an exception out.
+
+Reproduces InfraKit's recorded behaviour (``shared/wire/``) where the standard
+allows it: params as an object or a one-element array, string or number ids
+echoed, notifications answered with an empty body. Where InfraKit departs from
+JSON-RPC 2.0 we follow the standard codes (-32700 parse error, -32601 unknown
+method, -32602 bad params) and keep messages a person can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from infrakit_runtime.rpc import errors
+from infrakit_runtime.rpc.services import Service
+from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type
+from infrakit_runtime.spi.wire import ParamsError, Reader
+
+log = logging.getLogger(__name__)
+
+# Deeper JSON than this is refused before any handler sees it.
+MAX_NESTING = 64
+HANDSHAKE = "Handshake.Hello"
+
+
+def _depth_ok(value: JSON, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values() if isinstance(x, (dict, list)))
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
+    return True
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+class Dispatcher:
+    """Routes ``Service.Method`` calls to the services of one plugin socket."""
+
+    def __init__(self, name: str, services: list[Service], *, vendor: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.services = services
+        self.vendor = vendor
+        self._methods: dict[str, tuple[Service, Any]] = {}
+        for service in services:
+            for method_name, method in service.methods.items():
+                self._methods[method_name] = (service, method)
+        self._service_names = {m.split(".", 1)[0] for m in self._methods} | {"Handshake"}
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def hello(self) -> dict[str, Any]:
+        objects: dict[str, list[dict[str, str]]] = {}
+        for service in self.services:
+            objects[str(service.interface)] = service.hello_objects()
+            for extra in service.extra_interfaces():
+                objects[str(extra)] = service.hello_objects()
+        return {"Objects": objects}
+
+    def api(self) -> dict[str, Any]:
+        """The ``/info/api.json`` document: what this socket implements, with example calls."""
+        interfaces = []
+        for service in self.services:
+            methods = [
+                {
+                    "Request": {"jsonrpc": "2.0", "method": name, "params": method.example, "id": "1"},
+                    "Response": {"result": {}, "id": "1"},
+                }
+                for name, method in sorted(service.methods.items())
+            ]
+            spec = {"Name": service.interface.name, "Version": service.interface.version, "Sub": ""}
+            interfaces.append({**spec, "Methods": methods})
+        return {
+            "Vendor": self.vendor,
+            "Implements": [{"Name": s.interface.name, "Version": s.interface.version, "Sub": ""} for s in self.services],
+            "Interfaces": interfaces,
+        }
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def handle_body(self, body: bytes) -> bytes | None:
+        """Answer one HTTP request body; ``None`` means "no response" (notifications only)."""
+        try:
+            message = json.loads(body)
+        except RecursionError:
+            return encode(self._error(None, errors.RpcError(errors.PARSE_ERROR, f"request JSON is nested deeper than {MAX_NESTING} levels")))
+        except (ValueError, UnicodeDecodeError) as e:
+            return encode(self._error(None, errors.RpcError(errors.PARSE_ERROR, f"request is not valid JSON: {e}")))
+        if not _depth_ok(message, MAX_NESTING):
+            return encode(self._error(None, errors.RpcError(errors.INVALID_REQUEST, f"request JSON is nested deeper than {MAX_NESTING} levels")))
+        if isinstance(message, list):
+            if not message:
+                return encode(self._error(None, errors.RpcError(errors.INVALID_REQUEST, "empty batch")))
+            answers = await asyncio.gather(*(self.handle_message(m) for m in message))
+            kept = [a for a in answers if a is not None]
+            return encode(kept) if kept else None
+        answer = await self.handle_message(message)
+        return encode(answer) if answer is not None else None
+
+    async def handle_message(self, message: JSON) -> dict[str, Any] | None:
+        if not isinstance(message, dict):
+            return self._error(None, errors.RpcError(errors.INVALID_REQUEST, f"a request must be an object, got {json_type(message)}"))
+        has_id = "id" in message
+        req_id = message.get("id")
+        if has_id and not (req_id is None or (isinstance(req_id, (str, int, float)) and not isinstance(req_id, bool))):
+            return self._error(None, errors.RpcError(errors.INVALID_REQUEST, f"id must be a string, number or null, got {json_type(req_id)}"))
+        try:
+            result = await self._call(message)
+        except errors.RpcError as e:
+            return self._error(req_id, e) if has_id else None
+        if not has_id:
+            return None
+        return {"jsonrpc": "2.0", "result": result, "id": req_id}
+
+    def _error(self, req_id: JSON, error: errors.RpcError) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "error": error.to_wire(), "id": req_id}
+
+    async def _call(self, message: dict[str, Any]) -> Any:
+        if message.get("jsonrpc") != "2.0":
+            raise errors.RpcError(errors.INVALID_REQUEST, "jsonrpc must be 2.0", message)
+        method = message.get("method")
+        if not isinstance(method, str):
+            raise errors.RpcError(errors.INVALID_REQUEST, f"method must be a string, got {json_type(method)}")
+        params = message.get("params")
+        if isinstance(params, list):
+            if len(params) != 1:
+                raise errors.RpcError(errors.INVALID_PARAMS, f"params must be an object or a one-element array, got an array of {len(params)}")
+            params = params[0]
+        if params is not None and not isinstance(params, dict):
+            raise errors.RpcError(errors.INVALID_PARAMS, f"params must be an object, got {json_type(params)}")
+        if method == HANDSHAKE:
+            return self.hello()
+        entry = self._methods.get(method)
+        if entry is None:
+            service_name = method.split(".", 1)[0]
+            if service_name not in self._service_names:
+                raise errors.RpcError(errors.METHOD_NOT_FOUND, f"rpc: can't find service \"{method}\" on plugin {self.name}")
+            raise errors.RpcError(errors.METHOD_NOT_FOUND, f"rpc: can't find method \"{method}\" on plugin {self.name}")
+        service, handler = entry
+        try:
+            reader = Reader(params, "")
+        except ValidationError as e:
+            raise errors.RpcError(errors.INVALID_PARAMS, str(e)) from None
+        try:
+            obj, echo = service.select(self.name, reader)
+        except ValidationError as e:
+            raise errors.RpcError(errors.APPLICATION_ERROR, str(e)) from None
+        try:
+            result = await handler.handler(obj, reader)
+        except ValidationError as e:
+            # Malformed params are -32602; a plugin's own validation verdict is an application error.
+            code = errors.INVALID_PARAMS if isinstance(e, ParamsError) else errors.APPLICATION_ERROR
+            raise errors.RpcError(code, str(e)) from None
+        except PluginError as e:
+            raise errors.RpcError(errors.APPLICATION_ERROR, str(e)) from None
+        except errors.RpcError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug in a plugin must not kill the daemon
+            log.exception("%s failed on plugin %s", method, self.name)
+            raise errors.RpcError(errors.APPLICATION_ERROR, f"{method} failed: {type(e).__name__}: {e}") from None
+        return {**echo, **result}

@@ -1,0 +1,147 @@
+"""The plugin daemon's HTTP face: aiohttp on a Unix socket (and optionally TCP).
+
+Lifecycle is explicit (``AppRunner.setup`` → ``UnixSite.start`` → ``cleanup``);
+the socket is checked for staleness before binding and removed on the way out.
+HTTP behaviour mirrors InfraKit's recordings: every JSON-RPC outcome is HTTP
+200, a non-POST is 405, a Content-Type other than ``application/json`` is 415
+(a missing one is accepted), unknown paths are 404.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from infrakit_runtime.rpc import errors
+from infrakit_runtime.rpc.dispatch import Dispatcher, encode
+from infrakit_runtime.rpc.sockets import prepare_socket_path, secure_socket
+
+log = logging.getLogger(__name__)
+traffic = logging.getLogger("infrakit_runtime.rpc.traffic")
+
+# Bodies past this are refused with a JSON-RPC error before they are parsed.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+EXTRA_ROUTES = web.AppKey("extra_routes", list)
+TOKEN = web.AppKey("token", str)
+
+_JSON_TYPES = ("application/json", "application/json-rpc", "application/jsonrequest")
+
+
+async def _rpc(request: web.Request) -> web.StreamResponse:
+    dispatcher = request.app[DISPATCHER]
+    if request.method != "POST":
+        return web.Response(status=405, text=f"rpc: POST method required, received {request.method}")
+    ctype = request.headers.get("Content-Type")
+    if ctype is not None and ctype.split(";", 1)[0].strip().lower() not in _JSON_TYPES:
+        return web.Response(status=415, text=f"rpc: unrecognized Content-Type: {ctype}")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        error = errors.RpcError(errors.INVALID_REQUEST, f"request body of {request.content_length} bytes exceeds the limit of {MAX_BODY_BYTES}")
+        return _json_response(encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}))
+    body = await _read_limited(request)
+    if body is None:
+        error = errors.RpcError(errors.INVALID_REQUEST, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+        return _json_response(encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}))
+    if traffic.isEnabledFor(logging.DEBUG):
+        traffic.debug("request on %s: %s", dispatcher.name, body.decode(errors="replace"))
+    answer = await dispatcher.handle_body(body)
+    if traffic.isEnabledFor(logging.DEBUG):
+        traffic.debug("response on %s: %s", dispatcher.name, (answer or b"").decode(errors="replace").rstrip())
+    return _json_response(answer or b"")
+
+
+async def _read_limited(request: web.Request) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_response(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _api(request: web.Request) -> web.Response:
+    return _json_response(encode(request.app[DISPATCHER].api()))
+
+
+async def _functions(request: web.Request) -> web.Response:
+    # InfraKit lists its template functions here; our plugins have none.
+    return _json_response(encode({}))
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Bearer-token check for the TCP listener; the token is compared in constant time."""
+    token = request.app.get(TOKEN)
+    if token and request.transport is not None and request.transport.get_extra_info("sockname") and not isinstance(
+        request.transport.get_extra_info("sockname"), str
+    ):
+        offered = request.headers.get("Authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(offered.encode(), expected.encode()):
+            log.warning("refused a request from %s: missing or wrong bearer token", request.remote)
+            return web.Response(status=401, text="unauthorized: a valid bearer token is required")
+    return await handler(request)
+
+
+def make_app(dispatcher: Dispatcher, *, token: str | None = None, routes: list[web.RouteDef] | None = None) -> web.Application:
+    """The aiohttp application serving one dispatcher (and optional extra routes such as /events)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_auth] if token else [])
+    app[DISPATCHER] = dispatcher
+    if token:
+        app[TOKEN] = token
+    app.router.add_route("*", "/", _rpc)
+    app.router.add_get("/info/api.json", _api)
+    app.router.add_get("/info/functions.json", _functions)
+    if routes:
+        app.router.add_routes(routes)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    app: web.Application,
+    *,
+    socket_path: Path | None,
+    tcp: tuple[str, int] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[web.AppRunner]:
+    """Serve ``app`` until the context exits; the socket file is removed afterwards."""
+    if socket_path is None and tcp is None:
+        raise ValueError("serve needs a socket path, a TCP address, or both")
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    bound: Path | None = None
+    try:
+        if socket_path is not None:
+            prepare_socket_path(socket_path)
+            site = web.UnixSite(runner, str(socket_path), backlog=1024)
+            await site.start()
+            bound = socket_path
+            secure_socket(socket_path)
+        if tcp is not None:
+            tcp_site = web.TCPSite(runner, tcp[0], tcp[1], ssl_context=ssl_context, backlog=1024)
+            await tcp_site.start()
+        yield runner
+    finally:
+        await runner.cleanup()
+        if bound is not None:
+            with contextlib.suppress(FileNotFoundError):
+                bound.unlink()
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))

@@ -1,0 +1,339 @@
+"""Wire codecs for each SPI: decode params, call the plugin object, encode the result.
+
+A ``Service`` serves one interface (``Instance/0.6.1``...) for one or more plugin
+objects selected by the request's ``Type`` (instance, flavor) or ``Name``
+(group) field, exactly as InfraKit's ``socket/type`` names do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from infrakit_runtime.spi import flavor, group, instance, manager
+from infrakit_runtime.spi.common import JSON, InterfaceSpec, ValidationError
+from infrakit_runtime.spi.wire import ParamsError, Reader
+
+Handler = Callable[[Any, Reader], Awaitable[dict[str, Any]]]
+
+# InfraKit advertises this extension-free; ours adds methods under extra interface names.
+INSTANCE_BATCH = InterfaceSpec("InstanceBatch", "0.1.0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One RPC method: its handler and an example request used by /info/api.json."""
+
+    handler: Handler
+    example: dict[str, Any]
+
+
+class Service:
+    """One interface served for a set of named objects (``""`` is the default object)."""
+
+    interface: InterfaceSpec
+    methods: dict[str, Method]
+    selector = "Type"
+
+    def __init__(self, objects: dict[str, Any]) -> None:
+        if not objects:
+            raise ValueError("a service needs at least one object")
+        self.objects = objects
+
+    def select(self, socket_name: str, params: Reader) -> tuple[Any, dict[str, Any]]:
+        """The object a request addresses, and the fields every answer echoes."""
+        key = params.string(self.selector)
+        if key in self.objects:
+            return self.objects[key], {self.selector: key}
+        known = ", ".join(repr(k) for k in sorted(self.objects) if k) or "none but the default"
+        raise ValidationError(
+            f"not found: {socket_name}/{key} (key={key}); this plugin serves types: {known}"
+        )
+
+    def extra_interfaces(self) -> list[InterfaceSpec]:
+        return []
+
+    def hello_objects(self) -> list[dict[str, str]]:
+        return [{"Name": name or ".", "ProxyFor": ""} for name in sorted(self.objects)]
+
+
+# --- Instance -------------------------------------------------------------------------------
+
+
+async def _instance_validate(obj: instance.InstancePlugin, p: Reader) -> dict[str, Any]:
+    await obj.validate(p.raw("Properties"))
+    return {"OK": True}
+
+
+async def _instance_provision(obj: instance.InstancePlugin, p: Reader) -> dict[str, Any]:
+    spec = instance.Spec.from_wire(p.raw("Spec"), "Spec")
+    return {"ID": await obj.provision(spec)}
+
+
+async def _instance_provision_many(obj: Any, p: Reader) -> dict[str, Any]:
+    raw = p.raw("Specs")
+    if not isinstance(raw, list):
+        raise ParamsError("Specs must be an array of instance specs")
+    specs = [instance.Spec.from_wire(s, f"Specs[{i}]") for i, s in enumerate(raw)]
+    results = await obj.provision_many(specs)
+    return {"Results": [r.to_wire() for r in results]}
+
+
+async def _instance_label(obj: instance.InstancePlugin, p: Reader) -> dict[str, Any]:
+    await obj.label(p.string("Instance", required=True), p.string_map("Labels") or {})
+    return {"OK": True}
+
+
+async def _instance_destroy(obj: instance.InstancePlugin, p: Reader) -> dict[str, Any]:
+    await obj.destroy(p.string("Instance", required=True), instance.Context.from_wire(p.raw("Context")))
+    return {"OK": True}
+
+
+async def _instance_describe(obj: instance.InstancePlugin, p: Reader) -> dict[str, Any]:
+    found = await obj.describe_instances(p.string_map("Tags") or {}, p.boolean("Properties"))
+    return {"Descriptions": [d.to_wire() for d in found]}
+
+
+_EXAMPLE_SPEC = instance.Spec(properties={"exampleString": "a_string"}).to_wire()
+
+
+@dataclasses.dataclass(frozen=True)
+class ProvisionResult:
+    """One slot's outcome in a batch provision: an ID or an error text."""
+
+    id: str | None = None
+    error: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ID": self.id, "Error": self.error}
+
+
+class InstanceService(Service):
+    interface = instance.INTERFACE
+    methods = {
+        "Instance.Validate": Method(_instance_validate, {"Type": "", "Properties": {"exampleString": "a_string"}}),
+        "Instance.Provision": Method(_instance_provision, {"Type": "", "Spec": _EXAMPLE_SPEC}),
+        "Instance.Label": Method(_instance_label, {"Type": "", "Instance": "", "Labels": None}),
+        "Instance.Destroy": Method(_instance_destroy, {"Type": "", "Instance": "", "Context": {"Reason": ""}}),
+        "Instance.DescribeInstances": Method(_instance_describe, {"Type": "", "Tags": None, "Properties": False}),
+    }
+    batch_methods = {
+        "Instance.ProvisionMany": Method(_instance_provision_many, {"Type": "", "Specs": [_EXAMPLE_SPEC]}),
+    }
+
+    def __init__(self, objects: dict[str, Any]) -> None:
+        super().__init__(objects)
+        if all(hasattr(o, "provision_many") for o in objects.values()):
+            self.methods = {**self.methods, **self.batch_methods}
+
+    def extra_interfaces(self) -> list[InterfaceSpec]:
+        return [INSTANCE_BATCH] if "Instance.ProvisionMany" in self.methods else []
+
+
+# --- Flavor ---------------------------------------------------------------------------------
+
+
+async def _flavor_validate(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
+    await obj.validate(p.raw("Properties"), flavor.Allocation.from_wire(p.raw("Allocation")))
+    return {"OK": True}
+
+
+async def _flavor_prepare(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
+    spec = await obj.prepare(
+        p.raw("Properties"),
+        instance.Spec.from_wire(p.raw("Spec"), "Spec"),
+        flavor.Allocation.from_wire(p.raw("Allocation")),
+        flavor.Index.from_wire(p.raw("Index")),
+    )
+    return {"Spec": spec.to_wire()}
+
+
+def _flavor_instance(p: Reader) -> instance.Description:
+    return instance.Description.from_wire(p.raw("Instance"), "Instance")
+
+
+async def _flavor_healthy(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
+    return {"Health": int(await obj.healthy(p.raw("Properties"), _flavor_instance(p)))}
+
+
+async def _flavor_drain(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
+    await obj.drain(p.raw("Properties"), _flavor_instance(p))
+    return {"OK": True}
+
+
+_EXAMPLE_INSTANCE = {"ID": "", "LogicalID": None, "Tags": None}
+
+
+class FlavorService(Service):
+    interface = flavor.INTERFACE
+    methods = {
+        "Flavor.Validate": Method(_flavor_validate, {"Type": "", "Properties": None, "Allocation": {"Size": 0, "LogicalIDs": None}}),
+        "Flavor.Prepare": Method(
+            _flavor_prepare,
+            {
+                "Type": "",
+                "Properties": None,
+                "Spec": instance.Spec().to_wire(),
+                "Allocation": {"Size": 0, "LogicalIDs": None},
+                "Index": {"Group": "", "Sequence": 0},
+            },
+        ),
+        "Flavor.Healthy": Method(_flavor_healthy, {"Type": "", "Properties": None, "Instance": _EXAMPLE_INSTANCE}),
+        "Flavor.Drain": Method(_flavor_drain, {"Type": "", "Properties": None, "Instance": _EXAMPLE_INSTANCE}),
+    }
+
+
+# --- Group ----------------------------------------------------------------------------------
+
+
+def _group_id(p: Reader) -> str:
+    return p.string("ID", required=True)
+
+
+async def _group_commit(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
+    spec = group.Spec.from_wire(p.raw("Spec"), "Spec")
+    details = await obj.commit_group(spec, p.boolean("Pretend"))
+    return {"ID": spec.id, "Details": details}
+
+
+async def _group_free(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
+    gid = _group_id(p)
+    await obj.free_group(gid)
+    return {"ID": gid}
+
+
+async def _group_describe(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
+    gid = _group_id(p)
+    return {"ID": gid, "Description": (await obj.describe_group(gid)).to_wire()}
+
+
+async def _group_destroy(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
+    gid = _group_id(p)
+    await obj.destroy_group(gid)
+    return {"ID": gid}
+
+
+async def _group_inspect(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
+    specs = await obj.inspect_groups()
+    # InfraKit answers null, not [], when there are no groups.
+    return {"ID": p.string("ID"), "Groups": [s.to_wire() for s in specs] or None}
+
+
+async def _group_destroy_instances(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
+    gid = _group_id(p)
+    await obj.destroy_instances(gid, p.string_list("Instances") or [])
+    return {"ID": gid}
+
+
+async def _group_size(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
+    gid = _group_id(p)
+    return {"ID": gid, "Size": await obj.size(gid)}
+
+
+async def _group_set_size(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
+    gid = _group_id(p)
+    await obj.set_size(gid, p.integer("Size", minimum=0))
+    return {"ID": gid}
+
+
+class GroupService(Service):
+    """The Group SPI. Objects are addressed by ``Name`` (``group``, ``group/groups``,
+    ``group/<ID>``); the group itself is always named by the ``ID`` param."""
+
+    interface = group.INTERFACE
+    selector = "Name"
+    methods = {
+        "Group.CommitGroup": Method(_group_commit, {"Name": "", "Spec": {"ID": "", "Properties": None}, "Pretend": False}),
+        "Group.FreeGroup": Method(_group_free, {"Name": "", "ID": ""}),
+        "Group.DescribeGroup": Method(_group_describe, {"Name": "", "ID": ""}),
+        "Group.DestroyGroup": Method(_group_destroy, {"Name": "", "ID": ""}),
+        "Group.InspectGroups": Method(_group_inspect, {"Name": "", "ID": ""}),
+        "Group.DestroyInstances": Method(_group_destroy_instances, {"Name": "", "ID": "", "Instances": None}),
+        "Group.Size": Method(_group_size, {"Name": "", "ID": ""}),
+        "Group.SetSize": Method(_group_set_size, {"Name": "", "ID": "", "Size": 0}),
+    }
+
+    def select(self, socket_name: str, params: Reader) -> tuple[Any, dict[str, Any]]:
+        return self.objects[""], {"Name": params.string("Name")}
+
+    def hello_objects(self) -> list[dict[str, str]]:
+        return [{"Name": "groups", "ProxyFor": ""}]
+
+
+# --- Manager --------------------------------------------------------------------------------
+
+
+def location_to_wire(url: str | None) -> JSON:
+    """A URL as Go's ``url.URL`` struct, which InfraKit's LeaderLocation returns."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return {
+        "Scheme": parts.scheme,
+        "Opaque": "",
+        "User": None,
+        "Host": parts.netloc,
+        "Path": parts.path,
+        "RawPath": "",
+        "OmitHost": False,
+        "ForceQuery": False,
+        "RawQuery": parts.query,
+        "Fragment": parts.fragment,
+        "RawFragment": "",
+    }
+
+
+def location_from_wire(obj: JSON) -> str | None:
+    """The inverse of ``location_to_wire`` (also accepts a plain string)."""
+    if obj is None:
+        return None
+    if isinstance(obj, str):
+        return obj
+    r = Reader(obj, "Location")
+    scheme, host, path = r.string("Scheme"), r.string("Host"), r.string("Path")
+    if not scheme and not host:
+        return None
+    query = r.string("RawQuery")
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+
+async def _manager_is_leader(obj: manager.Manager, p: Reader) -> dict[str, Any]:
+    return {"Leader": await obj.is_leader()}
+
+
+async def _manager_leader_location(obj: manager.Manager, p: Reader) -> dict[str, Any]:
+    return {"Location": location_to_wire(await obj.leader_location())}
+
+
+async def _manager_specs(obj: manager.Manager, p: Reader) -> dict[str, Any]:
+    specs = await obj.specs()
+    return {"Specs": [s.to_wire() for s in specs] or None}
+
+
+class ManagerService(Service):
+    interface = manager.INTERFACE
+    selector = ""
+    methods = {
+        "Manager.IsLeader": Method(_manager_is_leader, {}),
+        "Manager.LeaderLocation": Method(_manager_leader_location, {}),
+        "Manager.Specs": Method(_manager_specs, {}),
+    }
+
+    def select(self, socket_name: str, params: Reader) -> tuple[Any, dict[str, Any]]:
+        return self.objects[""], {}
+
+
+def service_for(interface: InterfaceSpec, objects: dict[str, Any]) -> Service:
+    """The service class that serves ``interface`` over ``objects``."""
+    for cls in (InstanceService, FlavorService, GroupService, ManagerService):
+        if cls.interface == interface:
+            return cls(objects)
+    raise ValueError(f"no wire codec for interface {interface}")
+
+
+def example_response(method: str) -> JSON:
+    """A zero-valued result, the shape /info/api.json documents."""
+    return {"result": {}, "method": method}

@@ -1,0 +1,78 @@
+"""Flavor SPI (InfraKit ``Flavor/0.1.1``): what goes on an instance and how its health is judged.
+
+A flavor prepares the instance spec (init script, tags, attachments) before it is
+provisioned, answers whether a running instance is healthy, and drains one
+before it is destroyed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Protocol, runtime_checkable
+
+from infrakit_runtime.spi import instance
+from infrakit_runtime.spi.common import JSON, InterfaceSpec
+from infrakit_runtime.spi.wire import Reader
+
+INTERFACE = InterfaceSpec("Flavor", "0.1.1")
+
+
+class Health(enum.IntEnum):
+    """A flavor's verdict on an instance; the default means "cannot tell yet"."""
+
+    UNKNOWN = 0
+    HEALTHY = 1
+    UNHEALTHY = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    """How a group is sized: a count of cattle, or one pet per logical ID."""
+
+    size: int = 0
+    logical_ids: tuple[str, ...] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"Size": self.size, "LogicalIDs": list(self.logical_ids) if self.logical_ids is not None else None}
+
+    @classmethod
+    def from_wire(cls, obj: JSON, where: str = "Allocation") -> Allocation:
+        r = Reader(obj, where)
+        ids = r.string_list("LogicalIDs")
+        return cls(size=r.integer("Size", minimum=0), logical_ids=tuple(ids) if ids is not None else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Index:
+    """Which group an instance is prepared for, and a sequence number within it."""
+
+    group: str = ""
+    sequence: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"Group": self.group, "Sequence": self.sequence}
+
+    @classmethod
+    def from_wire(cls, obj: JSON, where: str = "Index") -> Index:
+        r = Reader(obj, where)
+        return cls(group=r.string("Group"), sequence=r.integer("Sequence"))
+
+
+@runtime_checkable
+class FlavorPlugin(Protocol):
+    """What goes on an instance. Every method may raise ``PluginError``."""
+
+    async def validate(self, properties: JSON, allocation: Allocation) -> None:
+        """Raise ``ValidationError`` listing every problem with ``properties``."""
+
+    async def prepare(
+        self, properties: JSON, spec: instance.Spec, allocation: Allocation, index: Index
+    ) -> instance.Spec:
+        """Return ``spec`` with this flavor's init, tags and attachments applied."""
+
+    async def healthy(self, properties: JSON, description: instance.Description) -> Health:
+        """Judge one running instance."""
+
+    async def drain(self, properties: JSON, description: instance.Description) -> None:
+        """Prepare an instance for removal (move its work away)."""

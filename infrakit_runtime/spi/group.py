@@ -1,0 +1,93 @@
+"""Group SPI (InfraKit ``Group/0.1.1``): keep a declared group of instances alive.
+
+A group is a spec ``{ID, Properties}`` whose Properties name an instance plugin,
+a flavor plugin and an allocation. The wire carries Properties as raw JSON; the
+controller (``infrakit_runtime.group.spec``) parses and validates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, runtime_checkable
+
+from infrakit_runtime.spi import instance
+from infrakit_runtime.spi.common import JSON, InterfaceSpec
+from infrakit_runtime.spi.wire import Reader
+
+INTERFACE = InterfaceSpec("Group", "0.1.1")
+
+ID = str
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A group declaration as it crosses the wire."""
+
+    id: ID
+    properties: JSON = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ID": self.id, "Properties": self.properties}
+
+    @classmethod
+    def from_wire(cls, obj: JSON, where: str = "Spec") -> Spec:
+        r = Reader(obj, where)
+        return cls(id=r.string("ID", required=True), properties=r.raw("Properties"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Description:
+    """A group's members and whether they match the spec.
+
+    ``status`` is our additive field (counts, health, condition, last error);
+    InfraKit's clients ignore it.
+    """
+
+    instances: tuple[instance.Description, ...] = ()
+    converged: bool = False
+    status: JSON = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"Instances": [i.to_wire() for i in self.instances], "Converged": self.converged}
+        if self.status is not None:
+            out["Status"] = self.status
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: JSON, where: str = "Description") -> Description:
+        r = Reader(obj, where)
+        raw = r.raw("Instances") or []
+        return cls(
+            instances=tuple(instance.Description.from_wire(x, f"{where}.Instances[{i}]") for i, x in enumerate(raw)),
+            converged=r.boolean("Converged"),
+            status=r.raw("Status"),
+        )
+
+
+@runtime_checkable
+class GroupPlugin(Protocol):
+    """Declared groups, enforced. Every method may raise ``PluginError``."""
+
+    async def commit_group(self, spec: Spec, pretend: bool) -> str:
+        """Validate and (unless ``pretend``) enforce ``spec``; return the plan's text."""
+
+    async def free_group(self, group_id: ID) -> None:
+        """Stop managing the group; leave its instances alone."""
+
+    async def describe_group(self, group_id: ID) -> Description:
+        """The group's members and convergence."""
+
+    async def destroy_group(self, group_id: ID) -> None:
+        """Stop managing the group and destroy every member."""
+
+    async def inspect_groups(self) -> list[Spec]:
+        """Every group being managed."""
+
+    async def destroy_instances(self, group_id: ID, instances: list[instance.ID]) -> None:
+        """Destroy the named members (the group replaces them unless resized)."""
+
+    async def size(self, group_id: ID) -> int:
+        """The declared size."""
+
+    async def set_size(self, group_id: ID, size: int) -> None:
+        """Change the declared size."""
