@@ -1,0 +1,1 @@
+"""Leader election and spec store backends: ``file`` (one host) and ``etcd`` (many)."""

@@ -1,0 +1,1 @@
+"""The manager: leadership and the spec store wrapped around the group controller."""

@@ -1,0 +1,96 @@
+"""The small interface the manager needs from a coordination backend.
+
+A backend provides two things: **leadership** (at most one replica acts) and a
+**spec store** (what was committed outlives every replica). Each store write
+carries the ``Lease`` it was made under and must fail with ``LostLeadership``
+when that lease is no longer the current one (fencing), so a paused old leader
+can never overwrite the state of the new one.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+class BackendError(Exception):
+    """The backend cannot be used right now (no quorum, disk full, unreachable); the message says why."""
+
+
+class LostLeadership(BackendError):
+    """The lease a write or renewal was made under is gone: stop acting at once."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderTimings:
+    """Lease timings, validated up front: renewal must land well inside the TTL.
+
+    ``ttl``: how long a lease outlives its holder. ``renew_interval``: how often
+    the holder renews. ``renew_deadline``: if no renewal succeeded for this long,
+    the holder steps down by itself, *before* the lease can expire elsewhere.
+    """
+
+    ttl: float = 5.0
+    renew_interval: float = 1.0
+    renew_deadline: float = 3.5
+    retry_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.ttl <= 0 or self.renew_interval <= 0 or self.renew_deadline <= 0:
+            raise ValueError("leader timings must all be positive")
+        if self.renew_deadline >= self.ttl:
+            raise ValueError(f"ttl ({self.ttl:g}s) must exceed renew_deadline ({self.renew_deadline:g}s)")
+        if self.renew_interval >= self.renew_deadline:
+            raise ValueError(f"renew_deadline ({self.renew_deadline:g}s) must exceed renew_interval ({self.renew_interval:g}s)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """Proof of leadership: a term number that only grows, and the backend's handle."""
+
+    term: int
+    holder: str
+    handle: Any = None
+
+
+class Backend(abc.ABC):
+    """Leadership + store. Implementations: ``backends.file.FileBackend``, ``backends.etcd.EtcdBackend``."""
+
+    @abc.abstractmethod
+    def leadership(self, *, candidate: str, location: str | None) -> AsyncIterator[Lease]:
+        """Campaign until elected, then yield the lease while it is held (async context manager).
+
+        Used as ``async with backend.leadership(...) as lease:``. The lease's
+        ``lost`` event (``await backend.lost(lease)``) fires the moment renewal
+        fails or its deadline passes; leaving the context resigns at once so a
+        follower takes over without waiting for the TTL.
+        """
+
+    @abc.abstractmethod
+    async def wait_lost(self, lease: Lease) -> str:
+        """Return (with the reason) when ``lease`` is lost or can no longer be renewed in time."""
+
+    @abc.abstractmethod
+    async def leader_location(self) -> str | None:
+        """The current leader's advertised location, or None if there is no leader."""
+
+    @abc.abstractmethod
+    async def load_all(self) -> dict[str, dict[str, Any]]:
+        """Every stored group spec (wire JSON ``{ID, Properties}``) by group ID."""
+
+    @abc.abstractmethod
+    async def put(self, group_id: str, spec: dict[str, Any], lease: Lease) -> None:
+        """Store a spec durably; raise ``LostLeadership`` if ``lease`` is not current."""
+
+    @abc.abstractmethod
+    async def delete(self, group_id: str, lease: Lease) -> None:
+        """Remove a spec; raise ``LostLeadership`` if ``lease`` is not current."""
+
+    @abc.abstractmethod
+    async def status(self) -> dict[str, Any]:
+        """Health of the backend for operators: ``{"healthy": bool, "reason": str, ...}``."""
+
+    async def close(self) -> None:
+        """Release connections."""
