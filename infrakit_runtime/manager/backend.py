@@ -92,5 +92,5 @@ class Backend(abc.ABC):
     async def status(self) -> dict[str, Any]:
         """Health of the backend for operators: ``{"healthy": bool, "reason": str, ...}``."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections."""
