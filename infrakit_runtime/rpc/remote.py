@@ -10,7 +10,7 @@ from typing import Any
 
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.errors import RemoteError
-from infrakit_runtime.rpc.services import INSTANCE_BATCH, ProvisionResult, location_from_wire
+from infrakit_runtime.rpc.services import INSTANCE_BATCH, INSTANCE_WATCH, ProvisionResult, location_from_wire
 from infrakit_runtime.spi import flavor, group, instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
 
@@ -25,7 +25,7 @@ class InstanceClient:
     def __init__(self, client: Client, type_: str = "") -> None:
         self.client = client
         self.type = type_
-        self._batch: bool | None = None
+        self._objects: dict[str, Any] | None = None
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         try:
@@ -44,11 +44,27 @@ class InstanceClient:
             raise PluginError(f"plugin {self.client.name} provisioned an instance but returned no ID")
         return str(result["ID"])
 
+    async def _announced(self) -> dict[str, Any]:
+        if self._objects is None:
+            self._objects = await self.client.hello()
+        return self._objects
+
     async def supports_batch(self) -> bool:
         """Whether the daemon announces ``Instance.ProvisionMany`` (our extension)."""
-        if self._batch is None:
-            self._batch = str(INSTANCE_BATCH) in await self.client.hello()
-        return self._batch
+        return str(INSTANCE_BATCH) in await self._announced()
+
+    async def supports_watch(self) -> bool:
+        """Whether the daemon announces ``Instance.WaitChange`` (our long-poll extension)."""
+        return str(INSTANCE_WATCH) in await self._announced()
+
+    async def wait_change(self, revision: int, timeout: float) -> int:
+        """Block until the plugin's revision passes ``revision`` or ``timeout`` elapses."""
+        try:
+            result = await self.client.call("Instance.WaitChange", {"Type": self.type, "Revision": revision,
+                                                                     "Timeout": int(timeout)}, timeout=timeout + 10)
+        except RemoteError as e:
+            _raise_plugin_error(e)
+        return int(result.get("Revision", 0))
 
     async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
         result = await self._call("Instance.ProvisionMany", {"Specs": [s.to_wire() for s in specs]})

@@ -17,8 +17,12 @@ from infrakit_runtime.spi.wire import ParamsError, Reader
 
 Handler = Callable[[Any, Reader], Awaitable[dict[str, Any]]]
 
-# InfraKit advertises this extension-free; ours adds methods under extra interface names.
-INSTANCE_BATCH = InterfaceSpec("InstanceBatch", "0.1.0")
+# Our extensions are additive: extra methods announced under extra interface names in
+# Handshake.Hello, which InfraKit's Go clients ignore.
+INSTANCE_BATCH = InterfaceSpec("InstanceBatch", "0.1.0")  # Instance.ProvisionMany
+INSTANCE_WATCH = InterfaceSpec("InstanceWatch", "0.1.0")  # Instance.WaitChange (long poll)
+# A long poll never holds a connection longer than this, whatever the caller asks.
+MAX_WAIT_CHANGE = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,11 @@ async def _instance_provision_many(obj: Any, p: Reader) -> dict[str, Any]:
     return {"Results": [r.to_wire() for r in results]}
 
 
+async def _instance_wait_change(obj: Any, p: Reader) -> dict[str, Any]:
+    timeout = min(max(float(p.integer("Timeout", default=30)), 0.0), MAX_WAIT_CHANGE)
+    return {"Revision": await obj.wait_change(p.integer("Revision", minimum=0), timeout)}
+
+
 async def _instance_label(obj: instance.InstancePlugin, p: Reader) -> dict[str, Any]:
     await obj.label(p.string("Instance", required=True), p.string_map("Labels") or {})
     return {"OK": True}
@@ -118,17 +127,24 @@ class InstanceService(Service):
         "Instance.Destroy": Method(_instance_destroy, {"Type": "", "Instance": "", "Context": {"Reason": ""}}),
         "Instance.DescribeInstances": Method(_instance_describe, {"Type": "", "Tags": None, "Properties": False}),
     }
-    batch_methods = {
-        "Instance.ProvisionMany": Method(_instance_provision_many, {"Type": "", "Specs": [_EXAMPLE_SPEC]}),
+    # Extensions served only when every object implements the capability.
+    extensions = {
+        "provision_many": (INSTANCE_BATCH, "Instance.ProvisionMany",
+                           Method(_instance_provision_many, {"Type": "", "Specs": [_EXAMPLE_SPEC]})),
+        "wait_change": (INSTANCE_WATCH, "Instance.WaitChange",
+                        Method(_instance_wait_change, {"Type": "", "Revision": 0, "Timeout": 30})),
     }
 
     def __init__(self, objects: dict[str, Any]) -> None:
         super().__init__(objects)
-        if all(hasattr(o, "provision_many") for o in objects.values()):
-            self.methods = {**self.methods, **self.batch_methods}
+        self._extra: list[InterfaceSpec] = []
+        for capability, (interface, name, method) in self.extensions.items():
+            if all(hasattr(o, capability) for o in objects.values()):
+                self.methods = {**self.methods, name: method}
+                self._extra.append(interface)
 
     def extra_interfaces(self) -> list[InterfaceSpec]:
-        return [INSTANCE_BATCH] if "Instance.ProvisionMany" in self.methods else []
+        return list(self._extra)
 
 
 # --- Flavor ---------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class Daemons:
     def start(self, daemon: str, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> subprocess.Popen:
         kind, _, name = daemon.partition(":")
         name = name or ("group" if kind == "manager" else kind)
-        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.home / f"{name}.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "infrakit_runtime", "plugin", "run", daemon, *args],
             env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
