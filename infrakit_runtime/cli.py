@@ -132,8 +132,23 @@ def cmd_plugin_start(args: argparse.Namespace, cfg: config.Config) -> int:
     if len(set(names)) != len(names):
         raise UsageError(f"two daemons would share a socket name: {', '.join(names)}")
     os.environ["INFRAKIT_PARENT_DEATHSIG"] = "1"
-    asyncio.run(supervise(specs, plugins_dir=cfg.plugins_dir))
+    asyncio.run(supervise(specs, plugins_dir=cfg.plugins_dir, liveness=_liveness(args)))
     return 0
+
+
+def _liveness(args: argparse.Namespace) -> Any:
+    from infrakit_runtime.launcher import Liveness
+
+    if args.probe_interval <= 0:
+        return None
+    return Liveness(interval=args.probe_interval, timeout=args.probe_timeout, failures=args.probe_failures)
+
+
+def _add_probe_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--probe-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="handshake each daemon this often; a hung one is killed and restarted (0 disables)")
+    p.add_argument("--probe-timeout", type=float, default=3.0, metavar="SECONDS", help="handshake answer deadline")
+    p.add_argument("--probe-failures", type=int, default=3, metavar="N", help="missed handshakes before a restart")
 
 
 def cmd_up(args: argparse.Namespace, cfg: config.Config) -> int:
@@ -150,7 +165,7 @@ def cmd_up(args: argparse.Namespace, cfg: config.Config) -> int:
     cfg.plugins_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     pid_file.write_text(f"{os.getpid()}\n")
     try:
-        asyncio.run(supervise(list(cfg.plugins), plugins_dir=cfg.plugins_dir))
+        asyncio.run(supervise(list(cfg.plugins), plugins_dir=cfg.plugins_dir, liveness=_liveness(args)))
     finally:
         pid_file.unlink(missing_ok=True)
     return 0
@@ -292,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Start each daemon as a child, restart any that dies (with backoff), "
                             "and stop them all on SIGTERM/SIGINT.")
     start.add_argument("daemons", nargs="+", metavar="KIND[:NAME]")
+    _add_probe_options(start)
     start.set_defaults(func=cmd_plugin_start)
     stop = psub.add_parser("stop", help="stop running daemons by name")
     stop.add_argument("names", nargs="*", metavar="NAME")
@@ -304,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the daemons of the configuration file under supervision")
     up.add_argument("--detach", action="store_true", help="run in the background (double fork)")
     up.add_argument("--log-file", help="log file when detached (default $INFRAKIT_HOME/infrakit-up.log)")
+    _add_probe_options(up)
     up.set_defaults(func=cmd_up)
 
     inst = sub.add_parser("instance", help="talk to an instance plugin")

@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import sys
+import time
 from pathlib import Path
 
 from infrakit_runtime.daemon import DaemonSpec, pid_path
@@ -104,15 +105,17 @@ class Child:
         loop = asyncio.get_running_loop()
         started = loop.time()
         misses = 0
-        answered_once = False
+        serving = False
         try:
             while process.returncode is None:
                 await asyncio.sleep(live.interval)
+                # The daemon writes its pid file once its socket is bound: from then on it must answer.
+                serving = serving or self._pid_file_names(process.pid)
                 try:
                     await client.hello(timeout=live.timeout)
-                    misses, answered_once = 0, True
+                    misses, serving = 0, True
                 except Exception as e:
-                    if not answered_once and loop.time() - started < live.startup:
+                    if not serving and loop.time() - started < live.startup:
                         continue
                     misses += 1
                     log.warning("%s missed a liveness handshake (%d/%d): %s", self.spec.name, misses, live.failures, e)
@@ -123,6 +126,12 @@ class Child:
                         return
         finally:
             await client.close()
+
+    def _pid_file_names(self, pid: int) -> bool:
+        try:
+            return pid_path(self.plugins_dir, self.spec.name).read_text().strip() == str(pid)
+        except (FileNotFoundError, ValueError):
+            return False
 
     def _cleanup_files(self) -> None:
         # A daemon killed with SIGKILL leaves its socket and pid file: neither may block its successor.
@@ -195,15 +204,21 @@ def stop_plugin(plugins_dir: Path, name: str, *, timeout: float = 10.0) -> bool:
     except ProcessLookupError:
         pid_file.unlink(missing_ok=True)
         return False
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_alive(pid):
             return True
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return True
+
+
+def process_alive(pid: int) -> bool:
+    """True when ``pid`` runs and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the parenthesised command name, which may itself hold spaces.
+    return stat.rpartition(")")[2].split()[0] != "Z"
