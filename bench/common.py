@@ -1,0 +1,101 @@
+"""Shared benchmark plumbing: machine facts, daemons in a temp home, and docs/benchmarks.md sections."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = REPO / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"{datetime.date.today().isoformat()}, {os.cpu_count()} vCPU ({cpu}), load average {load}, "
+            f"Python {platform.python_version()}")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the ``## title`` section of docs/benchmarks.md."""
+    BENCHMARKS_MD.parent.mkdir(exist_ok=True)
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    section = f"## {title}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    BENCHMARKS_MD.write_text(text.rstrip() + "\n")
+
+
+class Home:
+    """A temporary INFRAKIT_HOME with daemons started as real processes."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="infrakit-bench-")
+        self.path = Path(self._tmp.name)
+        self.plugins_dir = self.path / "plugins"
+        self.env = {**os.environ, "INFRAKIT_HOME": str(self.path), "INFRAKIT_PLUGINS_DIR": str(self.plugins_dir)}
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, daemon: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        kind, _, name = daemon.partition(":")
+        name = name or ("group" if kind == "manager" else kind)
+        log = open(self.path / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the daemon
+        proc = subprocess.Popen([sys.executable, "-m", "infrakit_runtime", "plugin", "run", daemon, *args],
+                                env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        deadline = time.monotonic() + 20
+        sock = self.plugins_dir / name
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{daemon} did not start: {(self.path / f'{name}.log').read_text()}")
+            time.sleep(0.02)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._tmp.cleanup()
+
+
+@contextlib.contextmanager
+def home() -> Iterator[Home]:
+    h = Home()
+    try:
+        yield h
+    finally:
+        h.close()
