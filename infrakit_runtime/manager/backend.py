@@ -10,8 +10,8 @@ can never overwrite the state of the new one.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 
@@ -30,6 +30,8 @@ class LeaderTimings:
     ``ttl``: how long a lease outlives its holder. ``renew_interval``: how often
     the holder renews. ``renew_deadline``: if no renewal succeeded for this long,
     the holder steps down by itself, *before* the lease can expire elsewhere.
+    ``retry_interval``: how long a candidate waits before trying again after an
+    error (a follower watching a healthy leader wakes on its departure instead).
     """
 
     ttl: float = 5.0
@@ -38,7 +40,7 @@ class LeaderTimings:
     retry_interval: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.ttl <= 0 or self.renew_interval <= 0 or self.renew_deadline <= 0:
+        if self.ttl <= 0 or self.renew_interval <= 0 or self.renew_deadline <= 0 or self.retry_interval <= 0:
             raise ValueError("leader timings must all be positive")
         if self.renew_deadline >= self.ttl:
             raise ValueError(f"ttl ({self.ttl:g}s) must exceed renew_deadline ({self.renew_deadline:g}s)")
@@ -48,7 +50,12 @@ class LeaderTimings:
 
 @dataclasses.dataclass(frozen=True)
 class Lease:
-    """Proof of leadership: a term number that only grows, and the backend's handle."""
+    """Proof of leadership: a term number that only grows, and the backend's handle.
+
+    ``holder`` is the candidate name given to ``leadership()``. ``handle`` is
+    private to the backend that issued the lease (it carries what fencing needs);
+    a lease is only valid with the backend that issued it.
+    """
 
     term: int
     holder: str
@@ -59,13 +66,15 @@ class Backend(abc.ABC):
     """Leadership + store. Implementations: ``backends.file.FileBackend``, ``backends.etcd.EtcdBackend``."""
 
     @abc.abstractmethod
-    def leadership(self, *, candidate: str, location: str | None) -> AsyncIterator[Lease]:
+    def leadership(self, *, candidate: str, location: str | None) -> contextlib.AbstractAsyncContextManager[Lease]:
         """Campaign until elected, then yield the lease while it is held (async context manager).
 
-        Used as ``async with backend.leadership(...) as lease:``. The lease's
-        ``lost`` event (``await backend.lost(lease)``) fires the moment renewal
-        fails or its deadline passes; leaving the context resigns at once so a
-        follower takes over without waiting for the TTL.
+        Used as ``async with backend.leadership(...) as lease:``. Entering blocks
+        (campaigning, retrying on backend errors, which ``status()`` reports) until
+        elected; cancel the task to stop campaigning. ``await backend.wait_lost(lease)``
+        returns the moment renewal fails or its deadline passes; leaving the
+        context resigns at once so a follower takes over without waiting for the
+        TTL. ``location`` is what ``leader_location()`` reports to followers.
         """
 
     @abc.abstractmethod
