@@ -10,7 +10,13 @@ from typing import Any
 
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.errors import RemoteError
-from infrakit_runtime.rpc.services import INSTANCE_BATCH, INSTANCE_WATCH, ProvisionResult, location_from_wire
+from infrakit_runtime.rpc.services import (
+    FLAVOR_BATCH,
+    INSTANCE_BATCH,
+    INSTANCE_WATCH,
+    ProvisionResult,
+    location_from_wire,
+)
 from infrakit_runtime.spi import flavor, group, instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
 
@@ -82,11 +88,60 @@ class InstanceClient:
 
 
 class FlavorClient:
-    """``FlavorPlugin`` over JSON-RPC."""
+    """``FlavorPlugin`` over JSON-RPC, using our batch extension when the daemon announces it."""
 
     def __init__(self, client: Client, type_: str = "") -> None:
         self.client = client
         self.type = type_
+        self._batch: bool | None = None
+
+    async def supports_batch(self) -> bool:
+        if self._batch is None:
+            self._batch = str(FLAVOR_BATCH) in await self.client.hello()
+        return self._batch
+
+    async def prepare_many(self, properties: JSON, specs: list[instance.Spec], allocation: flavor.Allocation,
+                           indices: list[flavor.Index]) -> list[instance.Spec | PluginError]:
+        """Prepare many specs in one call (batch daemons) or one call each (InfraKit's plugins)."""
+        if not await self.supports_batch():
+            out: list[instance.Spec | PluginError] = []
+            for spec, index in zip(specs, indices, strict=True):
+                try:
+                    out.append(await self.prepare(properties, spec, allocation, index))
+                except PluginError as e:
+                    out.append(e)
+            return out
+        result = await self._call("Flavor.PrepareMany", {
+            "Properties": properties, "Specs": [s.to_wire() for s in specs],
+            "Allocation": allocation.to_wire(), "Indices": [i.to_wire() for i in indices],
+        })
+        return [PluginError(r["Error"]) if r.get("Error") else instance.Spec.from_wire(r.get("Spec"))
+                for r in result.get("Results") or []]
+
+    async def healthy_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Health]:
+        """Health of many instances in one call (batch daemons) or concurrent single calls."""
+        if not await self.supports_batch():
+            import asyncio
+
+            gate = asyncio.Semaphore(32)
+
+            async def one(d: instance.Description) -> flavor.Health:
+                async with gate:
+                    try:
+                        return await self.healthy(properties, d)
+                    except PluginError:
+                        return flavor.Health.UNKNOWN
+
+            return list(await asyncio.gather(*(one(d) for d in descriptions)))
+        result = await self._call("Flavor.HealthyMany", {"Properties": properties,
+                                                         "Instances": [d.to_wire() for d in descriptions]})
+        out = []
+        for h in result.get("Healths") or []:
+            try:
+                out.append(flavor.Health(int(h)))
+            except (TypeError, ValueError):
+                out.append(flavor.Health.UNKNOWN)
+        return out
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         try:
