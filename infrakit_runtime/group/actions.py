@@ -1,0 +1,113 @@
+"""The plan as a value: actions to take and where the group stands.
+
+Guarantee: every type here is a frozen, comparable, printable dataclass with nothing callable
+inside; a ``Plan`` renders InfraKit's text in ``summary`` but is not the text.
+Limit: values only; ``plan.plan_group`` decides them and the supervisor acts on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from infrakit_runtime.group import summary
+from infrakit_runtime.group.memory import CATTLE_SLOT, Slot
+from infrakit_runtime.spi import instance
+
+__all__ = [
+    "CAUSE_DUPLICATE", "CAUSE_NOT_IN_ALLOCATION", "CAUSE_ROLLING_UPDATE", "CAUSE_SCALE_DOWN", "CAUSE_UNHEALTHY",
+    "CONVERGED", "DEGRADED", "PROGRESSING", "Action", "Counts", "Create", "Destroy", "Plan", "Relabel",
+]
+
+CONVERGED = "Converged"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+# Why a Destroy was planned (the supervisor maps them to InfraKit's Context.Reason).
+CAUSE_UNHEALTHY = "unhealthy"
+CAUSE_ROLLING_UPDATE = "rolling_update"
+CAUSE_SCALE_DOWN = "scale_down"
+CAUSE_NOT_IN_ALLOCATION = "not_in_allocation"
+CAUSE_DUPLICATE = "duplicate"
+
+
+@dataclasses.dataclass(frozen=True)
+class Create:
+    """Provision one member (for pets, with this logical ID)."""
+
+    logical_id: instance.LogicalID | None
+    reason: str
+
+    @property
+    def slot(self) -> Slot:
+        """The backoff slot a failure of this create is recorded against."""
+        return self.logical_id if self.logical_id is not None else CATTLE_SLOT
+
+
+@dataclasses.dataclass(frozen=True)
+class Destroy:
+    """Remove one member; ``drain`` asks the flavor to drain it first."""
+
+    instance_id: instance.ID
+    reason: str
+    drain: bool
+    cause: str = CAUSE_SCALE_DOWN
+
+    @property
+    def context(self) -> instance.Context:
+        """InfraKit's Destroy context: ``rolling_update`` for a rollout, ``terminate`` otherwise."""
+        if self.cause == CAUSE_ROLLING_UPDATE:
+            return instance.Context(reason=instance.REASON_ROLLING_UPDATE)
+        return instance.Context(reason=instance.REASON_TERMINATE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Relabel:
+    """Merge ``tags`` into a member's tags (adopts a ``bootstrap`` member without a rollout)."""
+
+    instance_id: instance.ID
+    tags: tuple[tuple[str, str], ...]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.tags)
+
+
+Action = Create | Destroy | Relabel
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """The group at a glance (``suspect``: past grace without enough HEALTHY checks, e.g. UNKNOWN)."""
+
+    desired: int = 0
+    running: int = 0
+    healthy: int = 0
+    unhealthy: int = 0
+    pending: int = 0
+    suspect: int = 0
+    outdated: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The next step for one group, and where the group stands."""
+
+    actions: tuple[Action, ...] = ()
+    summary: str = summary.NOOP
+    counts: Counts = Counts()
+    converged: bool = False
+    condition: str = PROGRESSING
+    reason: str = ""
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.actions
+
+    def status(self) -> dict[str, object]:
+        """The additive ``Status`` field of DescribeGroup (InfraKit's clients ignore it)."""
+        c = self.counts
+        return {
+            "Condition": self.condition, "Reason": self.reason, "Summary": self.summary,
+            "Desired": c.desired, "Running": c.running, "Healthy": c.healthy, "Unhealthy": c.unhealthy,
+            "Pending": c.pending, "Suspect": c.suspect, "Outdated": c.outdated,
+        }

@@ -1,0 +1,110 @@
+"""The group planner: what to create, destroy and relabel next, as a value.
+
+Guarantee: ``plan_group`` is pure, synchronous and total - no I/O, no clock (``now`` is an
+argument), no exception for any observed world - and the plan it returns, applied in any
+order, keeps the group within its rollout bounds: never more than ``size + MaxSurge``
+members (instances destroyed by the same plan still count), and never a destroy that takes
+the ready-or-pending members below ``size - MaxUnavailable``. The supervisor acts; this
+module only decides. A converged group plans nothing: empty actions, summary "Noop".
+Limit: one plan is one step. A rollout, a heal or a resize is the sequence of plans the
+supervisor makes as the world changes; the planner trusts ``observed`` to be complete.
+
+Rules, in the order the planner applies them:
+
+1. Members are the observed instances tagged ``infrakit.group=<spec.id>``; a member whose
+   ``infrakit.config.hash`` is the spec's is up to date, one tagged ``bootstrap`` is adopted
+   by a ``Relabel`` (never rolled), any other is outdated.
+2. A member judged FAILED (``Health.UnhealthyThreshold`` UNHEALTHY checks after its grace
+   period) is destroyed - unless more than ``Health.MaxUnhealthy`` are FAILED at once: then
+   the brake holds them all and the plan says Degraded.
+3. Outdated members go before up-to-date ones, those not available (suspect, held) first,
+   oldest first; each only while the members left stay at or above ``size - MaxUnavailable``
+   and, for an available one, while up-to-date READY members plus available outdated ones do.
+4. Up-to-date members beyond ``size`` go: FAILED, suspect, pending, ready; newest first.
+5. Creates fill the missing up-to-date members, up to ``size + MaxSurge`` members in all,
+   except into a slot whose backoff has not expired (the plan then says Degraded).
+
+Pets (``LogicalIDs``) follow the same rules per logical ID: members with an unknown or no
+logical ID are destroyed, one member per ID is kept (up to date, then healthiest, then
+oldest), and an outdated member gives way once its up-to-date successor is READY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from infrakit_runtime.group import pets
+from infrakit_runtime.group.actions import (
+    CAUSE_DUPLICATE,
+    CAUSE_NOT_IN_ALLOCATION,
+    CAUSE_ROLLING_UPDATE,
+    CAUSE_SCALE_DOWN,
+    CAUSE_UNHEALTHY,
+    CONVERGED,
+    DEGRADED,
+    PROGRESSING,
+    Action,
+    Counts,
+    Create,
+    Destroy,
+    Plan,
+    Relabel,
+)
+from infrakit_runtime.group.health import HealthRecord, Verdict
+from infrakit_runtime.group.memory import Memory
+from infrakit_runtime.group.spec import GroupSpec
+from infrakit_runtime.group.step import Member, Step, classify, excess_order, removal_order
+from infrakit_runtime.group.summary import describe_commit
+from infrakit_runtime.spi import instance
+
+__all__ = [
+    "CAUSE_DUPLICATE", "CAUSE_NOT_IN_ALLOCATION", "CAUSE_ROLLING_UPDATE", "CAUSE_SCALE_DOWN", "CAUSE_UNHEALTHY",
+    "CONVERGED", "DEGRADED", "PROGRESSING", "Action", "Counts", "Create", "Destroy", "HealthRecord", "Member",
+    "Memory", "Plan", "Relabel", "describe_commit", "plan_group",
+]
+
+def plan_group(
+    *,
+    spec: GroupSpec,
+    observed: Sequence[instance.Description],
+    health: Mapping[instance.ID, HealthRecord],
+    memory: Memory,
+    now: float,
+) -> Plan:
+    """The next step for ``spec``'s group given what was ``observed``; pure - the supervisor acts on it."""
+    members = classify(spec=spec, observed=observed, health=health, now=now)
+    failed = [m for m in members if m.verdict is Verdict.FAILED]
+    brake = len(failed) > spec.max_unhealthy()
+    step = Step(spec=spec, memory=memory, now=now, brake=brake)
+    if spec.is_pets:
+        pets.plan_pets(step, members)
+    else:
+        _plan_cattle(step, members)
+    return step.finish(members, failed)
+
+
+def _plan_cattle(step: Step, members: Sequence[Member]) -> None:
+    spec = step.spec
+    step.start_budget(members, floor=spec.size - spec.max_unavailable())
+    step.destroy_failed(members)
+    # Rule 3: outdated members, not-available ones first, oldest first, within the budget.
+    for m in sorted((m for m in members if not m.current and m.id not in step.destroyed), key=removal_order):
+        if m.verdict is Verdict.FAILED and step.brake and step.budget.members <= spec.size:
+            continue  # held by the brake: only a scale-down may take it
+        if not step.budget.allows(m):
+            continue
+        if step.budget.members > spec.size:
+            step.destroy(m, CAUSE_SCALE_DOWN, f"outdated; reducing the group size to {spec.size}")
+        else:
+            step.destroy(m, CAUSE_ROLLING_UPDATE, "outdated: rolling update")
+    # Rule 4: up-to-date members beyond the size.
+    current = [m for m in members if m.current and m.id not in step.destroyed]
+    for m in sorted(current, key=excess_order)[: max(0, len(current) - spec.size)]:
+        if step.budget.allows(m):
+            step.destroy(m, CAUSE_SCALE_DOWN, f"reducing the group size to {spec.size}")
+    # Rule 5: create the missing up-to-date members, within the surge.
+    current_left = sum(1 for m in current if m.id not in step.destroyed)
+    for _ in range(max(0, spec.size - current_left)):
+        if not step.create(None, "replacing an outdated instance" if any(not m.current for m in members)
+                           else f"increasing the group to {spec.size} instances"):
+            break
