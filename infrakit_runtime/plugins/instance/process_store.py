@@ -1,0 +1,118 @@
+"""Process instance records: one JSON file per instance, replaced atomically, so a crash never leaves half a record.
+
+``<id>.json`` holds ``{ID, LogicalID, Tags, Spec, PID, StartTime, Port,
+StartedAt, Log}``; ``<id>.log`` is the instance's stdout and stderr. A record
+says what was started, not whether it still runs: callers check the process.
+One daemon per directory is enforced with ``lock()``; the store itself does
+not serialise writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from infrakit_runtime.plugins.instance import process_os
+from infrakit_runtime.spi.common import PluginError, ValidationError
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(r"^process-[0-9a-f]{16}$")
+TAIL_BYTES = 1024
+
+
+def check_id(instance_id: str) -> None:
+    """Refuse anything but our IDs: they become file names, so ``../x`` must never get through."""
+    if not _ID.match(instance_id):
+        raise ValidationError(f"{instance_id!r} is not a process instance ID (expected process-<16 hex digits>)")
+
+
+class RecordStore:
+    """The instance records in ``directory``; parsed files are cached by (mtime, size)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._cache: dict[str, tuple[int, int, dict[str, Any]]] = {}
+
+    def path(self, instance_id: str) -> Path:
+        return self.directory / f"{instance_id}.json"
+
+    def log_path(self, instance_id: str) -> Path:
+        return self.directory / f"{instance_id}.log"
+
+    def read(self, instance_id: str) -> dict[str, Any] | None:
+        """One record, or None when there is none."""
+        path = self.path(instance_id)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise PluginError(f"instance record {path} is corrupt: {e}") from None
+        return record if isinstance(record, dict) else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Replace a record atomically and durably (blocking: call it from a thread)."""
+        process_os.write_json_atomically(self.path(record["ID"]), record)
+
+    def scan(self) -> list[dict[str, Any]]:
+        """Every readable record, sorted by ID; unreadable files are logged and skipped."""
+        seen: dict[str, tuple[int, int, dict[str, Any]]] = {}
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                cached = self._cache.get(entry.name)
+                if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
+                    seen[entry.name] = cached
+                    continue
+                try:
+                    record = json.loads(Path(entry.path).read_text())
+                except (FileNotFoundError, ValueError, UnicodeDecodeError):
+                    log.warning("ignoring unreadable instance record %s", entry.path)
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("ID"), str):
+                    seen[entry.name] = (st.st_mtime_ns, st.st_size, record)
+        self._cache = seen
+        return [v[2] for _, v in sorted(seen.items())]
+
+    def tail(self, instance_id: str) -> str:
+        """The last output of an instance (for the daemon log when it dies)."""
+        with contextlib.suppress(OSError), open(self.log_path(instance_id), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES))
+            return f.read().decode(errors="replace").strip()
+        return ""
+
+    def remove(self, instance_id: str) -> None:
+        """Delete a record, its log and any leftover temp file; missing files are fine."""
+        for path in (self.path(instance_id), self.log_path(instance_id),
+                     self.directory / f".{instance_id}.json.tmp"):
+            path.unlink(missing_ok=True)
+        self._cache.pop(f"{instance_id}.json", None)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on the directory: two daemons must not manage the same instances.
+
+        The kernel drops the lock when the holder dies, and the descriptor is
+        close-on-exec, so no instance inherits it and blocks the next daemon.
+        """
+        path = self.directory / ".lock"
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValidationError(f"another process plugin daemon is using {self.directory}") from None
+            yield
