@@ -1,0 +1,273 @@
+"""AWS EC2 instance plugin: instances are EC2 instances, membership is EC2 tags.
+
+Guarantee: an instance carries its tags from launch (TagSpecifications, instance and
+volumes), so DescribeInstances — one paginated, tag-filtered DescribeInstances —
+always sees every live member; a repeated Provision for the same slot and attempt
+never launches a duplicate (ClientToken, see ``aws_launch``); Validate checks
+Properties offline against botocore's RunInstances model; credentials come only from
+boto3's standard chain and never appear in a result, error or log line.
+
+Limit: "live" means ``pending`` or ``running``: a stopped instance is not a member,
+so a group replaces it (and the stopped one is left for its owner). ProvisionMany's
+batches use MinCount=1 by default, so EC2 may launch fewer than asked; the missing
+slots are reported as errors for the caller to retry.
+
+Daemon options (``-o key=value``): ``region``, ``profile``, ``endpoint_url``,
+``retry_mode`` (standard|adaptive), ``max_attempts`` (botocore's, default 5),
+``max_batch`` (instances per RunInstances in ProvisionMany, default 100),
+``batch_min_count`` (``one``: MinCount=1, take what EC2 can give; ``all``:
+MinCount=MaxCount, all or nothing), ``concurrency`` (EC2 calls in flight, default 16),
+``throttle_retries``/``throttle_base``/``throttle_cap`` (the plugin's own backoff on
+throttling, after botocore's retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from infrakit_runtime.daemon import DaemonContext, Served
+from infrakit_runtime.plugins.instance import aws_launch, aws_validate
+from infrakit_runtime.plugins.instance.aws_ec2 import RETRY_MODES, AwsError, Backoff, Ec2, Settings
+from infrakit_runtime.rpc.services import InstanceService, ProvisionResult
+from infrakit_runtime.spi import instance
+from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
+
+log = logging.getLogger(__name__)
+
+VENDOR = {"Name": "infrakit-instance-aws", "Version": "0.1.0", "Sub": "", "URL": "https://github.com/docker/infrakit"}
+LIVE_STATES = ("pending", "running")
+DEAD_STATES = frozenset({"shutting-down", "terminated"})
+# DescribeInstances' largest page: a 1,000-instance group costs one call.
+PAGE_SIZE = 1000
+NOT_FOUND = "InvalidInstanceID.NotFound"
+BATCH_MIN_COUNTS = ("one", "all")
+# Longest chain of already-terminated answers followed before giving up (see aws_launch.chained_token).
+MAX_TOKEN_CHAIN = 5
+
+
+def _jsonable(value: Any) -> JSON:
+    """An EC2 response value as JSON (timestamps become ISO 8601 strings)."""
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def describe(raw: dict[str, Any], properties: bool) -> instance.Description:
+    """An EC2 instance as an InfraKit description."""
+    tags = {t["Key"]: t.get("Value", "") for t in raw.get("Tags") or []}
+    props = None
+    if properties:
+        props = _jsonable({
+            "Address": raw.get("PrivateIpAddress"),
+            "PrivateIpAddress": raw.get("PrivateIpAddress"),
+            "PublicIpAddress": raw.get("PublicIpAddress"),
+            "State": (raw.get("State") or {}).get("Name"),
+            "LaunchTime": raw.get("LaunchTime"),
+            "Placement": raw.get("Placement"),
+            "InstanceType": raw.get("InstanceType"),
+            "ImageId": raw.get("ImageId"),
+            "SubnetId": raw.get("SubnetId"),
+            "VpcId": raw.get("VpcId"),
+        })
+    # Pets launched here always carry the tag; an IP logical ID is also the private IP.
+    return instance.Description(id=raw["InstanceId"], logical_id=tags.get(instance.TAG_LOGICAL_ID),
+                                tags=tags, properties=props)
+
+
+class AwsInstancePlugin:
+    """``InstancePlugin`` (plus ``provision_many``) backed by EC2 through ``Ec2``."""
+
+    def __init__(self, ec2: Ec2, *, max_batch: int = 100, batch_min_count: str = "one",
+                 concurrency: int = 16) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if batch_min_count not in BATCH_MIN_COUNTS:
+            raise ValueError(f"batch_min_count must be one of {', '.join(BATCH_MIN_COUNTS)}, got {batch_min_count!r}")
+        self.ec2 = ec2
+        self.max_batch = max_batch
+        self.batch_min_count = batch_min_count
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def validate(self, properties: JSON) -> None:
+        """Offline shape check against botocore's model; no API call, no credentials needed."""
+        aws_validate.validate(properties)
+
+    async def _launch(self, params: dict[str, Any], count: int, token: str) -> list[dict[str, Any]]:
+        """RunInstances for up to ``count`` instances; the live ones launched (or found) under ``token``.
+
+        If EC2 answers the token with instances already terminated (the slot's previous
+        instance, launched under the same token and since killed), follow a deterministic
+        token chain so a replacement is launched — once, even across retries.
+        """
+        min_count = count if self.batch_min_count == "all" else 1
+        for _ in range(MAX_TOKEN_CHAIN):
+            async with self._slots:
+                answer = await self.ec2.call("RunInstances", **params, MinCount=min_count, MaxCount=count,
+                                             ClientToken=token)
+            launched = answer.get("Instances") or []
+            live = [i for i in launched if (i.get("State") or {}).get("Name") not in DEAD_STATES]
+            if live or not launched:
+                return live
+            token = aws_launch.chained_token(token, [i["InstanceId"] for i in launched])
+        raise PluginError(f"RunInstances failed: ClientToken chain exhausted after {MAX_TOKEN_CHAIN} terminated answers")
+
+    async def provision(self, spec: instance.Spec) -> instance.ID:
+        properties = aws_validate.validate(spec.properties, "Spec.Properties")
+        launched = await self._launch(aws_launch.run_params(properties, spec), 1, aws_launch.client_token(spec))
+        if not launched:
+            raise PluginError("RunInstances failed: EC2 launched no instance")
+        instance_id = launched[0]["InstanceId"]
+        log.info("launched %s (group %s, logical ID %s)", instance_id, spec.tags.get(instance.TAG_GROUP, "-"),
+                 spec.logical_id or "-")
+        return instance_id
+
+    async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
+        """Provision every spec; cattle with the same request share RunInstances calls.
+
+        Results are per slot, in order: a slot gets an ID or the error that kept it empty
+        (invalid Properties, an EC2 error for its batch, or a partial launch).
+        """
+        results: list[ProvisionResult] = [ProvisionResult(error="not attempted")] * len(specs)
+        launches: list[tuple[int, dict[str, Any], instance.Spec]] = []
+        for i, spec in enumerate(specs):
+            try:
+                launches.append((i, aws_validate.validate(spec.properties, f"Specs[{i}].Properties"), spec))
+            except ValidationError as e:
+                results[i] = ProvisionResult(error=str(e))
+
+        async def run(batch: aws_launch.Batch) -> None:
+            try:
+                launched = await self._launch(batch.params, len(batch.slots), batch.token)
+            except PluginError as e:
+                for i in batch.slots:
+                    results[i] = ProvisionResult(error=str(e))
+                return
+            for n, i in enumerate(batch.slots):
+                if n < len(launched):
+                    results[i] = ProvisionResult(id=launched[n]["InstanceId"])
+                else:
+                    results[i] = ProvisionResult(error=(
+                        f"RunInstances launched {len(launched)} of {len(batch.slots)} instances "
+                        "(EC2 capacity or limits); this slot is still empty"))
+
+        batches = aws_launch.plan_batches(launches, self.max_batch)
+        async with asyncio.TaskGroup() as tg:
+            for n, batch in enumerate(batches):
+                tg.create_task(run(batch), name=f"aws/run-instances/{n}")
+        log.info("provisioned %d of %d slots in %d RunInstances calls",
+                 sum(r.id is not None for r in results), len(specs), len(batches))
+        return results
+
+    async def label(self, instance_id: instance.ID, labels: dict[str, str]) -> None:
+        if not labels:
+            return
+        try:
+            await self.ec2.call("CreateTags", Resources=[instance_id],
+                                Tags=[{"Key": k, "Value": v} for k, v in sorted(labels.items())])
+        except AwsError as e:
+            if e.code == NOT_FOUND:
+                raise PluginError(f"instance {instance_id} not found: {e}") from None
+            raise
+
+    async def destroy(self, instance_id: instance.ID, context: instance.Context) -> None:
+        """Terminate; an instance EC2 no longer knows is already destroyed, not an error."""
+        try:
+            await self.ec2.call("TerminateInstances", InstanceIds=[instance_id])
+        except AwsError as e:
+            if e.code != NOT_FOUND:
+                raise
+            log.info("destroy %s: already gone (%s)", instance_id, e.code)
+            return
+        log.info("terminated %s (%s)", instance_id, context.reason)
+
+    async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:
+        """Live instances carrying every tag (AND): one paginated, server-side filtered call."""
+        filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in sorted(tags.items())]
+        filters.append({"Name": "instance-state-name", "Values": list(LIVE_STATES)})
+        found = []
+        for page in await self.ec2.pages("DescribeInstances", Filters=filters, MaxResults=PAGE_SIZE):
+            for reservation in page.get("Reservations") or []:
+                for raw in reservation.get("Instances") or []:
+                    description = describe(raw, properties)
+                    # EC2 filter values treat * and ? as wildcards: keep exact matches only.
+                    if all(description.tags.get(k) == v for k, v in tags.items()):
+                        found.append(description)
+        return found
+
+
+_OPTIONS = {
+    "region": str, "profile": str, "endpoint_url": str, "retry_mode": str, "max_attempts": int,
+    "max_batch": int, "batch_min_count": str, "concurrency": int,
+    "throttle_retries": int, "throttle_base": float, "throttle_cap": float,
+}
+
+
+def _options(raw: dict[str, Any]) -> dict[str, Any]:
+    """Daemon options, type-checked, with every problem listed."""
+    problems, out = [], {}
+    for key, value in raw.items():
+        kind = _OPTIONS.get(key)
+        if kind is None:
+            problems.append(f"unknown option {key!r} for the aws plugin; known: {', '.join(sorted(_OPTIONS))}")
+        elif value is None:
+            continue
+        elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+        elif kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            problems.append(f"option {key} must be a positive integer, got {value!r}")
+        elif kind is str and not isinstance(value, str):
+            problems.append(f"option {key} must be a string, got {value!r}")
+        elif kind is float and not isinstance(value, float):
+            problems.append(f"option {key} must be a number, got {value!r}")
+        else:
+            out[key] = value
+    if out.get("retry_mode", "standard") not in RETRY_MODES:
+        problems.append(f"option retry_mode must be one of {', '.join(RETRY_MODES)}, got {out['retry_mode']!r}")
+    if out.get("batch_min_count", "one") not in BATCH_MIN_COUNTS:
+        problems.append(f"option batch_min_count must be one of {', '.join(BATCH_MIN_COUNTS)}, "
+                        f"got {out['batch_min_count']!r}")
+    if problems:
+        raise ValidationError(problems)
+    return out
+
+
+def build(options: dict[str, Any]) -> AwsInstancePlugin:
+    """A plugin from daemon options (not yet connected: await ``plugin.ec2.connect()``)."""
+    o = _options(options)
+    concurrency = o.get("concurrency", 16)
+    settings = Settings(region=o.get("region"), profile=o.get("profile"), endpoint_url=o.get("endpoint_url"),
+                        retry_mode=o.get("retry_mode", "standard"), max_attempts=o.get("max_attempts", 5),
+                        max_workers=concurrency)
+    defaults = Backoff()
+    backoff = Backoff(retries=o.get("throttle_retries", defaults.retries), base=o.get("throttle_base", defaults.base),
+                      cap=o.get("throttle_cap", defaults.cap))
+    return AwsInstancePlugin(Ec2(settings, backoff=backoff), max_batch=o.get("max_batch", 100),
+                             batch_min_count=o.get("batch_min_count", "one"), concurrency=concurrency)
+
+
+@contextlib.asynccontextmanager
+async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
+    """Serve the aws plugin; options as in the module docstring, credentials from boto3's chain."""
+    plugin = build(ctx.options)
+    # botocore's DEBUG lines carry signed headers (the access key ID) and whole request bodies:
+    # keep them out of the daemon's log even when the daemon itself logs at debug.
+    for name in ("botocore", "boto3", "urllib3"):
+        if logging.getLogger(name).getEffectiveLevel() < logging.INFO:
+            logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        await plugin.ec2.connect()
+        s = plugin.ec2.settings
+        log.info("aws plugin: region %s, endpoint %s, retry mode %s (max %d attempts)",
+                 plugin.ec2.client.meta.region_name, s.endpoint_url or "default", s.retry_mode, s.max_attempts)
+        yield Served(services=[InstanceService({"": plugin})], vendor=VENDOR)
+    finally:
+        plugin.ec2.close()

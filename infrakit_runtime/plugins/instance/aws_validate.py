@@ -1,0 +1,140 @@
+"""AWS instance Properties validation: every problem found offline, against botocore's own model.
+
+Guarantee: ``Properties`` that pass here are shaped exactly as EC2's RunInstances input
+expects (member names, JSON types, nesting, required members, enum values), using the
+service model shipped with the installed botocore, so the check follows the SDK the
+plugin calls with. It makes no API call and needs no credentials.
+
+Limit: this is a shape check. Whether ``ami-123`` exists, the subnet is in the right
+VPC or the account may launch ``p5.48xlarge`` only EC2 can say, at Provision time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from typing import Any
+
+import botocore.session
+from botocore.model import Shape, StructureShape
+
+from infrakit_runtime.spi.common import JSON, ValidationError, json_type
+
+# RunInstances members the plugin sets itself; a user value would break an invariant.
+CONTROLLED: dict[str, str] = {
+    "MinCount": "the plugin launches one instance per slot (or a batch in ProvisionMany)",
+    "MaxCount": "the plugin launches one instance per slot (or a batch in ProvisionMany)",
+    "ClientToken": "the plugin derives an idempotency token per slot so a retry never launches a duplicate",
+    "UserData": "the plugin sets it from the instance spec's Init (the flavor's init script)",
+    "DryRun": "a dry run never launches, so the group could never converge",
+    "PrivateIpAddress": "give the group LogicalIDs that are IP addresses; each pet then gets its own",
+}
+# TagSpecifications for these resource types are built from the spec's Tags.
+CONTROLLED_TAG_RESOURCES = {"instance": "instance tags come from the group spec (Tags), applied at launch"}
+# Numeric-looking shapes (botocore type names) and the JSON values they accept.
+_INTEGERS = {"integer", "long"}
+_FLOATS = {"float", "double"}
+
+
+@functools.cache
+def run_instances_shape() -> StructureShape:
+    """RunInstances' input shape from the installed botocore (loaded once; pure file reads)."""
+    model = botocore.session.get_session().get_service_model("ec2")
+    shape = model.operation_model("RunInstances").input_shape
+    assert isinstance(shape, StructureShape)
+    return shape
+
+
+def _close(name: str, choices: list[str]) -> str:
+    # Case-insensitive first: `imageId` for `ImageId` is the most common slip.
+    lowered = {c.lower(): c for c in choices}
+    hits = [lowered[name.lower()]] if name.lower() in lowered else []
+    hits += [c for c in difflib.get_close_matches(name, choices, n=3, cutoff=0.6) if c not in hits]
+    return f" (did you mean {', '.join(hits)}?)" if hits else ""
+
+
+def _check(value: JSON, shape: Shape, path: str, problems: list[str]) -> None:
+    """Append a sentence per mismatch between ``value`` and ``shape`` (recursively)."""
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(value, dict):
+            problems.append(f"{path} must be an object, got {json_type(value)}")
+            return
+        members = shape.members
+        for key, item in value.items():
+            if key not in members:
+                known = sorted(members)
+                hint = _close(key, known) or f"; known fields: {', '.join(known)}"
+                problems.append(f"{path}.{key} is not a field of {shape.name}{hint}")
+                continue
+            _check(item, members[key], f"{path}.{key}", problems)
+        for req in shape.required_members:
+            if req not in value:
+                problems.append(f"{path}.{req} is required")
+    elif kind == "list":
+        if not isinstance(value, list):
+            problems.append(f"{path} must be an array, got {json_type(value)}")
+            return
+        for i, item in enumerate(value):
+            _check(item, shape.member, f"{path}[{i}]", problems)
+    elif kind == "map":
+        if not isinstance(value, dict):
+            problems.append(f"{path} must be an object, got {json_type(value)}")
+            return
+        for key, item in value.items():
+            _check(item, shape.value, f"{path}.{key}", problems)
+    elif kind == "string":
+        if not isinstance(value, str):
+            problems.append(f"{path} must be a string, got {json_type(value)}")
+        elif shape.enum and value not in shape.enum:
+            choices = list(shape.enum)
+            listed = ", ".join(choices) if len(choices) <= 12 else f"one of {len(choices)} values"
+            problems.append(f"{path} {value!r} is not a valid {shape.name}{_close(value, choices)}; allowed: {listed}")
+    elif kind in _INTEGERS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{path} must be an integer, got {json_type(value)}")
+    elif kind in _FLOATS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{path} must be a number, got {json_type(value)}")
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            problems.append(f"{path} must be a boolean, got {json_type(value)}")
+    elif kind in ("blob", "timestamp"):
+        if not isinstance(value, str):
+            problems.append(f"{path} must be a string, got {json_type(value)}")
+
+
+def problems(properties: JSON, where: str = "Properties") -> list[str]:
+    """Every problem with ``properties`` as RunInstances input the plugin completes.
+
+    ``MinCount``/``MaxCount`` are required by the model but supplied by the plugin, so
+    they are not reported missing; ``ImageId`` is required unless a LaunchTemplate gives it.
+    """
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        return [f"{where} must be an object (RunInstances input), got {json_type(properties)}"]
+    found: list[str] = []
+    for key, why in CONTROLLED.items():
+        if key in properties:
+            found.append(f"{where}.{key} cannot be set: {why}")
+    shape = run_instances_shape()
+    checked = {k: v for k, v in properties.items() if k not in CONTROLLED}
+    sub: list[str] = []
+    _check(checked, shape, where, sub)
+    found += [p for p in sub if not any(p == f"{where}.{k} is required" for k in CONTROLLED)]
+    if not properties.get("ImageId") and "LaunchTemplate" not in properties:
+        found.append(f"{where}.ImageId is required unless {where}.LaunchTemplate is given")
+    for i, ts in enumerate(properties.get("TagSpecifications") or []):
+        if isinstance(ts, dict) and ts.get("ResourceType") in CONTROLLED_TAG_RESOURCES:
+            found.append(f"{where}.TagSpecifications[{i}] cannot tag resource type {ts['ResourceType']!r}: "
+                         f"{CONTROLLED_TAG_RESOURCES[ts['ResourceType']]}")
+    return found
+
+
+def validate(properties: JSON, where: str = "Properties") -> dict[str, Any]:
+    """``properties`` as a dict, or ``ValidationError`` listing every problem."""
+    found = problems(properties, where)
+    if found:
+        raise ValidationError(found)
+    return dict(properties or {})

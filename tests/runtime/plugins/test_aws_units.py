@@ -1,0 +1,113 @@
+"""The aws plugin's pure parts: Properties validation, launch requests, tokens, batches, options."""
+
+from __future__ import annotations
+
+import pytest
+
+from infrakit_runtime.plugins.instance import aws, aws_launch, aws_validate
+from infrakit_runtime.plugins.instance.aws_ec2 import Backoff
+from infrakit_runtime.spi import instance
+from infrakit_runtime.spi.common import ValidationError
+
+
+def problems(props):
+    return aws_validate.problems(props)
+
+
+def test_a_launch_template_replaces_image_id_and_passes_as_is():
+    assert problems({"LaunchTemplate": {"LaunchTemplateName": "web", "Version": "$Latest"}}) == []
+    assert problems({"ImageId": "ami-1", "InstanceType": "m5.large", "SubnetId": "subnet-1",
+                     "SecurityGroupIds": ["sg-1"], "KeyName": "k", "IamInstanceProfile": {"Name": "p"},
+                     "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20, "Encrypted": True}}],
+                     "TagSpecifications": [{"ResourceType": "volume", "Tags": [{"Key": "k", "Value": "v"}]}],
+                     "MetadataOptions": {"HttpTokens": "required"}}) == []
+
+
+@pytest.mark.parametrize(("props", "expected"), [
+    ({"ImageId": 7}, "Properties.ImageId must be a string, got number"),
+    ({"ImageId": "a", "SecurityGroupIds": "sg-1"}, "Properties.SecurityGroupIds must be an array, got string"),
+    ({"ImageId": "a", "SecurityGroupIds": ["sg-1", 2]}, "Properties.SecurityGroupIds[1] must be a string, got number"),
+    ({"ImageId": "a", "EbsOptimized": "yes"}, "Properties.EbsOptimized must be a boolean, got string"),
+    ({"ImageId": "a", "IamInstanceProfile": "p"}, "Properties.IamInstanceProfile must be an object, got string"),
+    ({"ImageId": "a", "Ipv6AddressCount": True}, "Properties.Ipv6AddressCount must be an integer, got boolean"),
+    ({"ImageId": "a", "Placement": {"Zone": "x"}}, "Properties.Placement.Zone is not a field of Placement"),
+    ({"ImageId": "a", "InstanceType": "t3.mirco"}, "(did you mean t3.micro"),
+    ({"ImageId": "a", "MetadataOptions": {"HttpTokens": "maybe"}},
+     "Properties.MetadataOptions.HttpTokens 'maybe' is not a valid HttpTokensState"),
+    ({"ImageId": "a", "TagSpecifications": [{"ResourceType": "instance", "Tags": []}]},
+     "Properties.TagSpecifications[0] cannot tag resource type 'instance'"),
+    ({"ImageId": "a", "UserData": "x"}, "Properties.UserData cannot be set: the plugin sets it from the instance spec's Init"),
+    ({"ImageId": "a", "ClientToken": "x"}, "Properties.ClientToken cannot be set"),
+    ({"InstanceType": "t3.micro"}, "Properties.ImageId is required unless Properties.LaunchTemplate is given"),
+    ([], "Properties must be an object (RunInstances input), got array"),
+])
+def test_each_problem_names_its_path(props, expected):
+    found = problems(props)
+    assert any(expected in p for p in found), found
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(ValidationError) as err:
+        aws_validate.validate({"Imagid": "a", "MinCount": 2, "BlockDeviceMappings": [{"Ebs": {"VolumeSize": "8"}}]})
+    assert len(err.value.problems) == 4
+    assert "MinCount is required" not in str(err.value)
+
+
+def spec(**kw):
+    return instance.Spec(properties={"ImageId": "ami-1"}, **kw)
+
+
+def test_run_params_tag_instance_and_volumes_and_drop_request_metadata():
+    s = spec(tags={"infrakit.group": "g", "infrakit.slot": "3", "infrakit.attempt": "1"}, init="echo", logical_id="web1")
+    params = aws_launch.run_params({"ImageId": "ami-1", "TagSpecifications": [
+        {"ResourceType": "volume", "Tags": [{"Key": "backup", "Value": "daily"}, {"Key": "infrakit.group", "Value": "x"}]},
+        {"ResourceType": "network-interface", "Tags": [{"Key": "n", "Value": "1"}]}]}, s)
+    by_type = {ts["ResourceType"]: {t["Key"]: t["Value"] for t in ts["Tags"]} for ts in params["TagSpecifications"]}
+    assert by_type["instance"] == {"infrakit.group": "g", "infrakit.logical_id": "web1", "Name": "web1"}
+    assert by_type["volume"] == {"backup": "daily", "infrakit.group": "g", "infrakit.logical_id": "web1", "Name": "web1"}
+    assert by_type["network-interface"] == {"n": "1"}
+    assert params["UserData"] == "echo" and "PrivateIpAddress" not in params
+
+
+def test_an_ip_logical_id_is_the_private_ip_and_not_a_name():
+    params = aws_launch.run_params({"ImageId": "ami-1"}, spec(logical_id="10.0.0.5"))
+    assert params["PrivateIpAddress"] == "10.0.0.5"
+    assert {"Key": "Name", "Value": "10.0.0.5"} not in params["TagSpecifications"][0]["Tags"]
+
+
+def test_client_token_derivation():
+    tags = {"infrakit.group": "g", "infrakit.config.hash": "h", "infrakit.slot": "1", "infrakit.attempt": "0"}
+    token = aws_launch.client_token(spec(tags=tags))
+    assert token == aws_launch.client_token(spec(tags=dict(tags)))
+    assert len(token) <= 64 and token.startswith("ik1-")
+    for key, value in [("infrakit.group", "g2"), ("infrakit.config.hash", "h2"), ("infrakit.slot", "2"),
+                       ("infrakit.attempt", "1")]:
+        assert aws_launch.client_token(spec(tags={**tags, key: value})) != token
+    # Without a slot there is nothing to be idempotent about: every call is a new launch.
+    no_slot = spec(tags={"infrakit.group": "g"})
+    assert aws_launch.client_token(no_slot) != aws_launch.client_token(no_slot)
+    assert aws_launch.chained_token(token, ["i-2", "i-1"]) == aws_launch.chained_token(token, ["i-1", "i-2"]) != token
+
+
+def test_batches_group_identical_cattle_and_launch_pets_alone():
+    cattle = [(i, {"ImageId": "ami-1"}, spec(tags={"infrakit.slot": str(i)})) for i in range(5)]
+    other = [(5, {"ImageId": "ami-2"}, spec(tags={"infrakit.slot": "5"}))]
+    pets = [(6, {"ImageId": "ami-1"}, spec(logical_id="p1")), (7, {"ImageId": "ami-1"}, spec(logical_id="p2"))]
+    batches = aws_launch.plan_batches(cattle + other + pets, max_batch=2)
+    assert sorted(b.slots for b in batches) == [(0, 1), (2, 3), (4,), (5,), (6,), (7,)]
+    assert len({b.token for b in batches}) == 6
+
+
+def test_backoff_is_capped_and_jittered():
+    b = Backoff(retries=5, base=0.5, cap=4.0)
+    assert [b.delay(n, lambda: 1.0) for n in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert b.delay(3, lambda: 0.25) == 1.0
+
+
+def test_options_are_checked_and_credentials_are_not_options():
+    plugin = aws.build({"region": "eu-west-1", "retry_mode": "adaptive", "max_attempts": 3, "max_batch": 50})
+    assert plugin.ec2.settings.retry_mode == "adaptive" and plugin.max_batch == 50
+    plugin.ec2.close()
+    with pytest.raises(ValidationError) as err:
+        aws.build({"aws_secret_access_key": "x", "retry_mode": "legacy", "max_batch": 0})
+    assert len(err.value.problems) == 3
