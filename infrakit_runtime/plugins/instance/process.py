@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -43,6 +44,8 @@ POLL_INTERVAL = 0.5
 # After SIGKILL a process is gone within milliseconds; this only bounds a stuck (D state) exit.
 KILL_WAIT = 5.0
 OPTIONS = ("dir", "stop_timeout")
+# Descriptors kept for everything but pidfds (sockets, logs, records being written).
+RESERVED_FDS = 256
 
 
 @dataclasses.dataclass
@@ -73,6 +76,9 @@ class ProcessInstancePlugin:
         self.store = process_store.RecordStore(directory)
         self.stop_timeout = stop_timeout
         self._use_pidfd = use_pidfd
+        # Past this many pidfds, watch by polling: running out of descriptors would stop the server.
+        self._max_pidfds = max(0, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - RESERVED_FDS)
+        self._pidfds = 0
         self._base_env = dict(base_env) if base_env is not None else None
         self._watches: dict[str, _Watch] = {}
         self._children: set[int] = set()
@@ -103,6 +109,7 @@ class ProcessInstancePlugin:
                 loop.remove_reader(watch.fd)
                 os.close(watch.fd)
         self._watches.clear()
+        self._pidfds = 0
 
     # --- revision / long poll ---------------------------------------------------------------
 
@@ -146,7 +153,7 @@ class ProcessInstancePlugin:
         if existing is not None:
             return existing
         fd = None
-        if self._use_pidfd:
+        if self._use_pidfd and self._pidfds < self._max_pidfds:
             try:
                 fd = process_os.open_pidfd(pid)
             except ProcessLookupError:
@@ -159,6 +166,7 @@ class ProcessInstancePlugin:
         watch = _Watch(pid=pid, start_time=start_time, port=port, fd=fd)
         self._watches[instance_id] = watch
         if fd is not None:
+            self._pidfds += 1
             asyncio.get_running_loop().add_reader(fd, self._on_exit, instance_id)
         elif self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="process-plugin/poll")
@@ -180,6 +188,7 @@ class ProcessInstancePlugin:
         if watch.fd is not None:
             asyncio.get_running_loop().remove_reader(watch.fd)
             os.close(watch.fd)
+            self._pidfds -= 1
         self._gone(instance_id, watch.pid, watch.start_time, sweep=True,
                    why="destroyed" if watch.stopping else "exited")
         watch.exited.set()
@@ -376,6 +385,18 @@ class ProcessInstancePlugin:
         self._bump()
 
 
+def _raise_fd_limit() -> None:
+    """Lift the soft descriptor limit toward the hard one: each live instance holds a pidfd.
+
+    Instances inherit the raised soft limit (it is still within the hard limit).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def _stop_timeout(raw: JSON) -> float:
     try:
         return parse_duration(raw)
@@ -391,6 +412,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
         raise ValidationError(f"unknown option(s) {', '.join(unknown)} for the process plugin; known: {', '.join(OPTIONS)}")
     directory = ctx.options.get("dir")
     path = Path(directory) if directory else ctx.state_dir("instance-process")
+    _raise_fd_limit()
     plugin = ProcessInstancePlugin(path, stop_timeout=_stop_timeout(ctx.options.get("stop_timeout", 5.0)))
     with plugin.store.lock():
         await plugin.start()

@@ -212,6 +212,17 @@ def test_a_string_command_runs_in_sh_and_port_false_allocates_none(plugin_daemon
     call("Destroy", Instance=iid, Context={"Reason": "terminate"})
 
 
+def test_provision_many_reports_each_slots_outcome(plugin_daemon):
+    call = plugin_daemon
+    assert "InstanceBatch/0.1.0" in call.client.hello()
+    results = call("ProvisionMany", Specs=[spec({"Command": SLEEPER, "Port": False}, tags={"batch": "1"}),
+                                           spec({"Command": 5}, tags={"batch": "1"})])["Results"]
+    assert results[0]["Error"] is None and results[0]["ID"].startswith("process-")
+    assert results[1]["ID"] is None and "Command must be a list of strings or a string" in results[1]["Error"]
+    assert [d["ID"] for d in describe(call, {"batch": "1"})] == [results[0]["ID"]]
+    call("Destroy", Instance=results[0]["ID"], Context={"Reason": "terminate"})
+
+
 def test_describe_ands_tags_omits_properties_unless_asked_and_label_persists(daemons, plugin_daemon):
     call = plugin_daemon
     ids = {
@@ -292,6 +303,12 @@ def test_instances_outlive_a_killed_daemon_and_a_restarted_one_finds_and_manages
     after = {d["ID"]: d["Properties"] for d in describe(call, {"infrakit.group": "web"}, properties=True)}
     assert after == before
     assert all(http_get(p["Port"])["INFRAKIT_INSTANCE_ID"] == iid for iid, p in after.items())
+
+    daemons.kill("process", signal.SIGTERM)  # a clean shutdown leaves the instances running too
+    call.client.close()
+    assert all(running(p["PID"]) for p in before.values())
+    daemons.start("process", "-o", "stop_timeout=1s")
+    assert {d["ID"]: d["Properties"] for d in describe(call, properties=True)} == before
 
     # The restarted daemon is not their parent, yet it sees one die and destroys the other.
     os.kill(after[ids[0]]["PID"], signal.SIGKILL)
