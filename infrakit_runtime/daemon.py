@@ -85,6 +85,10 @@ class Served:
     services: list[Service]
     routes: list[web.RouteDef] = dataclasses.field(default_factory=list)
     vendor: dict[str, str] | None = None
+    # A TCP listener the kind asks for (the manager's, for forwarding and remote modules).
+    tcp: tuple[str, int] | None = None
+    ssl_context: Any = None
+    token: str | None = None
 
 
 Opener = Callable[[DaemonContext], contextlib.AbstractAsyncContextManager[Served]]
@@ -138,8 +142,9 @@ async def running(spec: DaemonSpec, *, plugins_dir: Path | None = None, home: Pa
     ctx = DaemonContext(name=spec.name, options=spec.options, plugins_dir=plugins_dir, home=home)
     async with opener_for(spec.kind)(ctx) as served:
         dispatcher = Dispatcher(spec.name, served.services, vendor=served.vendor)
-        app = make_app(dispatcher, token=token, routes=served.routes)
-        async with serve(app, socket_path=plugins_dir / spec.name, tcp=tcp, ssl_context=ssl_context):
+        app = make_app(dispatcher, token=token or served.token, routes=served.routes)
+        async with serve(app, socket_path=plugins_dir / spec.name, tcp=tcp or served.tcp,
+                         ssl_context=ssl_context or served.ssl_context):
             pid_file = pid_path(plugins_dir, spec.name)
             pid_file.write_text(f"{os.getpid()}\n")
             try:

@@ -377,6 +377,10 @@ async def _manager_specs(obj: manager.Manager, p: Reader) -> dict[str, Any]:
     return {"Specs": [s.to_wire() for s in specs] or None}
 
 
+async def _manager_status(obj: Any, p: Reader) -> dict[str, Any]:
+    return dict(await obj.status())
+
+
 class ManagerService(Service):
     interface = manager.INTERFACE
     selector = ""
@@ -384,6 +388,8 @@ class ManagerService(Service):
         "Manager.IsLeader": Method(_manager_is_leader, {}),
         "Manager.LeaderLocation": Method(_manager_leader_location, {}),
         "Manager.Specs": Method(_manager_specs, {}),
+        # Ours: leader, location, backend health, and why a replica is not acting.
+        "Manager.Status": Method(_manager_status, {}),
     }
 
     def select(self, socket_name: str, params: Reader) -> tuple[Any, dict[str, Any]]:

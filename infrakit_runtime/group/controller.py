@@ -1,0 +1,313 @@
+"""The Group SPI, enforced: one supervisor per committed group, plugins found by name.
+
+Guarantee: a commit is validated completely (spec, then the instance and flavor plugins'
+own Validate) before anything changes; an invalid spec leaves the running group as it was.
+Free stops watching and touches nothing; Destroy keeps trying to remove every member and
+reports the ones it could not (no silent orphans, InfraKit issue 632).
+Limit: this is one replica's controller. Persistence and leadership are the manager's job
+(``infrakit_runtime.manager``); ``GroupController`` holds only what it can rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from infrakit_runtime.group import events as ev
+from infrakit_runtime.group.health import Verdict, verdict
+from infrakit_runtime.group.plan import plan_group
+from infrakit_runtime.group.spec import GroupSpec, parse_spec
+from infrakit_runtime.group.summary import describe_commit
+from infrakit_runtime.group.supervisor import Observation, Supervisor
+from infrakit_runtime.rpc.client import Client
+from infrakit_runtime.rpc.discovery import PluginName
+from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
+from infrakit_runtime.rpc.remote import FlavorClient, InstanceClient
+from infrakit_runtime.spi import flavor, group, instance
+from infrakit_runtime.spi.common import PluginError, ValidationError
+
+log = logging.getLogger(__name__)
+
+DESTROY_ATTEMPTS = 5
+
+
+class PluginDirectory:
+    """Remote plugins by name (``socket[/type]``), one kept-alive client per socket."""
+
+    def __init__(self, *, timeout: float | None = None) -> None:
+        self._clients: dict[str, Client] = {}
+        self._timeout = timeout
+
+    def _client(self, socket: str) -> Client:
+        if socket not in self._clients:
+            self._clients[socket] = Client.for_plugin(socket, timeout=self._timeout)
+        return self._clients[socket]
+
+    def instance(self, name: str) -> InstanceClient:
+        pn = PluginName.parse(name)
+        return InstanceClient(self._client(pn.socket), pn.type)
+
+    def flavor(self, name: str) -> FlavorClient:
+        pn = PluginName.parse(name)
+        return FlavorClient(self._client(pn.socket), pn.type)
+
+    async def check(self, name: str, interface: Any) -> None:
+        """Raise ``ValidationError`` unless plugin ``name`` answers and implements ``interface``."""
+        pn = PluginName.parse(name)
+        try:
+            await self._client(pn.socket).check_interface(interface, timeout=5)
+        except UnreachableError as e:
+            raise ValidationError(f"plugin {name!r} is not reachable: {e}") from None
+        except RemoteError as e:
+            raise ValidationError(e.message) from None
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+class GroupController:
+    """``GroupPlugin`` for one replica: validates, supervises, describes."""
+
+    def __init__(self, *, plugins: PluginDirectory, poll_interval: float = 5.0, events: ev.EventLog | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_pass: Callable[[GroupSpec, Observation, float], None] | None = None) -> None:
+        self.plugins = plugins
+        self.poll_interval = poll_interval
+        self.events = events or ev.EventLog()
+        self.clock = clock
+        self.on_pass = on_pass
+        self._specs: dict[group.ID, GroupSpec] = {}
+        self._supervisors: dict[group.ID, Supervisor] = {}
+        self._tasks: dict[group.ID, asyncio.Task[None]] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+
+    # -- validation ------------------------------------------------------------------------
+
+    async def validate(self, wire: group.Spec) -> GroupSpec:
+        """Parse the spec and have its plugins validate their Properties; every problem at once."""
+        spec = parse_spec(wire)
+        problems: list[str] = []
+        for name, iface, check in (
+            (spec.instance.plugin, instance.INTERFACE,
+             lambda: self.plugins.instance(spec.instance.plugin).validate(spec.instance.properties)),
+            (spec.flavor.plugin, flavor.INTERFACE,
+             lambda: self.plugins.flavor(spec.flavor.plugin).validate(
+                 spec.flavor.properties, flavor.Allocation(size=spec.size, logical_ids=spec.logical_ids))),
+        ):
+            section = "Instance" if iface == instance.INTERFACE else "Flavor"
+            try:
+                await self.plugins.check(name, iface)
+                await check()
+            except ValidationError as e:
+                problems.extend(f"Properties.{section}: {p}" for p in e.problems)
+            except (PluginError, UnreachableError) as e:
+                problems.append(f"Properties.{section}: plugin {name!r}: {e}")
+        if problems:
+            raise ValidationError(problems)
+        return spec
+
+    # -- the Group SPI ---------------------------------------------------------------------
+
+    async def plan_commit(self, spec: GroupSpec) -> str:
+        """The Details text committing ``spec`` would give, without changing anything."""
+        members = await self._members(spec)
+        return describe_commit(self._specs.get(spec.id), spec, members)
+
+    async def commit(self, spec: GroupSpec) -> str:
+        """Enforce an already validated spec; returns InfraKit's Details text."""
+        details = await self.plan_commit(spec)
+        self._specs[spec.id] = spec
+        supervisor = self._supervisors.get(spec.id)
+        if supervisor is not None and self._same_plugins(supervisor.spec, spec):
+            supervisor.update(spec)
+        else:
+            await self._stop(spec.id)
+            self._start(spec)
+        self.events.emit(ev.SPEC_COMMITTED, group=spec.id, reason=details)
+        return details
+
+    async def commit_group(self, spec: group.Spec, pretend: bool) -> str:
+        parsed = await self.validate(spec)
+        return await self.plan_commit(parsed) if pretend else await self.commit(parsed)
+
+    async def free_group(self, group_id: group.ID) -> None:
+        self._require(group_id)
+        await self._stop(group_id)
+        del self._specs[group_id]
+        self.events.emit(ev.GROUP_FREED, group=group_id, reason="no longer managed; instances left running")
+
+    async def describe_group(self, group_id: group.ID) -> group.Description:
+        spec = self._require(group_id)
+        supervisor = self._supervisors[group_id]
+        members = await self._members(spec)
+        now = self.clock()
+        plan = plan_group(spec=spec, observed=members, health=supervisor.health, memory=supervisor.memory, now=now)
+        rows = []
+        for d in members:
+            record = supervisor.health.get(d.id)
+            v = verdict(record, spec.health, now)
+            health = {Verdict.READY: "healthy", Verdict.FAILED: "unhealthy"}.get(v, "unknown")
+            if record is not None and record.last == flavor.Health.UNHEALTHY:
+                health = "unhealthy"
+            rows.append({
+                "ID": d.id, "LogicalID": d.logical_id, "Health": health, "Verdict": v.value,
+                "UpToDate": d.tags.get(instance.TAG_CONFIG_HASH) in (spec.config_hash, instance.BOOTSTRAP_CONFIG_HASH),
+                "Age": round(now - record.first_seen, 3) if record else 0.0,
+            })
+        status = {
+            **plan.status(),
+            "Plan": plan.summary,
+            "LastError": supervisor.memory.last_error(),
+            "Instances": rows,
+            "Events": [e.to_wire() for e in self.events.recent(group=group_id, limit=20)],
+        }
+        return group.Description(instances=tuple(members), converged=plan.converged, status=status)
+
+    async def destroy_group(self, group_id: group.ID) -> None:
+        spec = self._require(group_id)
+        await self._stop(group_id)
+        del self._specs[group_id]
+        leftover = await self._destroy_members(spec)
+        if leftover:
+            raise PluginError(f"group {group_id} is no longer managed, but {len(leftover)} instance(s) could not be "
+                              f"destroyed and are still running: {', '.join(sorted(leftover))}")
+        self.events.emit(ev.GROUP_DESTROYED, group=group_id)
+
+    async def inspect_groups(self) -> list[group.Spec]:
+        return [group.Spec.from_wire(s.to_wire()) for _, s in sorted(self._specs.items())]
+
+    async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID]) -> None:
+        spec = self._require(group_id)
+        plugin = self.plugins.instance(spec.instance.plugin)
+        members = {d.id for d in await self._members(spec)}
+        unknown = [i for i in instances if i not in members]
+        if unknown:
+            raise ValidationError(f"not members of group {group_id}: {', '.join(unknown)}")
+        for iid in instances:
+            await plugin.destroy(iid, instance.Context(reason=instance.REASON_TERMINATE))
+            self.events.emit(ev.DESTROYED, group=group_id, instance=iid, reason="destroyed on request")
+        self._supervisors[group_id].poke()
+
+    async def size(self, group_id: group.ID) -> int:
+        return self._require(group_id).size
+
+    async def set_size(self, group_id: group.ID, size: int) -> None:
+        spec = self._require(group_id)
+        if spec.is_pets:
+            raise ValidationError(f"group {group_id} is allocated by LogicalIDs; change its LogicalIDs instead of its size")
+        await self.commit(spec.with_size(size))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def spec(self, group_id: group.ID) -> GroupSpec | None:
+        return self._specs.get(group_id)
+
+    def _require(self, group_id: group.ID) -> GroupSpec:
+        spec = self._specs.get(group_id)
+        if spec is None:
+            raise PluginError(f"Group '{group_id}' is not being watched")
+        return spec
+
+    @staticmethod
+    def _same_plugins(a: GroupSpec, b: GroupSpec) -> bool:
+        return a.instance.plugin == b.instance.plugin and a.flavor.plugin == b.flavor.plugin
+
+    async def _members(self, spec: GroupSpec) -> list[instance.Description]:
+        supervisor = self._supervisors.get(spec.id)
+        if supervisor is not None and supervisor.spec.instance.plugin == spec.instance.plugin:
+            return await supervisor.observe()
+        return await self.plugins.instance(spec.instance.plugin).describe_instances({instance.TAG_GROUP: spec.id}, True)
+
+    def _start(self, spec: GroupSpec) -> None:
+        supervisor = Supervisor(spec=spec, instances=self.plugins.instance(spec.instance.plugin),
+                                flavors=self.plugins.flavor(spec.flavor.plugin), clock=self.clock,
+                                poll_interval=self.poll_interval, events=self.events, on_pass=self.on_pass)
+        self._supervisors[spec.id] = supervisor
+        task = asyncio.create_task(supervisor.run(), name=f"supervisor/{spec.id}")
+        task.add_done_callback(lambda t, gid=spec.id: self._supervisor_exited(gid, t))
+        self._tasks[spec.id] = task
+        self._watch(spec.instance.plugin)
+
+    def _supervisor_exited(self, group_id: str, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        log.error("supervisor of group %s exited unexpectedly: %r; restarting it", group_id, task.exception())
+        if group_id in self._specs and self._tasks.get(group_id) is task:
+            self._start(self._specs[group_id])
+
+    async def _stop(self, group_id: group.ID) -> None:
+        task = self._tasks.pop(group_id, None)
+        self._supervisors.pop(group_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def stop_all(self) -> None:
+        """Stop every supervisor at once (leadership lost, or shutdown); instances are untouched."""
+        for gid in list(self._tasks):
+            task = self._tasks.pop(gid)
+            task.cancel()
+        for task in list(self._watchers.values()):
+            task.cancel()
+        self._watchers.clear()
+        self._supervisors.clear()
+        self._specs.clear()
+        await asyncio.sleep(0)
+
+    def _watch(self, plugin_name: str) -> None:
+        """Long-poll a plugin that can announce changes (a lost process) and poke its groups at once."""
+        if plugin_name in self._watchers:
+            return
+        self._watchers[plugin_name] = asyncio.create_task(self._watch_loop(plugin_name), name=f"watch/{plugin_name}")
+
+    async def _watch_loop(self, plugin_name: str) -> None:
+        plugin = self.plugins.instance(plugin_name)
+        revision = 0
+        while True:
+            try:
+                if not await plugin.supports_watch():
+                    return
+                new = await plugin.wait_change(revision, 30.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("watch of %s failed: %s; polling remains the safety net", plugin_name, e)
+                plugin._objects = None  # re-handshake after a plugin restart
+                await asyncio.sleep(self.poll_interval)
+                continue
+            if new != revision:
+                revision = new
+                for supervisor in self._supervisors.values():
+                    if supervisor.spec.instance.plugin == plugin_name:
+                        supervisor.poke()
+
+    async def _destroy_members(self, spec: GroupSpec) -> set[str]:
+        """Destroy every member, retrying; the IDs still present after all attempts."""
+        plugin = self.plugins.instance(spec.instance.plugin)
+        remaining: set[str] = set()
+        for attempt in range(DESTROY_ATTEMPTS):
+            try:
+                members = await plugin.describe_instances({instance.TAG_GROUP: spec.id}, False)
+            except (PluginError, UnreachableError) as e:
+                log.warning("destroy of group %s: cannot list members (attempt %d): %s", spec.id, attempt + 1, e)
+                await asyncio.sleep(min(2**attempt * 0.2, 5))
+                continue
+            remaining = {d.id for d in members}
+            if not remaining:
+                return set()
+            results = await asyncio.gather(*(plugin.destroy(i, instance.Context(reason=instance.REASON_TERMINATE))
+                                             for i in sorted(remaining)), return_exceptions=True)
+            for iid, r in zip(sorted(remaining), results, strict=True):
+                if isinstance(r, Exception):
+                    log.warning("destroy of group %s: %s: %s", spec.id, iid, r)
+                else:
+                    self.events.emit(ev.DESTROYED, group=spec.id, instance=iid, reason="group destroyed")
+            await asyncio.sleep(min(2**attempt * 0.1, 2))
+        return remaining

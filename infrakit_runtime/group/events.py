@@ -1,0 +1,90 @@
+"""Controller events: every decision as a structured record, kept in a bounded ring.
+
+Guarantee: memory is bounded (``capacity`` events, oldest dropped first) and a slow
+subscriber can never block the controller: each subscriber has its own bounded queue and
+loses its oldest events, counted in ``dropped``, rather than stalling ``emit``.
+Limit: the ring lives in one process; after a restart history starts empty (the plugins
+and the store hold the truth, events only explain it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+event_log = logging.getLogger("infrakit_runtime.events")
+
+# Event kinds: one word per decision.
+SPEC_COMMITTED = "spec_committed"
+GROUP_FREED = "group_freed"
+GROUP_DESTROYED = "group_destroyed"
+INSTANCE_LOST = "instance_lost"
+INSTANCE_UNHEALTHY = "instance_unhealthy"
+INSTANCE_HEALTHY = "instance_healthy"
+PROVISIONING = "provisioning"
+PROVISIONED = "provisioned"
+PROVISION_FAILED = "provision_failed"
+DESTROYED = "destroyed"
+DESTROY_FAILED = "destroy_failed"
+RELABELLED = "relabelled"
+BRAKE_ENGAGED = "brake_engaged"
+LEADERSHIP_GAINED = "leadership_gained"
+LEADERSHIP_LOST = "leadership_lost"
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    seq: int
+    time: float
+    kind: str
+    group: str = ""
+    instance: str = ""
+    reason: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"Seq": self.seq, "Time": self.time, "Kind": self.kind, "Group": self.group,
+                "Instance": self.instance, "Reason": self.reason}
+
+
+class EventLog:
+    """A bounded ring of events with fan-out to subscribers."""
+
+    def __init__(self, capacity: int = 1000, *, clock: Callable[[], float] = time.time) -> None:
+        self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
+        self._seq = itertools.count(1)
+        self._clock = clock
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self.dropped = 0
+        self.json_lines = False
+
+    def emit(self, kind: str, *, group: str = "", instance: str = "", reason: str = "") -> Event:
+        event = Event(seq=next(self._seq), time=self._clock(), kind=kind, group=group, instance=instance, reason=reason)
+        self._ring.append(event)
+        if self.json_lines:
+            event_log.info("%s", json.dumps(event.to_wire(), ensure_ascii=False))
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(event)
+        return event
+
+    def recent(self, *, group: str | None = None, limit: int = 20, since: int = 0) -> list[Event]:
+        events = [e for e in self._ring if e.seq > since and (group is None or e.group == group)]
+        return events[-limit:] if limit else events
+
+    def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        self._subscribers.discard(queue)

@@ -1,0 +1,279 @@
+"""One group, kept equal to its spec: observe → plan → act → wait, level-triggered.
+
+Guarantee: everything this loop knows is rebuilt from the plugins each pass (members by
+tag, config by hash tag), so killing it at any point and starting it again continues the
+work: nothing is duplicated, nothing orphaned. Decisions are ``plan_group``'s; this module
+only performs them, with bounded concurrency, Drain before Destroy, and per-slot backoff
+recorded as data the planner reads (a failing plugin is not hammered).
+Limit: health streaks and backoff live in memory; after a restart they start over, which
+delays a replacement or a retry by one grace period or one attempt, never hastens one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from infrakit_runtime.group import events as ev
+from infrakit_runtime.group.health import HealthRecord
+from infrakit_runtime.group.memory import Memory
+from infrakit_runtime.group.plan import Create, Destroy, Plan, Relabel, plan_group
+from infrakit_runtime.group.spec import GroupSpec
+from infrakit_runtime.spi import flavor, instance
+from infrakit_runtime.spi.common import PluginError
+
+log = logging.getLogger(__name__)
+
+# While a group is moving (actions taken, members pending), pass again after this long
+# rather than a whole poll interval, so a rollout advances as fast as instances get ready.
+ACTIVE_INTERVAL = 0.1
+# An instance provisioned but not yet described counts as a pending member this long,
+# so an eventually consistent plugin (EC2) never gets a second instance for one slot.
+UNSEEN_GRACE = 30.0
+
+
+@dataclasses.dataclass
+class Observation:
+    """One pass's view of the world, kept for DescribeGroup."""
+
+    members: list[instance.Description]
+    plan: Plan
+    time: float
+    error: str | None = None
+
+
+class Supervisor:
+    """Drives one group toward its spec through an instance plugin and a flavor plugin."""
+
+    def __init__(self, *, spec: GroupSpec, instances: Any, flavors: Any, clock: Callable[[], float],
+                 poll_interval: float, events: ev.EventLog, concurrency: int = 32,
+                 on_pass: Callable[[GroupSpec, Observation, float], None] | None = None) -> None:
+        self.spec = spec
+        self.instances = instances
+        self.flavors = flavors
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.events = events
+        self.health: dict[instance.ID, HealthRecord] = {}
+        self.memory = Memory()
+        self.last: Observation | None = None
+        self._unseen: dict[instance.ID, tuple[float, instance.Description]] = {}
+        self._wakeup = asyncio.Event()
+        self._gate = asyncio.Semaphore(concurrency)
+        self._sequence = itertools.count()
+        self._known: set[instance.ID] = set()
+        self._braked = False
+        self._on_pass = on_pass
+        self.passes = 0
+
+    # -- control ---------------------------------------------------------------------------
+
+    def update(self, spec: GroupSpec) -> None:
+        """Replace the spec; the next pass plans against it (a plan in flight finishes its step)."""
+        self.spec = spec
+        self.poke()
+
+    def poke(self) -> None:
+        """Wake the loop for another pass; many pokes during a pass make one more pass."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            started = self.clock()
+            busy = True
+            try:
+                busy = await self.reconcile_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a pass failing must not end supervision
+                log.exception("group %s: reconcile pass failed", self.spec.id)
+                self.last = dataclasses.replace(self.last, error=str(e)) if self.last else None
+            if self._on_pass and self.last:
+                self._on_pass(self.spec, self.last, self.clock() - started)
+            await self._wait(ACTIVE_INTERVAL if busy else self.poll_interval)
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        self._wakeup.clear()
+
+    # -- observe ---------------------------------------------------------------------------
+
+    async def observe(self) -> list[instance.Description]:
+        """The group's members by tag (one DescribeInstances), plus ones provisioned but not yet seen."""
+        found = await self.instances.describe_instances({instance.TAG_GROUP: self.spec.id}, True)
+        now = self.clock()
+        ids = {d.id for d in found}
+        for iid in list(self._unseen):
+            seen_at, _ = self._unseen[iid]
+            if iid in ids or now - seen_at > UNSEEN_GRACE:
+                del self._unseen[iid]
+        return found + [d for _, d in self._unseen.values()]
+
+    async def check_health(self, members: list[instance.Description]) -> None:
+        """Ask the flavor about every member (one batch call when it can) and update the streaks."""
+        now = self.clock()
+        if not members:
+            self.health.clear()
+            return
+        try:
+            verdicts = await self.flavors.healthy_many(self.spec.flavor.properties, members)
+        except PluginError as e:
+            log.warning("group %s: health checks failed: %s", self.spec.id, e)
+            verdicts = [flavor.Health.UNKNOWN] * len(members)
+        fresh: dict[instance.ID, HealthRecord] = {}
+        for d, h in zip(members, verdicts, strict=True):
+            record = self.health.get(d.id) or HealthRecord(first_seen=now)
+            before = record.last
+            record = record.checked(h)
+            if h == flavor.Health.UNHEALTHY and before != flavor.Health.UNHEALTHY:
+                self.events.emit(ev.INSTANCE_UNHEALTHY, group=self.spec.id, instance=d.id, reason="flavor health check failed")
+            elif h == flavor.Health.HEALTHY and before != flavor.Health.HEALTHY:
+                self.events.emit(ev.INSTANCE_HEALTHY, group=self.spec.id, instance=d.id)
+            fresh[d.id] = record
+        self.health = fresh
+
+    # -- one pass --------------------------------------------------------------------------
+
+    async def reconcile_once(self) -> bool:
+        """Observe, plan and act once; True when the group is still moving."""
+        self.passes += 1
+        members = await self.observe()
+        ids = {d.id for d in members}
+        for gone in self._known - ids:
+            self.events.emit(ev.INSTANCE_LOST, group=self.spec.id, instance=gone, reason="no longer described by the instance plugin")
+        self._known = ids
+        await self.check_health([d for d in members if d.id not in self._unseen])
+        now = self.clock()
+        plan = plan_group(spec=self.spec, observed=members, health=self.health, memory=self.memory, now=now)
+        self.last = Observation(members=members, plan=plan, time=now)
+        braked = plan.condition == "Degraded" and "brake" in plan.reason.lower()
+        if braked and not self._braked:
+            self.events.emit(ev.BRAKE_ENGAGED, group=self.spec.id, reason=plan.reason)
+        self._braked = braked
+        if plan.actions:
+            await self.act(plan, {d.id: d for d in members})
+            return True
+        return not plan.converged and plan.counts.pending > 0
+
+    # -- act -------------------------------------------------------------------------------
+
+    async def act(self, plan: Plan, members: dict[instance.ID, instance.Description]) -> None:
+        creates = [a for a in plan.actions if isinstance(a, Create)]
+        destroys = [a for a in plan.actions if isinstance(a, Destroy)]
+        relabels = [a for a in plan.actions if isinstance(a, Relabel)]
+        await asyncio.gather(
+            self._create(creates),
+            *(self._destroy(a, members.get(a.instance_id)) for a in destroys),
+            *(self._relabel(a) for a in relabels),
+        )
+
+    def _base_spec(self, create: Create) -> instance.Spec:
+        tags = {instance.TAG_GROUP: self.spec.id, instance.TAG_CONFIG_HASH: self.spec.config_hash}
+        if create.logical_id is not None:
+            tags[instance.TAG_LOGICAL_ID] = create.logical_id
+        return instance.Spec(properties=self.spec.instance.properties, tags=tags, logical_id=create.logical_id)
+
+    def _allocation(self) -> flavor.Allocation:
+        return flavor.Allocation(size=0 if self.spec.is_pets else self.spec.size, logical_ids=self.spec.logical_ids)
+
+    async def _create(self, creates: list[Create]) -> None:
+        if not creates:
+            return
+        spec = self.spec
+        base = [self._base_spec(c) for c in creates]
+        indices = [flavor.Index(group=spec.id, sequence=next(self._sequence)) for _ in creates]
+        for c in creates:
+            self.events.emit(ev.PROVISIONING, group=spec.id, reason=c.reason + (f" ({c.logical_id})" if c.logical_id else ""))
+        try:
+            prepared = await self.flavors.prepare_many(spec.flavor.properties, base, self._allocation(), indices)
+        except PluginError as e:
+            prepared = [e] * len(creates)
+        ready: list[tuple[Create, instance.Spec]] = []
+        for c, b, p in zip(creates, base, prepared, strict=True):
+            if isinstance(p, Exception):
+                self._failed(c, f"flavor {spec.flavor.plugin} could not prepare the instance: {p}")
+                continue
+            # The group's own tags win over anything the flavor set: membership depends on them.
+            ready.append((c, dataclasses.replace(p, tags={**p.tags, **b.tags}, logical_id=b.logical_id)))
+        if not ready:
+            return
+        if len(ready) > 1 and await self._supports_batch():
+            try:
+                results = await self.instances.provision_many([s for _, s in ready])
+            except PluginError as e:
+                for c, _ in ready:
+                    self._failed(c, str(e))
+                return
+            for (c, s), r in zip(ready, results, strict=False):
+                if r.id:
+                    self._provisioned(c, s, r.id)
+                else:
+                    self._failed(c, r.error or "no instance ID returned")
+            return
+        await asyncio.gather(*(self._provision_one(c, s) for c, s in ready))
+
+    async def _supports_batch(self) -> bool:
+        probe = getattr(self.instances, "supports_batch", None)
+        if probe is None:
+            return hasattr(self.instances, "provision_many")
+        try:
+            return bool(await probe())
+        except PluginError:
+            return False
+
+    async def _provision_one(self, create: Create, spec: instance.Spec) -> None:
+        async with self._gate:
+            try:
+                iid = await self.instances.provision(spec)
+            except PluginError as e:
+                self._failed(create, str(e))
+                return
+        self._provisioned(create, spec, iid)
+
+    def _provisioned(self, create: Create, spec: instance.Spec, iid: instance.ID) -> None:
+        now = self.clock()
+        self.memory = self.memory.succeeded(create.slot).progressed(now)
+        self._unseen[iid] = (now, instance.Description(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags),
+                                                       properties=spec.to_wire()))
+        self.events.emit(ev.PROVISIONED, group=self.spec.id, instance=iid, reason=create.reason)
+
+    def _failed(self, create: Create, error: str) -> None:
+        text = f"provision failed for group {self.spec.id}: {error}"
+        log.warning("%s", text)
+        self.memory = self.memory.failed(create.slot, self.clock(), error)
+        self.events.emit(ev.PROVISION_FAILED, group=self.spec.id, reason=error)
+
+    async def _destroy(self, action: Destroy, description: instance.Description | None) -> None:
+        async with self._gate:
+            if action.drain and description is not None:
+                try:
+                    await self.flavors.drain(self.spec.flavor.properties, description)
+                except PluginError as e:
+                    # A failed drain is reported, not fatal: the plan already decided this member goes.
+                    log.warning("group %s: drain of %s failed: %s", self.spec.id, action.instance_id, e)
+            try:
+                await self.instances.destroy(action.instance_id, action.context)
+            except PluginError as e:
+                self.events.emit(ev.DESTROY_FAILED, group=self.spec.id, instance=action.instance_id, reason=str(e))
+                log.warning("group %s: destroy of %s failed: %s", self.spec.id, action.instance_id, e)
+                return
+        self._unseen.pop(action.instance_id, None)
+        self.health.pop(action.instance_id, None)
+        self._known.discard(action.instance_id)
+        self.memory = self.memory.progressed(self.clock())
+        self.events.emit(ev.DESTROYED, group=self.spec.id, instance=action.instance_id, reason=action.reason)
+
+    async def _relabel(self, action: Relabel) -> None:
+        async with self._gate:
+            try:
+                await self.instances.label(action.instance_id, action.labels)
+            except PluginError as e:
+                log.warning("group %s: relabel of %s failed: %s", self.spec.id, action.instance_id, e)
+                return
+        self.events.emit(ev.RELABELLED, group=self.spec.id, instance=action.instance_id, reason="adopted (bootstrap)")

@@ -1,0 +1,188 @@
+"""The ``manager`` daemon kind: Group + Manager SPI on the well-known ``group`` socket.
+
+Guarantee: the daemon validates all of its options before starting anything, refuses a
+TCP listener off loopback without TLS and a token, and on shutdown stops its supervisors
+before resigning leadership so a follower takes over at once.
+Limit: options are read once at start; change them and restart the daemon.
+
+Options (``-o key=value`` or the config file's ``plugins[].options``)::
+
+    backend:        {type: file, dir: ...} | {type: etcd, endpoints: [...], ...}   default file in $INFRAKIT_HOME/store
+    poll_interval:  5s      (env INFRAKIT_GROUP_POLL_INTERVAL wins, as in InfraKit)
+    listen:         HOST:PORT   TCP listener for follower forwarding and remote clients (off by default)
+    advertise:      URL         the location followers forward to (default from listen, else the Unix socket)
+    tls:            {cert, key}  required for a listener off loopback
+    token_file:     FILE         bearer token for the TCP listener and for forwarding to the leader
+    forward:        true         followers forward Group calls to the leader (false: refuse, naming it)
+    events_json:    false        also log every event as a JSON line
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from infrakit_runtime.backends import open_backend
+from infrakit_runtime.daemon import DaemonContext, Served
+from infrakit_runtime.durations import parse_duration
+from infrakit_runtime.group.controller import GroupController, PluginDirectory
+from infrakit_runtime.group.events import EventLog
+from infrakit_runtime.manager.manager import Manager
+from infrakit_runtime.rpc.client import default_timeout
+from infrakit_runtime.rpc.services import GroupService, ManagerService
+from infrakit_runtime.spi.common import ValidationError, json_type
+
+KNOWN = {"backend", "poll_interval", "listen", "advertise", "tls", "token_file", "forward", "events_json"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
+    """Every option checked; ``ValidationError`` lists each problem (secrets never echoed)."""
+    problems: list[str] = []
+    for key in sorted(set(options) - KNOWN, key=str):
+        problems.append(f"manager option {key!r} is unknown (known: {', '.join(sorted(KNOWN))})")
+    out: dict[str, Any] = {}
+    raw_poll = os.environ.get("INFRAKIT_GROUP_POLL_INTERVAL") or options.get("poll_interval") or 5.0
+    try:
+        out["poll_interval"] = parse_duration(raw_poll)
+        if out["poll_interval"] <= 0:
+            raise ValueError
+    except (ValueError, TypeError):
+        problems.append(f"poll_interval: {raw_poll!r} is not a positive duration (e.g. 5s)")
+    backend = options.get("backend") or {"type": "file", "dir": str(home / "store")}
+    if isinstance(backend, dict) and backend.get("type", "file") == "file" and not backend.get("dir"):
+        backend = {**backend, "dir": str(home / "store")}
+    try:
+        out["backend"] = open_backend(backend)
+    except ValidationError as e:
+        problems.extend(e.problems)
+    out["tcp"] = None
+    listen = options.get("listen")
+    tls = options.get("tls")
+    if listen:
+        host, _, port = str(listen).rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"listen: {listen!r} is not HOST:PORT")
+        else:
+            out["tcp"] = (host or "127.0.0.1", int(port))
+            if not _is_loopback(host or "127.0.0.1") and not tls:
+                problems.append(f"listen: {listen} is not loopback; a TCP listener off loopback requires tls (cert, key)")
+            if not _is_loopback(host or "127.0.0.1") and not options.get("token_file"):
+                problems.append(f"listen: {listen} is not loopback; a TCP listener off loopback requires token_file")
+    out["ssl_context"] = None
+    if tls:
+        if not isinstance(tls, dict) or not tls.get("cert") or not tls.get("key"):
+            problems.append(f"tls must be a mapping with cert and key files, got {json_type(tls)}")
+        else:
+            try:
+                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                ctx.load_cert_chain(tls["cert"], tls["key"])
+                out["ssl_context"] = ctx
+            except (OSError, ssl.SSLError) as e:
+                problems.append(f"tls: cannot load {tls.get('cert')} / {tls.get('key')}: {e}")
+    out["token"] = None
+    if options.get("token_file"):
+        try:
+            out["token"] = Path(options["token_file"]).read_text().strip() or None
+            if out["token"] is None:
+                problems.append(f"token_file {options['token_file']} is empty")
+        except OSError as e:
+            problems.append(f"token_file {options['token_file']}: {e.strerror}")
+    forward = options.get("forward", True)
+    if not isinstance(forward, bool):
+        problems.append(f"forward must be true or false, got {forward!r}")
+    out["forward"] = bool(forward)
+    out["events_json"] = bool(options.get("events_json", False))
+    out["advertise"] = options.get("advertise")
+    if problems:
+        raise ValidationError(problems)
+    return out
+
+
+def events_route(log: EventLog) -> web.RouteDef:
+    """``GET /events``: Server-Sent Events, as InfraKit served them."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _events(request, log)
+
+    return web.get("/events", handler)
+
+
+async def _events(request: web.Request, log: EventLog) -> web.StreamResponse:
+    """Recent history (``?since=SEQ``, ``?group=ID``), then every new event as it happens."""
+    try:
+        since = int(request.query.get("since", "0"))
+    except ValueError:
+        return web.Response(status=400, text="since must be an integer event sequence number")
+    group = request.query.get("group")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    queue = log.subscribe()
+    try:
+        for e in log.recent(group=group, limit=0, since=since):
+            await response.write(f"id: {e.seq}\nevent: {e.kind}\ndata: {json.dumps(e.to_wire())}\n\n".encode())
+        while True:
+            try:
+                e = await asyncio.wait_for(queue.get(), 15)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if group and e.group != group:
+                continue
+            await response.write(f"id: {e.seq}\nevent: {e.kind}\ndata: {json.dumps(e.to_wire())}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        log.unsubscribe(queue)
+    return response
+
+
+@contextlib.asynccontextmanager
+async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
+    opts = parse_options(ctx.options, home=ctx.home)
+    events = EventLog()
+    events.json_lines = opts["events_json"]
+    plugins = PluginDirectory(timeout=default_timeout())
+    loop = asyncio.get_running_loop()
+    controller = GroupController(plugins=plugins, poll_interval=opts["poll_interval"], events=events, clock=loop.time)
+    if opts["advertise"]:
+        location = opts["advertise"]
+    elif opts["tcp"]:
+        scheme = "https" if opts["ssl_context"] else "http"
+        location = f"{scheme}://{opts['tcp'][0]}:{opts['tcp'][1]}"
+    else:
+        location = f"unix://{ctx.plugins_dir / ctx.name}"
+    manager = Manager(backend=opts["backend"], controller=controller,
+                      candidate=f"{socket.gethostname()}:{os.getpid()}:{ctx.name}", location=location,
+                      forward=opts["forward"], token=opts["token"])
+    task = asyncio.create_task(manager.run(), name=f"manager/{ctx.name}")
+    try:
+        served = Served(services=[GroupService({"": manager}), ManagerService({"": manager})],
+                        routes=[events_route(events)], tcp=opts["tcp"], ssl_context=opts["ssl_context"],
+                        token=opts["token"])
+        yield served
+    finally:
+        await manager.resign()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await manager.close()
+        await plugins.close()

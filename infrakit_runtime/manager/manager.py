@@ -1,0 +1,241 @@
+"""The manager: the Group SPI behind leadership and a durable spec store.
+
+Guarantee: every commit, free, destroy and resize is written to the store (fenced by the
+lease) before it is acted on, so nothing acknowledged is lost with a replica; only the
+leader runs supervisors, and it stops all of them the moment its lease is lost or cannot
+be renewed in time. A new leader loads every stored spec and enforces it, so unfinished
+rollouts continue from the config-hash tags, with no other state.
+Limit: between a leader's death and its successor's election nothing is enforced (at most
+the lease TTL with etcd, one lock poll with the file backend). Followers forward Group calls
+to the leader's advertised location, or refuse them naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from infrakit_runtime.group import events as ev
+from infrakit_runtime.group.controller import GroupController
+from infrakit_runtime.group.spec import parse_spec
+from infrakit_runtime.manager.backend import Backend, BackendError, Lease, LostLeadership
+from infrakit_runtime.rpc.client import Client
+from infrakit_runtime.rpc.discovery import Address
+from infrakit_runtime.rpc.remote import GroupClient
+from infrakit_runtime.spi import group, instance
+from infrakit_runtime.spi.common import PluginError, ValidationError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class NotLeader(PluginError):
+    """This replica does not lead and cannot forward; the message names the leader."""
+
+
+class Manager:
+    """``GroupPlugin`` + ``Manager`` for one replica."""
+
+    def __init__(self, *, backend: Backend, controller: GroupController, candidate: str, location: str | None,
+                 forward: bool = True, token: str | None = None, retry_interval: float = 1.0) -> None:
+        self.backend = backend
+        self.controller = controller
+        self.candidate = candidate
+        self.location = location
+        self.forward = forward
+        self.token = token
+        self.retry_interval = retry_interval
+        self.events = controller.events
+        self.lease: Lease | None = None
+        self.problem: str | None = None
+        self.leadership_changes = 0
+        self._mutex = asyncio.Lock()
+        self._forwarders: dict[str, GroupClient] = {}
+        self.backend_type = "etcd" if type(backend).__name__.lower().startswith("etcd") else "file"
+
+    # -- leadership ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Campaign, lead until the lease is lost, stop everything, campaign again; forever."""
+        while True:
+            try:
+                async with self.backend.leadership(candidate=self.candidate, location=self.location) as lease:
+                    self.lease, self.problem = lease, None
+                    self.leadership_changes += 1
+                    self.events.emit(ev.LEADERSHIP_GAINED, reason=f"{self.candidate} leads (term {lease.term})")
+                    try:
+                        await self._take_over(lease)
+                        reason = await self.backend.wait_lost(lease)
+                    finally:
+                        self.lease = None
+                        await self.controller.stop_all()
+                    self.problem = f"lost leadership: {reason}"
+                    self.leadership_changes += 1
+                    self.events.emit(ev.LEADERSHIP_LOST, reason=reason)
+                    log.warning("%s stopped acting: %s", self.candidate, reason)
+            except asyncio.CancelledError:
+                raise
+            except BackendError as e:
+                self.problem = str(e)
+                log.warning("%s cannot lead: %s", self.candidate, e)
+            except Exception as e:
+                self.problem = f"{type(e).__name__}: {e}"
+                log.exception("%s: leadership loop failed", self.candidate)
+            await asyncio.sleep(self.retry_interval)
+
+    async def _take_over(self, lease: Lease) -> None:
+        """Enforce every stored spec (unfinished rollouts resume from the hash tags)."""
+        specs = await self.backend.load_all()
+        for group_id, raw in sorted(specs.items()):
+            try:
+                await self.controller.commit(parse_spec(raw))
+            except ValidationError as e:
+                log.error("stored spec of group %s is invalid and is not enforced: %s", group_id, e)
+        log.info("%s enforces %d group(s) as leader (term %d)", self.candidate, len(specs), lease.term)
+
+    async def resign(self) -> None:
+        """Graceful stop: supervisors first, then the lease, so a follower takes over at once."""
+        await self.controller.stop_all()
+
+    # -- routing ---------------------------------------------------------------------------
+
+    async def _leader_or_forward(self, local: Callable[[Lease], Awaitable[T]],
+                                 remote: Callable[[GroupClient], Awaitable[T]]) -> T:
+        lease = self.lease
+        if lease is not None:
+            return await local(lease)
+        location = await self.leader_location()
+        if not self.forward or not location or location == self.location:
+            where = f" the leader is at {location}" if location else " no leader is elected yet"
+            why = f" ({self.problem})" if self.problem else ""
+            raise NotLeader(f"this replica ({self.candidate}) is not the leader;{where}{why}")
+        return await remote(self._forwarder(location))
+
+    def _forwarder(self, location: str) -> GroupClient:
+        if location not in self._forwarders:
+            if location.startswith("unix://"):
+                address = Address(unix_path=__import__("pathlib").Path(location[len("unix://"):]))
+            else:
+                address = Address(url=location)
+            self._forwarders[location] = GroupClient(Client(address, name="leader", token=self.token))
+        return self._forwarders[location]
+
+    async def _fenced(self, write: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await write()
+        except LostLeadership as e:
+            raise PluginError(f"not acting: this replica lost leadership while writing the store ({e})") from None
+        except BackendError as e:
+            raise PluginError(f"the spec store refused the change, nothing was applied: {e}") from None
+
+    # -- Group SPI -------------------------------------------------------------------------
+
+    async def commit_group(self, spec: group.Spec, pretend: bool) -> str:
+        async def local(lease: Lease) -> str:
+            parsed = await self.controller.validate(spec)
+            if pretend:
+                return await self.controller.plan_commit(parsed)
+            async with self._mutex:
+                await self._fenced(lambda: self.backend.put(parsed.id, parsed.raw, lease))
+                return await self.controller.commit(parsed)
+
+        return await self._leader_or_forward(local, lambda c: c.commit_group(spec, pretend))
+
+    async def free_group(self, group_id: group.ID) -> None:
+        async def local(lease: Lease) -> None:
+            async with self._mutex:
+                self._require(group_id)
+                await self._fenced(lambda: self.backend.delete(group_id, lease))
+                await self.controller.free_group(group_id)
+
+        await self._leader_or_forward(local, lambda c: c.free_group(group_id))
+
+    async def destroy_group(self, group_id: group.ID) -> None:
+        async def local(lease: Lease) -> None:
+            async with self._mutex:
+                self._require(group_id)
+                await self._fenced(lambda: self.backend.delete(group_id, lease))
+                await self.controller.destroy_group(group_id)
+
+        await self._leader_or_forward(local, lambda c: c.destroy_group(group_id))
+
+    async def set_size(self, group_id: group.ID, size: int) -> None:
+        async def local(lease: Lease) -> None:
+            async with self._mutex:
+                spec = self._require(group_id)
+                if spec.is_pets:
+                    raise ValidationError(f"group {group_id} is allocated by LogicalIDs; change its LogicalIDs instead of its size")
+                resized = spec.with_size(size)
+                await self._fenced(lambda: self.backend.put(group_id, resized.raw, lease))
+                await self.controller.commit(resized)
+
+        await self._leader_or_forward(local, lambda c: c.set_size(group_id, size))
+
+    async def describe_group(self, group_id: group.ID) -> group.Description:
+        return await self._leader_or_forward(lambda _: self.controller.describe_group(group_id),
+                                             lambda c: c.describe_group(group_id))
+
+    async def inspect_groups(self) -> list[group.Spec]:
+        return await self._leader_or_forward(lambda _: self.controller.inspect_groups(), lambda c: c.inspect_groups())
+
+    async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID]) -> None:
+        await self._leader_or_forward(lambda _: self.controller.destroy_instances(group_id, instances),
+                                      lambda c: c.destroy_instances(group_id, instances))
+
+    async def size(self, group_id: group.ID) -> int:
+        return await self._leader_or_forward(lambda _: self.controller.size(group_id), lambda c: c.size(group_id))
+
+    def _require(self, group_id: group.ID) -> Any:
+        spec = self.controller.spec(group_id)
+        if spec is None:
+            raise PluginError(f"Group '{group_id}' is not being watched")
+        return spec
+
+    # -- Manager SPI -----------------------------------------------------------------------
+
+    async def is_leader(self) -> bool:
+        return self.lease is not None
+
+    async def leader_location(self) -> str | None:
+        if self.lease is not None:
+            return self.location
+        try:
+            return await self.backend.leader_location()
+        except BackendError:
+            return None
+
+    async def specs(self) -> list[group.Spec]:
+        try:
+            stored = await self.backend.load_all()
+        except BackendError as e:
+            raise PluginError(f"cannot read the spec store: {e}") from None
+        return [group.Spec.from_wire(s) for _, s in sorted(stored.items())]
+
+    async def status(self) -> dict[str, Any]:
+        """Leader, location, backend health and the reason a replica is not acting."""
+        raw: dict[str, Any]
+        try:
+            raw = await self.backend.status()
+        except Exception as e:  # status must answer even when the backend cannot
+            raw = {"healthy": False, "reason": str(e)}
+        backend = {"Type": self.backend_type, "Healthy": bool(raw.get("healthy")), "Reason": raw.get("reason") or "",
+                   **{k: v for k, v in raw.items() if k not in ("healthy", "reason")}}
+        return {
+            "Leader": self.lease is not None,
+            "Term": self.lease.term if self.lease else None,
+            "Candidate": self.candidate,
+            "Location": await self.leader_location(),
+            "Problem": self.problem,
+            "Backend": backend,
+            "Groups": len(await self.controller.inspect_groups()) if self.lease else None,
+            "LeadershipChanges": self.leadership_changes,
+        }
+
+    async def close(self) -> None:
+        for f in self._forwarders.values():
+            await f.client.close()
+        with contextlib.suppress(Exception):
+            await self.backend.close()
