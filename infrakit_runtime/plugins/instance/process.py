@@ -385,18 +385,6 @@ class ProcessInstancePlugin:
         self._bump()
 
 
-def _raise_fd_limit() -> None:
-    """Lift the soft descriptor limit toward the hard one: each live instance holds a pidfd.
-
-    Instances inherit the raised soft limit (it is still within the hard limit).
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
 def _stop_timeout(raw: JSON) -> float:
     try:
         return parse_duration(raw)
@@ -412,7 +400,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
         raise ValidationError(f"unknown option(s) {', '.join(unknown)} for the process plugin; known: {', '.join(OPTIONS)}")
     directory = ctx.options.get("dir")
     path = Path(directory) if directory else ctx.state_dir("instance-process")
-    _raise_fd_limit()
+    process_os.raise_fd_limit()
     plugin = ProcessInstancePlugin(path, stop_timeout=_stop_timeout(ctx.options.get("stop_timeout", 5.0)))
     with plugin.store.lock():
         await plugin.start()

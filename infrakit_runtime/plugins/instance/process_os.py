@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import socket
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,14 @@ def open_pidfd(pid: int) -> int | None:
     except OSError:
         return None
 
+
+def raise_fd_limit() -> None:
+    """Lift the soft descriptor limit toward the hard one: each live instance holds a pidfd.
+
+    Instances inherit the raised soft limit (it is still within the hard limit).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
