@@ -1,0 +1,391 @@
+"""Vanilla flavor: InfraKit's init/tags/attachments, plus real health probes and a drain hook.
+
+Guarantee: Prepare keeps InfraKit's vanilla semantics exactly (spec Init
+first, then the flavor's Init lines or its template, joined with newlines; Tags
+merged over the spec's; Attachments appended), so Go groups behave the same on
+our daemon. Healthy runs the declared ``Health`` probes (HTTP, TCP, Command) on
+the event loop and says HEALTHY only when all pass; with no probe declared it
+says HEALTHY, as InfraKit does. Validate lists every problem, naming the field.
+Limit: ``InitScriptTemplateURL`` is fetched (``file://``, ``str://``) but not
+rendered: a template holding Go template actions (``{{ ... }}``) is refused with
+a precise error rather than shipped half-rendered. Prepare, Healthy and Drain
+ignore unknown properties, as InfraKit's Go decoder does; only Validate rejects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+from infrakit_runtime.daemon import DaemonContext, Served
+from infrakit_runtime.durations import parse_duration
+from infrakit_runtime.plugins.flavor import probes
+from infrakit_runtime.rpc.services import FlavorService
+from infrakit_runtime.spi import flavor, instance
+from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type
+
+log = logging.getLogger(__name__)
+
+# InfraKit's exact text (shared/wire/error-flavor-validate-both.json).
+BOTH_INIT_AND_TEMPLATE = 'Either "Init" or "InitScriptTemplateURL" can be specified but not both'
+KNOWN_KEYS = ("Attachments", "Drain", "Health", "Init", "InitScriptTemplateURL", "Tags")
+HEALTH_KEYS = ("Command", "ExpectStatus", "HTTP", "TCP", "Timeout")
+DRAIN_KEYS = ("Command", "Timeout")
+# A probe slower than this says more about the instance than any answer it might still give.
+DEFAULT_PROBE_TIMEOUT = 5.0
+# Draining moves work away; give it time, but never forever.
+DEFAULT_DRAIN_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthCheck:
+    """The declared probes; every one given must pass."""
+
+    http: str | None = None
+    tcp: str | None = None
+    command: tuple[str, ...] | None = None
+    timeout: float = DEFAULT_PROBE_TIMEOUT
+    expect_status: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DrainHook:
+    """A command run before an instance is destroyed."""
+
+    command: tuple[str, ...]
+    timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+
+@dataclasses.dataclass(frozen=True)
+class Properties:
+    """The vanilla flavor's Properties, checked."""
+
+    init: tuple[str, ...] = ()
+    template_url: str = ""
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+    attachments: tuple[instance.Attachment, ...] = ()
+    health: HealthCheck | None = None
+    drain: DrainHook | None = None
+
+
+class _Fields:
+    """Reads fields of one object, collecting problems instead of stopping at the first."""
+
+    def __init__(self, obj: dict[str, Any], where: str, problems: list[str]) -> None:
+        self.obj = obj
+        self.where = where
+        self.problems = problems
+
+    def path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def unknown(self, known: tuple[str, ...]) -> None:
+        for key in sorted(set(self.obj) - set(known)):
+            what = f"{self.where} property" if self.where else "property"
+            self.problems.append(f"unknown {what} {key!r} (known: {', '.join(known)})")
+
+    def string(self, key: str) -> str | None:
+        value = self.obj.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        self.problems.append(f"{self.path(key)} must be a string, got {json_type(value)}")
+        return None
+
+    def strings(self, key: str) -> list[str] | None:
+        value = self.obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self.problems.append(f"{self.path(key)} must be an array of strings, got {json_type(value)}")
+            return None
+        bad = [f"{self.path(key)}[{i}] must be a string, got {json_type(v)}" for i, v in enumerate(value)
+               if not isinstance(v, str)]
+        self.problems.extend(bad)
+        return None if bad else list(value)
+
+    def string_map(self, key: str) -> dict[str, str]:
+        value = self.obj.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problems.append(f"{self.path(key)} must be an object of strings, got {json_type(value)}")
+            return {}
+        bad = [f"{self.path(key)}.{k} must be a string, got {json_type(v)}" for k, v in value.items()
+               if not isinstance(v, str)]
+        self.problems.extend(bad)
+        return {} if bad else dict(value)
+
+    def duration(self, key: str, default: float) -> float:
+        value = self.obj.get(key)
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value) if isinstance(value, (str, int, float)) else None
+        except ValueError as e:
+            self.problems.append(f"{self.path(key)}: {e}")
+            return default
+        if seconds is None:
+            self.problems.append(f"{self.path(key)} must be a duration such as \"2s\", got {json_type(value)}")
+            return default
+        if seconds <= 0:
+            self.problems.append(f"{self.path(key)} must be longer than 0s, got {value!r}")
+            return default
+        return seconds
+
+    def nested(self, key: str) -> _Fields | None:
+        value = self.obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.problems.append(f"{self.path(key)} must be an object, got {json_type(value)}")
+            return None
+        return _Fields(value, self.path(key), self.problems)
+
+
+def template_url_problems(url: str) -> list[str]:
+    """Why ``url`` cannot be fetched as an init script template (empty when it can)."""
+    parts = urlsplit(url)
+    if parts.scheme == "str":
+        return []
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            return [f"InitScriptTemplateURL {url!r} names host {parts.netloc!r}; use file:///absolute/path"]
+        if not parts.path.startswith("/"):
+            return [f"InitScriptTemplateURL {url!r} has no absolute path; use file:///absolute/path"]
+        return []
+    scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+    return [f"InitScriptTemplateURL {url!r} has {scheme}; supported: file:///absolute/path, str://script-text"]
+
+
+async def fetch_template(url: str) -> str:
+    """The init script at ``url``; ``PluginError`` naming the URL when it cannot be had or used."""
+    problems = template_url_problems(url)
+    if problems:
+        raise PluginError(problems[0])
+    if url.startswith("str://"):
+        text = url[len("str://"):]
+    else:
+        path = Path(unquote(urlsplit(url).path))
+        try:
+            text = await asyncio.to_thread(path.read_text)
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise PluginError(f"InitScriptTemplateURL {url!r}: cannot read {path}: {reason}") from None
+    if "{{" in text:
+        raise PluginError(
+            f"InitScriptTemplateURL {url!r} holds Go template actions ({{{{ ... }}}}), which this flavor does not "
+            "render; render the script first or list its lines in Init"
+        )
+    return text
+
+
+def _probe_text_problems(f: _Fields, key: str) -> str | None:
+    text = f.string(key)
+    if text is not None:
+        f.problems.extend(probes.placeholder_problems(text, f.path(key)))
+    return text
+
+
+def _command(f: _Fields, key: str) -> tuple[str, ...] | None:
+    argv = f.strings(key)
+    if argv is None:
+        return None
+    if not argv or not argv[0]:
+        f.problems.append(f"{f.path(key)} must name a program to run, e.g. [\"/usr/bin/check\", \"{{{{address}}}}\"]")
+        return None
+    for i, arg in enumerate(argv):
+        f.problems.extend(probes.placeholder_problems(arg, f"{f.path(key)}[{i}]"))
+    return tuple(argv)
+
+
+def _health(f: _Fields, strict: bool) -> HealthCheck:
+    if strict:
+        f.unknown(HEALTH_KEYS)
+    http = _probe_text_problems(f, "HTTP")
+    if http is not None and not http.lower().startswith(("http://", "https://")):
+        f.problems.append(f"{f.path('HTTP')} must be an http:// or https:// URL, got {http!r}")
+    tcp = _probe_text_problems(f, "TCP")
+    if tcp is not None and "{{" not in tcp:
+        try:
+            probes.split_host_port(tcp)
+        except ValueError as e:
+            f.problems.append(f"{f.path('TCP')}: {e}")
+    command = _command(f, "Command")
+    timeout = f.duration("Timeout", DEFAULT_PROBE_TIMEOUT)
+    expect = f.obj.get("ExpectStatus")
+    if expect is not None:
+        if isinstance(expect, bool) or not isinstance(expect, int) or not 100 <= expect <= 599:
+            f.problems.append(f"{f.path('ExpectStatus')} must be an HTTP status from 100 to 599, got {expect!r}")
+            expect = None
+        elif f.obj.get("HTTP") is None:
+            f.problems.append(f"{f.path('ExpectStatus')} needs {f.path('HTTP')}")
+    if all(f.obj.get(k) is None for k in ("HTTP", "TCP", "Command")):
+        f.problems.append(f"{f.where} needs at least one probe: HTTP, TCP or Command")
+    return HealthCheck(http=http, tcp=tcp, command=command, timeout=timeout, expect_status=expect)
+
+
+def _drain(f: _Fields, strict: bool) -> DrainHook | None:
+    if strict:
+        f.unknown(DRAIN_KEYS)
+    command = _command(f, "Command")
+    if f.obj.get("Command") is None:
+        f.problems.append(f"{f.path('Command')} is required")
+    timeout = f.duration("Timeout", DEFAULT_DRAIN_TIMEOUT)
+    return DrainHook(command=command, timeout=timeout) if command else None
+
+
+def _attachments(f: _Fields, strict: bool) -> tuple[instance.Attachment, ...]:
+    value = f.obj.get("Attachments")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        f.problems.append(f"Attachments must be an array of {{ID, Type}} objects, got {json_type(value)}")
+        return ()
+    found = []
+    for i, item in enumerate(value):
+        where = f"Attachments[{i}]"
+        if not isinstance(item, dict):
+            f.problems.append(f"{where} must be an object with ID and Type, got {json_type(item)}")
+            continue
+        a = _Fields(item, where, f.problems)
+        if strict:
+            a.unknown(("ID", "Type"))
+        attachment_id, type_ = a.string("ID"), a.string("Type")
+        if item.get("ID") in (None, ""):
+            f.problems.append(f"{where}.ID is required")
+        elif attachment_id is not None:
+            found.append(instance.Attachment(id=attachment_id, type=type_ or ""))
+    return tuple(found)
+
+
+def parse_properties(obj: JSON, *, strict: bool) -> Properties:
+    """Checked Properties, or ``ValidationError`` listing every problem.
+
+    ``strict`` (Validate) also rejects keys we do not know; Prepare, Healthy and
+    Drain skip them as InfraKit's Go decoder does.
+    """
+    if obj is None:
+        return Properties()
+    if not isinstance(obj, dict):
+        raise ValidationError(f"Properties must be an object, got {json_type(obj)}")
+    problems: list[str] = []
+    f = _Fields(obj, "", problems)
+    if strict:
+        f.unknown(KNOWN_KEYS)
+    init = f.strings("Init") or []
+    url = f.string("InitScriptTemplateURL") or ""
+    if url and init:
+        problems.append(BOTH_INIT_AND_TEMPLATE)
+    elif url:
+        problems.extend(template_url_problems(url))
+    tags = f.string_map("Tags")
+    attachments = _attachments(f, strict)
+    health_fields = f.nested("Health")
+    health = _health(health_fields, strict) if health_fields is not None else None
+    drain_fields = f.nested("Drain")
+    drain = _drain(drain_fields, strict) if drain_fields is not None else None
+    if problems:
+        raise ValidationError(problems)
+    return Properties(init=tuple(init), template_url=url, tags=tags, attachments=attachments,
+                      health=health, drain=drain)
+
+
+class VanillaFlavorPlugin:
+    """``FlavorPlugin`` with InfraKit's vanilla semantics and real health probes."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        """One session for every HTTP probe; fresh connections, so each probe tests accepting one."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(force_close=True, limit=100)
+            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": "infrakit-vanilla-probe"})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def validate(self, properties: JSON, allocation: flavor.Allocation) -> None:
+        props = parse_properties(properties, strict=True)
+        if props.template_url:
+            # InfraKit renders the template at Validate too: a missing file is found before any rollout.
+            try:
+                await fetch_template(props.template_url)
+            except PluginError as e:
+                raise ValidationError(str(e)) from None
+
+    async def prepare(self, properties: JSON, spec: instance.Spec, allocation: flavor.Allocation,
+                      index: flavor.Index) -> instance.Spec:
+        props = parse_properties(properties, strict=False)
+        lines = [spec.init] if spec.init else []
+        if props.template_url:
+            lines.append(await fetch_template(props.template_url))
+        else:
+            lines.extend(props.init)
+        attachments = spec.attachments
+        if props.attachments:
+            attachments = (*(spec.attachments or ()), *props.attachments)
+        return dataclasses.replace(spec, init="\n".join(lines), tags={**spec.tags, **props.tags},
+                                   attachments=attachments)
+
+    async def healthy(self, properties: JSON, description: instance.Description) -> flavor.Health:
+        check = parse_properties(properties, strict=False).health
+        if check is None:
+            return flavor.Health.HEALTHY
+        verdicts = await asyncio.gather(*self._probes(check, description))
+        health = probes.combine(verdicts)
+        log.debug("instance %s is %s: %s", description.id, health.name,
+                  "; ".join(v.reason for v in verdicts))
+        return health
+
+    def _probes(self, check: HealthCheck, d: instance.Description) -> list[Any]:
+        """One coroutine per declared probe."""
+        kinds = [k for k, v in (("HTTP", check.http), ("TCP", check.tcp), ("Command", check.command)) if v is not None]
+        return [self._probe(kind, check, d) for kind in kinds]
+
+    async def _probe(self, kind: str, check: HealthCheck, d: instance.Description) -> probes.Verdict:
+        """Fill the probe's placeholders and run it; a placeholder with no value yet means UNKNOWN."""
+        try:
+            if kind == "HTTP":
+                return await probes.http_probe(self._http(), probes.fill(check.http or "", d),
+                                               timeout=check.timeout, expect_status=check.expect_status)
+            if kind == "TCP":
+                return await probes.tcp_probe(probes.fill(check.tcp or "", d), timeout=check.timeout)
+            argv = [probes.fill(arg, d) for arg in check.command or ()]
+            return await probes.command_probe(argv, timeout=check.timeout)
+        except probes.Unfilled as e:
+            return probes.Verdict(flavor.Health.UNKNOWN, str(e))
+
+    async def drain(self, properties: JSON, description: instance.Description) -> None:
+        hook = parse_properties(properties, strict=False).drain
+        if hook is None:
+            return
+        try:
+            argv = [probes.fill(arg, description) for arg in hook.command]
+        except probes.Unfilled as e:
+            raise PluginError(f"cannot drain instance {description.id}: {e}") from None
+        result = await probes.run_command(argv, timeout=hook.timeout)
+        if result.error is not None or result.timed_out or result.returncode != 0:
+            raise PluginError(f"drain of instance {description.id} failed: {result.describe(argv, hook.timeout)}")
+        log.info("drained instance %s with %s", description.id, " ".join(argv))
+
+
+@contextlib.asynccontextmanager
+async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
+    """No options; InfraKit's vanilla announces no vendor, so neither do we."""
+    plugin = VanillaFlavorPlugin()
+    try:
+        yield Served(services=[FlavorService({"": plugin})])
+    finally:
+        await plugin.close()
