@@ -98,6 +98,7 @@ class Plan:
     converged: bool = False
     condition: str = PROGRESSING
     reason: str = ""
+    braked: bool = False  # the max-unhealthy brake is holding FAILED members (condition Degraded)
 
     @property
     def is_noop(self) -> bool:
@@ -107,7 +108,7 @@ class Plan:
         """The additive ``Status`` field of DescribeGroup (InfraKit's clients ignore it)."""
         c = self.counts
         return {
-            "Condition": self.condition, "Reason": self.reason, "Summary": self.summary,
+            "Condition": self.condition, "Reason": self.reason, "Summary": self.summary, "Braked": self.braked,
             "Desired": c.desired, "Running": c.running, "Healthy": c.healthy, "Unhealthy": c.unhealthy,
             "Pending": c.pending, "Suspect": c.suspect, "Outdated": c.outdated,
         }

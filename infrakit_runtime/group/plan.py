@@ -88,12 +88,14 @@ def _plan_cattle(step: Step, members: Sequence[Member]) -> None:
     step.start_budget(members, floor=spec.size - spec.max_unavailable())
     step.destroy_failed(members)
     # Rule 3: outdated members, not-available ones first, oldest first, within the budget.
+    # One is rolled (InfraKit's rolling_update) while it still has to be replaced, else scaled down.
+    up_to_date = sum(1 for m in members if m.current and m.id not in step.destroyed)
     for m in sorted((m for m in members if not m.current and m.id not in step.destroyed), key=removal_order):
         if m.verdict is Verdict.FAILED and step.brake and step.budget.members <= spec.size:
             continue  # held by the brake: only a scale-down may take it
         if not step.budget.allows(m):
             continue
-        if step.budget.members > spec.size:
+        if up_to_date >= spec.size:
             step.destroy(m, CAUSE_SCALE_DOWN, f"outdated; reducing the group size to {spec.size}")
         else:
             step.destroy(m, CAUSE_ROLLING_UPDATE, "outdated: rolling update")

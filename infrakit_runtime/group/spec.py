@@ -45,12 +45,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import re
 from typing import Any
 
 from infrakit_runtime import durations
-from infrakit_runtime.group import hashing
+from infrakit_runtime.group import fields, hashing
+from infrakit_runtime.group.fields import Scaled
 from infrakit_runtime.spi import group
 from infrakit_runtime.spi.common import JSON, ValidationError, json_type
 
@@ -71,7 +70,6 @@ DEFAULT_GRACE_PERIOD = 30.0
 DEFAULT_UNHEALTHY_THRESHOLD = 3
 DEFAULT_HEALTHY_THRESHOLD = 1
 
-_PERCENT = re.compile(r"^(\d+)%$")
 _KNOWN = {
     "": ("ID", "Properties"),
     "Properties": ("Allocation", "Instance", "Flavor", "Updating", "Health"),
@@ -84,27 +82,6 @@ _KNOWN = {
     ),
     "Properties.Health": ("GracePeriod", "UnhealthyThreshold", "HealthyThreshold", "MaxUnhealthy", "Interval"),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Scaled:
-    """An integer or a percentage of the group size (``MaxSurge: 1``, ``MaxUnhealthy: "40%"``)."""
-
-    value: int
-    percent: bool = False
-
-    def resolve(self, total: int, *, round_up: bool) -> int:
-        """The absolute number this means for a group of ``total`` instances."""
-        if not self.percent:
-            return self.value
-        scaled = self.value * total / 100
-        return math.ceil(scaled) if round_up else math.floor(scaled)
-
-    def to_wire(self) -> int | str:
-        return f"{self.value}%" if self.percent else self.value
-
-    def __str__(self) -> str:
-        return str(self.to_wire())
 
 
 DEFAULT_MAX_SURGE = Scaled(1)
@@ -248,7 +225,7 @@ class GroupSpec:
 def parse_spec(spec: group.Spec | JSON) -> GroupSpec:
     """Validate a wire spec ``{ID, Properties}``; raise ``ValidationError`` listing every problem."""
     raw = spec.to_wire() if isinstance(spec, group.Spec) else spec
-    p = _Problems()
+    p = fields.Problems(known=_KNOWN)
     if not isinstance(raw, dict):
         raise ValidationError(f"spec must be an object, got {json_type(raw)}")
     p.unknown_keys(raw, "")
@@ -279,84 +256,7 @@ def parse_spec(spec: group.Spec | JSON) -> GroupSpec:
     )
 
 
-class _Problems:
-    """Collects problems so that one commit reports all of them."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def add(self, problem: str) -> None:
-        self.problems.append(problem)
-
-    def unknown_keys(self, obj: dict[str, Any], path: str) -> None:
-        known = _KNOWN[path]
-        for key in obj:
-            if key not in known:
-                where = f"{path}: unknown" if path else "Unknown"
-                self.add(f"{where} key {json.dumps(key)} (known keys: {', '.join(known)})")
-
-    def mapping(self, value: JSON, path: str, *, required: bool = False) -> dict[str, Any]:
-        if value is None:
-            if required:
-                self.add(f"{path} is required")
-            return {}
-        if not isinstance(value, dict):
-            self.add(f"{path} must be an object, got {json_type(value)}")
-            return {}
-        self.unknown_keys(value, path)
-        return value
-
-    def integer(self, value: JSON, path: str, *, default: int, minimum: int = 0) -> int:
-        if value is None:
-            return default
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.add(f"{path} must be an integer, got {json_type(value)}")
-            return default
-        if value < minimum:
-            self.add(f"{path} must be at least {minimum}, got {value}")
-            return default
-        return value
-
-    def duration(self, value: JSON, path: str, *, default: float | None) -> float | None:
-        if value is None or value == 0:
-            return default if value is None else 0.0
-        if not isinstance(value, str):
-            self.add(f"{path} must be a duration string like \"30s\", got {json_type(value)}"
-                     " (a bare number is ambiguous: Go reads it as nanoseconds)")
-            return default
-        try:
-            return durations.parse_duration(value)
-        except ValueError:
-            self.add(f"{path}: {json.dumps(value)} is not a duration (expected e.g. \"500ms\", \"30s\", \"1m30s\")")
-            return default
-
-    def scaled(self, value: JSON, path: str, *, default: Scaled) -> Scaled:
-        if value is None:
-            return default
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                self.add(f"{path} must not be negative, got {value}")
-                return default
-            return Scaled(value)
-        if isinstance(value, str):
-            text = value.strip()
-            if text.isdigit():
-                return Scaled(int(text))
-            m = _PERCENT.match(text)
-            if m:
-                if int(m.group(1)) > 100:
-                    self.add(f"{path}: {json.dumps(value)} is more than 100%")
-                    return default
-                return Scaled(int(m.group(1)), percent=True)
-        self.add(f"{path}: {json.dumps(value)} is not an integer or percentage (e.g. 1 or \"25%\")")
-        return default
-
-
-def _allocation(p: _Problems, value: JSON) -> tuple[int, tuple[str, ...] | None]:
+def _allocation(p: fields.Problems, value: JSON) -> tuple[int, tuple[str, ...] | None]:
     path = "Properties.Allocation"
     alloc = p.mapping(value, path, required=True)
     if value is not None and isinstance(value, dict) and "Size" not in alloc and alloc.get("LogicalIDs") is None:
@@ -382,7 +282,7 @@ def _allocation(p: _Problems, value: JSON) -> tuple[int, tuple[str, ...] | None]
     return len(logical_ids), logical_ids
 
 
-def _plugin_section(p: _Problems, value: JSON, path: str) -> PluginSection | None:
+def _plugin_section(p: fields.Problems, value: JSON, path: str) -> PluginSection | None:
     section = p.mapping(value, path, required=True)
     if value is None or not isinstance(value, dict):
         return None
@@ -396,7 +296,7 @@ def _plugin_section(p: _Problems, value: JSON, path: str) -> PluginSection | Non
     return PluginSection(plugin=plugin, properties=section.get("Properties"))
 
 
-def _updating(p: _Problems, value: JSON) -> Updating:
+def _updating(p: fields.Problems, value: JSON) -> Updating:
     path = "Properties.Updating"
     u = p.mapping(value, path)
     duration = p.duration(u.get("Duration"), f"{path}.Duration", default=0.0)
@@ -417,7 +317,7 @@ def _updating(p: _Problems, value: JSON) -> Updating:
     )
 
 
-def _health(p: _Problems, value: JSON) -> HealthPolicy:
+def _health(p: fields.Problems, value: JSON) -> HealthPolicy:
     path = "Properties.Health"
     h = p.mapping(value, path)
     grace = p.duration(h.get("GracePeriod"), f"{path}.GracePeriod", default=DEFAULT_GRACE_PERIOD)

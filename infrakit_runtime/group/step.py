@@ -198,8 +198,8 @@ class Step:
         condition, reason = CONVERGED if converged else PROGRESSING, ""
         if self.brake:
             condition = DEGRADED
-            reason = (f"{len(failed)} of {spec.size} instances are unhealthy, more than Health.MaxUnhealthy "
-                      f"({spec.health.max_unhealthy}) allows: replacing none until fewer are unhealthy")
+            reason = (f"max-unhealthy brake: {len(failed)} of {spec.size} instances are unhealthy, more than "
+                      f"Health.MaxUnhealthy ({spec.health.max_unhealthy}) allows; replacing none until fewer are")
         elif self.held_slots:
             condition = DEGRADED
             failure = self.memory.get(self.held_slots[0])
@@ -216,7 +216,7 @@ class Step:
             elif not actions:
                 reason = _waiting_reason(members)
         return Plan(actions=actions, summary=text, counts=counts, converged=converged, condition=condition,
-                    reason=reason)
+                    reason=reason, braked=self.brake)
 
 
 def _waiting_reason(members: Sequence[Member]) -> str:

@@ -1,0 +1,1 @@
+"""Tests for the group planner (pure: no daemons, no clocks)."""
