@@ -1,0 +1,516 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: infrakit.core contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: group
+short_description: Declare an InfraKit group and let the controller keep it that way
+version_added: 0.1.0
+description:
+  - Commits the spec of a group of instances (cattle with a O(size), or pets with O(logical_ids))
+    to the InfraKit controller, which then creates, heals, scales and rolls instances until
+    reality matches it.
+  - Reports a change only when the committed spec differs from the one the controller stores,
+    after normalising key order, defaults and equivalent spellings (V(0s) and V(0), null and
+    absent).
+  - In check mode the controller only plans (C(Pretend)); the plan text is returned and nothing
+    changes.
+  - With O(wait=true) the module returns once the group is converged and healthy, and fails
+    naming the instances that are missing, outdated or unhealthy when it is not within
+    O(wait_timeout).
+  - O(state=absent) destroys the group and all its instances; O(state=freed) stops managing
+    the group and leaves its instances running.
+author:
+  - infrakit.core maintainers
+options:
+  name:
+    description:
+      - The group ID. Instances carry it in their C(infrakit.group) tag.
+    type: str
+    required: true
+    aliases: [id]
+  state:
+    description:
+      - V(present) commits the spec.
+      - V(absent) destroys the group and every instance in it.
+      - V(freed) stops managing the group but leaves its instances alone.
+    type: str
+    choices: [present, absent, freed]
+    default: present
+  size:
+    description:
+      - Number of interchangeable instances (cattle).
+      - Required with O(instance) and O(flavor) to create a group. For an existing group,
+        setting O(size) alone rescales it and keeps the rest of the stored spec.
+      - V(0) is a valid size, for a group that exists with no instances.
+    type: int
+  logical_ids:
+    description:
+      - One instance per logical ID (pets), for example fixed IP addresses.
+      - Mutually exclusive with O(size).
+    type: list
+    elements: str
+  instance:
+    description:
+      - The instance plugin and the properties it provisions each instance from.
+      - Required to create a group; for an existing group, left out means keep the stored one.
+    type: dict
+    suboptions:
+      plugin:
+        description:
+          - The instance plugin name, C(socket[/type]), for example V(process) or V(aws/ec2-instance).
+        type: str
+        required: true
+      properties:
+        description:
+          - The plugin's own properties, passed through unchanged.
+        type: raw
+  flavor:
+    description:
+      - The flavor plugin and its properties (init script, tags, health probe).
+      - Required to create a group; for an existing group, left out means keep the stored one.
+    type: dict
+    suboptions:
+      plugin:
+        description:
+          - The flavor plugin name, for example V(vanilla).
+        type: str
+        required: true
+      properties:
+        description:
+          - The plugin's own properties, passed through unchanged.
+          - "For V(vanilla): C(Init), C(Tags) and C(Health), for example C(HTTP: http://{{address}}/healthz).
+            Mark such values C(!unsafe) so Ansible does not template the braces."
+        type: raw
+  updating:
+    description:
+      - How a rolling update replaces instances after the instance or flavor section changed.
+      - Only the instance and flavor sections are hashed, so changing this never rolls instances.
+      - Left out for an existing group means keep the stored policy; given, it replaces it,
+        and unset keys fall back to the controller defaults.
+    type: dict
+    suboptions:
+      max_surge:
+        description:
+          - Extra instances allowed above the desired count during an update, a number or a
+            percentage such as V(25%). The controller default is V(1).
+        type: raw
+      max_unavailable:
+        description:
+          - Instances allowed below the desired count during an update, a number or a
+            percentage. The controller default is V(0).
+        type: raw
+      progress_deadline:
+        description:
+          - How long an update may make no progress before the controller reports it stalled,
+            as a duration such as V(10m) or a number of seconds. The controller default is V(600s).
+        type: raw
+      duration:
+        description:
+          - InfraKit's pause between replacing two instances, as a duration. Default V(0s).
+        type: raw
+      count:
+        description:
+          - InfraKit's number of instances replaced per step (V(0) lets the controller decide).
+        type: int
+  health:
+    description:
+      - When the controller considers an instance unhealthy and replaces it.
+      - Left out for an existing group means keep the stored policy.
+    type: dict
+    suboptions:
+      grace_period:
+        description:
+          - Time after creation during which failed health checks are ignored, as a duration.
+            The controller default is V(30s).
+        type: raw
+      unhealthy_threshold:
+        description:
+          - Consecutive failed checks before an instance is replaced. The controller default is V(3).
+        type: int
+      healthy_threshold:
+        description:
+          - Consecutive passed checks before an instance counts as healthy again. The controller
+            default is V(1).
+        type: int
+      max_unhealthy:
+        description:
+          - When more of the group than this (a number or a percentage) is unhealthy at once, the
+            controller stops replacing instances (the cloud is sick, not the instances). The
+            controller default is V(40%).
+        type: raw
+  wait:
+    description:
+      - Wait until the controller reports the group converged and healthy.
+      - Ignored in check mode and for O(state=absent) and O(state=freed).
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - Seconds to wait when O(wait=true).
+    type: int
+    default: 300
+extends_documentation_fragment:
+  - infrakit.core.controller
+attributes:
+  check_mode:
+    support: full
+    description: The controller plans the commit (C(Pretend)) and returns the plan; nothing changes.
+  diff_mode:
+    support: full
+    description: The spec before and after, in the module's option names.
+  platform:
+    platforms: posix
+    description: Runs where the controller socket or URL is reachable, usually C(localhost) or the controller host.
+  action_group:
+    support: full
+    membership:
+      - infrakit.core.infrakit
+notes:
+  - The group's spec is sent to the controller as InfraKit's C({ID, Properties}) with C(Allocation),
+    C(Instance), C(Flavor), C(Updating) and C(Health) sections.
+  - Against Go InfraKit the module works too, but instance health, up-to-date flags and counts are
+    only reported by this collection's controller.
+seealso:
+  - module: infrakit.core.group_info
+  - plugin: infrakit.core.instances
+    plugin_type: inventory
+"""
+
+EXAMPLES = r"""
+- name: Three web servers as local processes, checked over HTTP
+  infrakit.core.group:
+    name: web
+    size: 3
+    instance:
+      plugin: process
+      properties:
+        Command: [python3, -m, http.server, --bind, 127.0.0.1, $PORT]
+    flavor:
+      plugin: vanilla
+      properties:
+        Tags: {tier: web}
+        Health:
+          HTTP: !unsafe "http://{{address}}/"
+    updating:
+      max_surge: 1
+      max_unavailable: 0
+    health:
+      grace_period: 10s
+      unhealthy_threshold: 3
+  register: web
+
+- name: Show the controller's plan
+  ansible.builtin.debug:
+    var: web.plan
+
+- name: What would scaling to 5 do? (nothing changes in check mode)
+  infrakit.core.group:
+    name: web
+    size: 5
+  check_mode: true
+  register: preview
+
+- name: Scale to 5 and wait until all are up and healthy
+  infrakit.core.group:
+    name: web
+    size: 5
+    wait_timeout: 120
+
+- name: Pets with fixed logical IDs, through a remote controller
+  infrakit.core.group:
+    name: db
+    logical_ids: [10.0.0.11, 10.0.0.12, 10.0.0.13]
+    instance:
+      plugin: aws/ec2-instance
+      properties:
+        RunInstancesInput: {ImageId: ami-0123456789abcdef0, InstanceType: t3.small}
+    flavor:
+      plugin: vanilla
+      properties:
+        Init: [systemctl start postgresql]
+    controller_url: https://infrakit.example.com:24864
+    controller_token: "{{ vault_infrakit_token }}"
+
+- name: Set the connection once for every infrakit.core module
+  module_defaults:
+    group/infrakit.core.infrakit:
+      controller_url: /var/lib/infrakit/plugins/group
+  block:
+    - name: Stop managing the db group but keep its instances
+      infrakit.core.group:
+        name: db
+        state: freed
+
+    - name: Destroy the web group and its instances
+      infrakit.core.group:
+        name: web
+        state: absent
+"""
+
+RETURN = r"""
+plan:
+  description:
+    - The controller's plan for the committed spec (in check mode, for the spec that would be committed),
+      for example C(Managing 3 instances) or C(Performing a rolling update on 2 instances).
+    - When the spec was already current, the controller's latest plan if it reports one.
+  returned: state is present
+  type: str
+  sample: Adding 2 instances to increase the group size to 5
+spec:
+  description: The group's spec as committed (or, in check mode, as it would be), in the module's option names.
+  returned: state is present
+  type: dict
+  sample:
+    name: web
+    size: 3
+    instance: {plugin: process, properties: {Command: [python3, -m, http.server, $PORT]}}
+    flavor: {plugin: vanilla, properties: {Tags: {tier: web}}}
+id:
+  description: The group ID.
+  returned: always
+  type: str
+  sample: web
+converged:
+  description: Whether the controller reports the group converged (false in check mode for a group not created yet).
+  returned: state is present
+  type: bool
+  sample: true
+condition:
+  description: The controller's condition for the group, such as C(Converged), C(Scaling) or C(RollingUpdate); null from Go InfraKit.
+  returned: state is present
+  type: str
+  sample: Converged
+reason:
+  description: Why the group is in its condition, when the controller says.
+  returned: state is present
+  type: str
+  sample: null
+last_error:
+  description: The controller's last error acting on the group, if any.
+  returned: state is present
+  type: str
+  sample: null
+counts:
+  description: Instance counts; only C(desired) and C(running) are known against Go InfraKit.
+  returned: state is present
+  type: dict
+  contains:
+    desired:
+      description: Instances the spec asks for.
+      type: int
+    running:
+      description: Instances that exist.
+      type: int
+    healthy:
+      description: Instances whose health check passes.
+      type: int
+    unhealthy:
+      description: Instances whose health check fails.
+      type: int
+    pending:
+      description: Instances being created.
+      type: int
+    outdated:
+      description: Instances still on an older instance or flavor section.
+      type: int
+  sample: {desired: 3, running: 3, healthy: 3, unhealthy: 0, pending: 0, outdated: 0}
+instances:
+  description: The group's instances.
+  returned: state is present
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: The instance ID from the instance plugin.
+      type: str
+    logical_id:
+      description: The logical ID, for pets.
+      type: str
+    tags:
+      description: The instance's tags, including C(infrakit.group) and C(infrakit.config.hash).
+      type: dict
+    properties:
+      description: What the instance plugin reports about the instance.
+      type: raw
+    address:
+      description: C(Properties.Address) (or C(Host)) when the instance plugin reports one.
+      type: str
+    health:
+      description: C(healthy), C(unhealthy) or C(unknown).
+      type: str
+    up_to_date:
+      description: Whether the instance runs the current instance and flavor sections; null when unknown.
+      type: bool
+  sample:
+    - id: process-8f2c
+      logical_id: null
+      tags: {infrakit.group: web, infrakit.config.hash: mvxacvjmbbjytlvshmkgzggqgg3zequ3, tier: web}
+      properties: {Address: "127.0.0.1:40123", PID: 4242}
+      address: "127.0.0.1:40123"
+      health: healthy
+      up_to_date: true
+rpc_code:
+  description: The JSON-RPC error code when the controller refused a call.
+  returned: failure and the controller answered with an error
+  type: int
+  sample: -32000
+rpc_method:
+  description: The JSON-RPC method that failed.
+  returned: failure
+  type: str
+  sample: Group.CommitGroup
+"""
+
+import time
+
+from ansible_collections.infrakit.core.plugins.module_utils.controller import ControllerError
+from ansible_collections.infrakit.core.plugins.module_utils.groups import (
+    build_spec,
+    describe_group,
+    is_settled,
+    normalize,
+    spec_to_module,
+    unsettled_report,
+)
+from ansible_collections.infrakit.core.plugins.module_utils.modules import InfraKitModule
+
+POLL_INTERVAL = 2.0
+
+_PLUGIN_OPTIONS = dict(
+    plugin=dict(type="str", required=True),
+    properties=dict(type="raw"),
+)
+
+ARGUMENT_SPEC = dict(
+    name=dict(type="str", required=True, aliases=["id"]),
+    state=dict(type="str", default="present", choices=["present", "absent", "freed"]),
+    size=dict(type="int"),
+    logical_ids=dict(type="list", elements="str"),
+    instance=dict(type="dict", options=_PLUGIN_OPTIONS),
+    flavor=dict(type="dict", options=_PLUGIN_OPTIONS),
+    updating=dict(
+        type="dict",
+        options=dict(
+            max_surge=dict(type="raw"),
+            max_unavailable=dict(type="raw"),
+            progress_deadline=dict(type="raw"),
+            duration=dict(type="raw"),
+            count=dict(type="int"),
+        ),
+    ),
+    health=dict(
+        type="dict",
+        options=dict(
+            grace_period=dict(type="raw"),
+            unhealthy_threshold=dict(type="int"),
+            healthy_threshold=dict(type="int"),
+            max_unhealthy=dict(type="raw"),
+        ),
+    ),
+    wait=dict(type="bool", default=True),
+    wait_timeout=dict(type="int", default=300),
+)
+
+
+def _empty_group(group_id):
+    return describe_group(group_id, {}, None)
+
+
+def wait_until_settled(client, spec, timeout, clock=time.monotonic, sleep=time.sleep):
+    """Poll DescribeGroup until the group is converged; return ``(group, settled)``."""
+    deadline = clock() + timeout
+    while True:
+        description = client.describe_group(spec["ID"])
+        group = describe_group(spec["ID"], description, spec)
+        if is_settled(description):
+            return group, True
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return group, False
+        sleep(min(POLL_INTERVAL, remaining))
+
+
+def ensure_present(m, stored):
+    params = m.params
+    client = m.client
+    desired = build_spec(params, stored)
+    changed = normalize(desired) != normalize(stored)
+    result = dict(changed=changed, spec=spec_to_module(desired))
+    if m.diff_mode:
+        result["diff"] = dict(before=spec_to_module(stored) or {}, after=spec_to_module(desired))
+
+    if m.check_mode:
+        # The controller validates and plans; Pretend never acts.
+        plan = client.commit_group(desired, pretend=True, exists=stored is not None)
+        group = describe_group(desired["ID"], client.describe_group(desired["ID"]), stored) if stored else _empty_group(desired["ID"])
+        group["plan"] = plan
+        result.update(group)
+        m.exit_json(**result)
+
+    plan = None
+    if changed:
+        plan = client.commit_group(desired, pretend=False, exists=stored is not None)
+    try:
+        if params["wait"]:
+            group, settled = wait_until_settled(client, desired, params["wait_timeout"])
+        else:
+            group = describe_group(desired["ID"], client.describe_group(desired["ID"]), desired)
+            settled = True
+    except ControllerError as e:
+        # The commit has happened: say so.
+        m.fail_json(changed=changed, plan=plan, **e.to_result())
+    if plan is not None:
+        group["plan"] = plan
+    result.update(group)
+    if not settled:
+        result["msg"] = "group %s did not converge within %ss: %s" % (
+            desired["ID"], params["wait_timeout"], unsettled_report(group, desired))
+        m.fail_json(**result)
+    m.exit_json(**result)
+
+
+def ensure_gone(m, stored, state):
+    name = m.params["name"]
+    result = dict(changed=stored is not None, id=name)
+    if m.diff_mode:
+        result["diff"] = dict(before=spec_to_module(stored) or {}, after={})
+    if stored is not None and not m.check_mode:
+        if state == "absent":
+            m.client.destroy_group(name)
+        else:
+            m.client.free_group(name)
+    m.exit_json(**result)
+
+
+def main_body(m):
+    params = m.params
+    name = params["name"].strip()
+    if not name or "/" in name:
+        m.fail_json(msg="name must be a non-empty group ID without '/', got %r" % params["name"])
+    if params["wait_timeout"] < 0:
+        m.fail_json(msg="wait_timeout must be 0 or more, got %d" % params["wait_timeout"])
+    if params["size"] is not None and params["size"] < 0:
+        m.fail_json(msg="size must be 0 or more, got %d" % params["size"])
+    params["name"] = name
+    stored = m.client.find_group(name)
+    if params["state"] == "present":
+        ensure_present(m, stored)
+    else:
+        ensure_gone(m, stored, params["state"])
+
+
+def main():
+    m = InfraKitModule(
+        ARGUMENT_SPEC,
+        supports_check_mode=True,
+        mutually_exclusive=[("size", "logical_ids")],
+    )
+    m.run(main_body)
+
+
+if __name__ == "__main__":
+    main()

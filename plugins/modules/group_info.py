@@ -1,0 +1,205 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: infrakit.core contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: group_info
+short_description: Read InfraKit groups, their instances and health, and who leads the controller
+version_added: 0.1.0
+description:
+  - Lists the groups the InfraKit controller manages (or one of them), each with its spec,
+    instances, health and convergence.
+  - Reports whether the controller answering is the leader, where the leader is, and, from this
+    collection's controller, the state of its coordination backend.
+  - Never changes anything.
+author:
+  - infrakit.core maintainers
+options:
+  name:
+    description:
+      - Only this group. A group the controller does not manage yields an empty O(name) result,
+        not a failure.
+    type: str
+    aliases: [id]
+  instances:
+    description:
+      - Describe each group's instances (one C(DescribeGroup) call per group).
+      - Set to V(false) to list only the specs.
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - infrakit.core.controller
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads, so it runs unchanged in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action_group:
+    support: full
+    membership:
+      - infrakit.core.infrakit
+seealso:
+  - module: infrakit.core.group
+  - plugin: infrakit.core.instances
+    plugin_type: inventory
+"""
+
+EXAMPLES = r"""
+- name: Every group, with instances and health
+  infrakit.core.group_info:
+  register: infrakit
+
+- name: Fail unless every group is converged
+  ansible.builtin.assert:
+    that: infrakit.groups | rejectattr('converged') | list | length == 0
+    fail_msg: "{{ infrakit.groups | rejectattr('converged') | map(attribute='id') | list }} not converged"
+
+- name: One group on a remote controller
+  infrakit.core.group_info:
+    name: web
+    controller_url: https://infrakit.example.com:24864
+    controller_token: "{{ vault_infrakit_token }}"
+  register: web
+
+- name: Addresses of the healthy web instances
+  ansible.builtin.debug:
+    msg: "{{ web.groups[0].instances | selectattr('health', 'eq', 'healthy') | map(attribute='address') | list }}"
+"""
+
+RETURN = r"""
+groups:
+  description: The groups, sorted by ID.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: The group ID.
+      type: str
+    spec:
+      description: The stored spec in the option names of M(infrakit.core.group).
+      type: dict
+    converged:
+      description: Whether the controller reports the group converged.
+      type: bool
+    condition:
+      description: The controller's condition (C(Converged), C(Scaling), C(RollingUpdate)...); null from Go InfraKit.
+      type: str
+    reason:
+      description: Why the group is in its condition.
+      type: str
+    plan:
+      description: The controller's current plan text.
+      type: str
+    last_error:
+      description: The controller's last error acting on the group.
+      type: str
+    counts:
+      description: C(desired), C(running), C(healthy), C(unhealthy), C(pending) and C(outdated) instance counts.
+      type: dict
+    instances:
+      description:
+        - Each instance with C(id), C(logical_id), C(tags), C(properties), C(address), C(health)
+          (C(healthy), C(unhealthy) or C(unknown)) and C(up_to_date).
+        - Empty when O(instances=false).
+      type: list
+      elements: dict
+  sample:
+    - id: web
+      spec: {name: web, size: 2, instance: {plugin: process, properties: {}}, flavor: {plugin: vanilla, properties: {}}}
+      converged: true
+      condition: Converged
+      reason: null
+      plan: Managing 2 instances
+      last_error: null
+      counts: {desired: 2, running: 2, healthy: 2, unhealthy: 0, pending: 0, outdated: 0}
+      instances:
+        - {id: process-1, logical_id: null, tags: {infrakit.group: web}, properties: {Address: "127.0.0.1:40001"},
+           address: "127.0.0.1:40001", health: healthy, up_to_date: true}
+leader:
+  description: Leadership as the answering controller replica sees it.
+  returned: always
+  type: dict
+  contains:
+    is_leader:
+      description: Whether the replica that answered is the leader.
+      type: bool
+    location:
+      description: The leader's advertised URL, if known.
+      type: str
+  sample: {is_leader: true, location: "https://10.0.0.5:24864"}
+controller:
+  description:
+    - The controller's own status (C(Manager.Status)); null when the controller does not offer it,
+      as with Go InfraKit.
+  returned: always
+  type: dict
+  contains:
+    leader:
+      description: Whether the replica that answered is the leader.
+      type: bool
+    location:
+      description: The leader's advertised URL.
+      type: str
+    backend:
+      description: The coordination backend, with C(type) (C(file) or C(etcd)), C(healthy) and C(reason).
+      type: dict
+  sample: {leader: true, location: null, backend: {type: file, healthy: true, reason: null}}
+"""
+
+from ansible_collections.infrakit.core.plugins.module_utils.controller import RemoteError, location_text
+from ansible_collections.infrakit.core.plugins.module_utils.groups import describe_group, spec_to_module
+from ansible_collections.infrakit.core.plugins.module_utils.modules import InfraKitModule
+
+ARGUMENT_SPEC = dict(
+    name=dict(type="str", aliases=["id"]),
+    instances=dict(type="bool", default=True),
+)
+
+
+def controller_status(raw):
+    """``Manager.Status`` in the module's vocabulary, or None."""
+    if raw is None:
+        return None
+    backend = raw.get("Backend") if isinstance(raw.get("Backend"), dict) else {}
+    return {
+        "leader": raw.get("Leader"),
+        "location": location_text(raw.get("Location")),
+        "backend": {"type": backend.get("Type"), "healthy": backend.get("Healthy"), "reason": backend.get("Reason")},
+    }
+
+
+def main_body(m):
+    client = m.client
+    name = m.params["name"]
+    groups = []
+    specs = [s for s in client.inspect_groups() if isinstance(s, dict) and (name is None or s.get("ID") == name)]
+    for spec in sorted(specs, key=lambda s: s.get("ID") or ""):
+        description = client.describe_group(spec["ID"]) if m.params["instances"] else {}
+        group = describe_group(spec["ID"], description, spec)
+        group["spec"] = spec_to_module(spec)
+        groups.append(group)
+
+    location = None
+    try:
+        location = client.leader_location()
+    except RemoteError:
+        # Go InfraKit's file backend answers an error until a leader has written its location.
+        location = None
+    leader = {"is_leader": client.is_leader(), "location": location}
+    m.exit_json(changed=False, groups=groups, leader=leader, controller=controller_status(client.status()))
+
+
+def main():
+    m = InfraKitModule(ARGUMENT_SPEC, supports_check_mode=True)
+    m.run(main_body)
+
+
+if __name__ == "__main__":
+    main()

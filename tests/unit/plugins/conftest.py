@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright: infrakit.core contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.infrakit.core.tests.unit.plugins.fake_controller import FakeController
+
+
+class ModuleExit(Exception):
+    def __init__(self, result, failed):
+        super().__init__(result.get("msg"))
+        self.result = result
+        self.failed = failed
+
+
+@pytest.fixture
+def sockdir():
+    # pytest's tmp_path can exceed the ~107 bytes an AF_UNIX path may have.
+    path = tempfile.mkdtemp(prefix="ik-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def controller(sockdir):
+    fake = FakeController(sockdir + "/group").start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def run_module(monkeypatch):
+    """Run a module's ``main`` with arguments; return its result dict (``failed`` set on fail_json)."""
+
+    def exit_json(self, **kwargs):
+        kwargs.setdefault("changed", False)
+        json.dumps(kwargs)  # results must be serialisable
+        raise ModuleExit(kwargs, failed=False)
+
+    def fail_json(self, msg, **kwargs):
+        kwargs["msg"] = msg
+        kwargs["failed"] = True
+        json.dumps(kwargs)
+        raise ModuleExit(kwargs, failed=True)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+
+    def run(main, args, check_mode=False, diff=False):
+        args = dict(args)
+        if check_mode:
+            args["_ansible_check_mode"] = True
+        if diff:
+            args["_ansible_diff"] = True
+        with patch_module_args(args):
+            with pytest.raises(ModuleExit) as caught:
+                main()
+        return caught.value.result
+
+    return run

@@ -1,0 +1,62 @@
+# -*- coding: utf-8 -*-
+# Copyright: infrakit.core contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+from ansible_collections.infrakit.core.plugins.modules import group_info
+
+READS = {"Group.InspectGroups", "Group.DescribeGroup", "Manager.IsLeader", "Manager.LeaderLocation", "Manager.Status"}
+
+
+def spec(group_id, size):
+    return {"ID": group_id, "Properties": {
+        "Allocation": {"Size": size, "LogicalIDs": None},
+        "Instance": {"Plugin": "process", "Properties": {}},
+        "Flavor": {"Plugin": "vanilla", "Properties": {}},
+    }}
+
+
+def test_lists_every_group_with_instances_health_and_leadership(controller, run_module):
+    controller.groups = {"web": spec("web", 2), "db": spec("db", 1)}
+    result = run_module(group_info.main, dict(controller_url=controller.url))
+    assert result["changed"] is False
+    assert [g["id"] for g in result["groups"]] == ["db", "web"]
+    web = result["groups"][1]
+    assert web["spec"]["size"] == 2 and web["spec"]["instance"]["plugin"] == "process"
+    assert [i["health"] for i in web["instances"]] == ["healthy", "healthy"]
+    assert web["counts"]["running"] == 2
+    assert result["leader"] == {"is_leader": True, "location": "http://127.0.0.1:24864"}
+    assert result["controller"]["backend"] == {"type": "file", "healthy": True, "reason": None}
+    assert set(controller.methods()) <= READS
+
+
+def test_one_group_by_name_and_an_unknown_name_is_empty(controller, run_module):
+    controller.groups = {"web": spec("web", 1), "db": spec("db", 1)}
+    result = run_module(group_info.main, dict(name="web", controller_url=controller.url), check_mode=True)
+    assert [g["id"] for g in result["groups"]] == ["web"]
+    assert controller.methods().count("Group.DescribeGroup") == 1
+    result = run_module(group_info.main, dict(name="nosuch", controller_url=controller.url))
+    assert result["groups"] == []
+
+
+def test_specs_only_skips_describe(controller, run_module):
+    controller.groups = {"web": spec("web", 1)}
+    result = run_module(group_info.main, dict(instances=False, controller_url=controller.url))
+    assert result["groups"][0]["instances"] == []
+    assert "Group.DescribeGroup" not in controller.methods()
+
+
+def test_go_infrakit_without_status_reports_no_controller_status(controller, run_module):
+    controller.with_status = False
+    controller.groups = {"web": spec("web", 1)}
+    result = run_module(group_info.main, dict(controller_url=controller.url))
+    assert result["controller"] is None
+    assert result["groups"][0]["instances"][0]["health"] == "unknown"
+
+
+def test_unreachable_controller_fails_cleanly(sockdir, run_module, monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    result = run_module(group_info.main, dict(controller_url=sockdir + "/none"))
+    assert result["failed"] is True
+    assert "cannot reach the InfraKit controller" in result["msg"]
