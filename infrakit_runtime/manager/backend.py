@@ -91,11 +91,17 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def put(self, group_id: str, spec: dict[str, Any], lease: Lease) -> None:
-        """Store a spec durably; raise ``LostLeadership`` if ``lease`` is not current."""
+        """Store a spec durably; raise ``LostLeadership`` if ``lease`` is not current.
+
+        ``LostLeadership`` means nothing was written. Any other ``BackendError``
+        (a timeout without quorum) means the outcome is unknown: a networked
+        backend may still apply the write later, but only while ``lease`` is
+        current, so it never overwrites a newer leader. Re-read before reporting.
+        """
 
     @abc.abstractmethod
     async def delete(self, group_id: str, lease: Lease) -> None:
-        """Remove a spec; raise ``LostLeadership`` if ``lease`` is not current."""
+        """Remove a spec (absent is fine); errors as for ``put``."""
 
     @abc.abstractmethod
     async def status(self) -> dict[str, Any]:

@@ -1,0 +1,458 @@
+"""etcd backend: one leader across machines via a lease-bound key, specs as fenced etcd keys.
+
+Guarantee: at most one candidate's lease owns ``<prefix>leader`` at a time (a
+create-if-absent transaction); its term is the etcd revision of that create, so
+terms only grow. The holder renews every ``renew_interval`` and declares the
+lease lost once no renewal has succeeded for ``renew_deadline`` (< TTL), i.e.
+before etcd can expire it and elect someone else. Every store write is a
+transaction conditional on the leader key still being the one this lease
+created and naming this holder, so a paused old leader's write is refused by
+etcd itself, not by local bookkeeping.
+
+Limit: it is only as available as etcd: without a quorum nothing is elected and
+nothing is written (calls time out after ``timeout`` and raise ``BackendError``;
+``status()`` says so). A holder stepping down on its deadline relies on its own
+monotonic clock not running much slower than etcd's. Followers learn of a
+vacancy by watching the leader key, so takeover after a crash takes the TTL and
+after a graceful resign (lease revoked) about one round trip.
+
+etcd3gw is wrapped, not trusted (see DESIGN.md §9): one client per endpoint,
+rotated here on failure; every call has a timeout; leadership is our own
+transaction (its lock helper leaks leases); watches are our own streaming
+request with a read timeout. Its calls block, so they run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import math
+import threading
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import etcd3gw
+import requests
+from etcd3gw import exceptions as etcd_errors
+from etcd3gw.client import Etcd3Client
+
+from infrakit_runtime.manager.backend import Backend, BackendError, LeaderTimings, Lease, LostLeadership
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def _range_end(prefix: str) -> str:
+    """The key just past every key starting with ``prefix`` (etcd's prefix range)."""
+    raw = prefix.encode()
+    return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode()
+
+
+class _Held:
+    """A won lease: its etcd ID, term, the exact leader value written, and its liveness."""
+
+    def __init__(self, backend: EtcdBackend, lease_id: int, term: int, value: str, renewed_at: float) -> None:
+        self.backend = backend
+        self.lease_id = lease_id
+        self.term = term
+        self.value = value
+        self.renewed_at = renewed_at  # monotonic send time of the last renewal etcd accepted
+        self.reason: str | None = None
+        self.lost = asyncio.Event()
+        self.renewer: asyncio.Task[None] | None = None
+        self.watchdog: asyncio.Task[None] | None = None
+
+    def give_up(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.lost.set()
+
+
+def parse_endpoint(endpoint: str, *, tls: bool) -> tuple[str, str, int]:
+    """``(protocol, host, port)`` from ``http://host:2379``, ``https://host``, ``host:2379`` or ``[::1]:2379``."""
+    text = endpoint if "://" in endpoint else f"{'https' if tls else 'http'}://{endpoint}"
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"endpoint {endpoint!r}: the scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError(f"endpoint {endpoint!r} has no host")
+    try:
+        port = parts.port or 2379
+    except ValueError:
+        raise ValueError(f"endpoint {endpoint!r} has an invalid port") from None
+    if parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"endpoint {endpoint!r}: give only scheme://host:port")
+    return parts.scheme, parts.hostname, port
+
+
+class EtcdBackend(Backend):
+    """Leadership and spec store in an etcd v3 cluster, through its JSON gateway."""
+
+    def __init__(self, endpoints: list[str], prefix: str = "/infrakit/", timings: LeaderTimings | None = None, *,
+                 ca_cert: str | None = None, cert: str | None = None, key: str | None = None,
+                 username: str | None = None, password: str | None = None, timeout: float = 2.0) -> None:
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        if timeout <= 0:
+            raise ValueError("the etcd call timeout must be positive")
+        if (cert is None) != (key is None):
+            raise ValueError("a client certificate needs both cert and key")
+        if (username is None) != (password is None):
+            raise ValueError("etcd authentication needs both username and password")
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.timings = timings or LeaderTimings()
+        self.timeout = timeout
+        self.endpoints = list(endpoints)
+        self.leader_key = self.prefix + "leader"
+        self.groups_prefix = self.prefix + "groups/"
+        self._username = username
+        self._password = password
+        self._auth_lock = threading.Lock()
+        tls = bool(ca_cert or cert)
+        self._clients: list[Etcd3Client] = []
+        for endpoint in endpoints:
+            protocol, host, port = parse_endpoint(endpoint, tls=tls)
+            self._clients.append(etcd3gw.client(host=host, port=port, protocol=protocol, ca_cert=ca_cert,
+                                                cert_key=key, cert_cert=cert, timeout=timeout))
+        self._current = 0  # the endpoint that answered last; calls start there
+        self._problem: str | None = None
+
+    def __repr__(self) -> str:  # never the password
+        return f"EtcdBackend({self.endpoints!r}, prefix={self.prefix!r})"
+
+    # ------------------------------------------------------------ etcd calls
+
+    def _call(self, doing: str, fn: Callable[[Etcd3Client], T]) -> T:
+        """Run ``fn`` against the endpoints in turn until one answers (blocking: call in a thread).
+
+        Endpoints that cannot be reached or time out are skipped; an answer that
+        is an error (bad request, unknown lease) is not retried elsewhere.
+        """
+        failures: list[str] = []
+        no_quorum = False
+        n = len(self._clients)
+        start = self._current
+        for attempt in range(n):
+            index = (start + attempt) % n
+            client = self._clients[index]
+            for reauth in (False, True):
+                try:
+                    if self._username is not None and (reauth or "Authorization" not in client.session.headers):
+                        self._authenticate(client)
+                    result = fn(client)
+                    self._current = index
+                    return result
+                except etcd_errors.ConnectionTimeoutError:
+                    failures.append(f"{self.endpoints[index]} did not answer within {self.timeout:g}s")
+                    no_quorum = True
+                except etcd_errors.ConnectionFailedError as e:
+                    detail = _detail(e)
+                    no_quorum = no_quorum or "leader" in detail or "timed out" in detail
+                    failures.append(f"{self.endpoints[index]}: {detail}")
+                except etcd_errors.Etcd3Exception as e:
+                    detail = _detail(e)
+                    if not reauth and self._username is not None and "token" in detail:
+                        continue  # the auth token expired: log in again and retry once
+                    if "timed out" in detail or "no leader" in detail:
+                        failures.append(f"{self.endpoints[index]}: {detail}")
+                        no_quorum = True
+                        break
+                    raise BackendError(f"etcd refused to {doing}: {detail}") from None
+                except (ValueError, KeyError) as e:  # a reply that is not what the gateway should send
+                    raise BackendError(f"etcd gave an unexpected answer when asked to {doing}: {e}") from None
+                break
+        what = "etcd has no quorum" if no_quorum else "etcd is unreachable"
+        raise BackendError(f"{what}: cannot {doing}: {'; '.join(failures)}")
+
+    def _authenticate(self, client: Etcd3Client) -> None:
+        with self._auth_lock:
+            client.session.headers.pop("Authorization", None)
+            reply = client.post(client.get_url("/auth/authenticate"),
+                                json={"name": self._username, "password": self._password})
+            client.session.headers["Authorization"] = reply["token"]
+
+    def _txn(self, client: Etcd3Client, compare: list[dict[str, Any]], success: list[dict[str, Any]],
+             failure: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return dict(client.transaction({"compare": compare, "success": success, "failure": failure or []}))
+
+    def _get_leader(self, client: Etcd3Client) -> tuple[dict[str, Any] | None, int]:
+        """The leader key's kv (value decoded) and the store revision it was read at."""
+        reply = client.post(client.get_url("/kv/range"), json={"key": _b64(self.leader_key)})
+        kvs = reply.get("kvs") or []
+        revision = int(reply["header"]["revision"])
+        if not kvs:
+            return None, revision
+        kv = dict(kvs[0])
+        kv["value"] = _unb64(kv.get("value", ""))
+        return kv, revision
+
+    def _fence(self, held: _Held) -> list[dict[str, Any]]:
+        key = _b64(self.leader_key)
+        return [{"key": key, "result": "EQUAL", "target": "CREATE", "create_revision": held.term},
+                {"key": key, "result": "EQUAL", "target": "VALUE", "value": _b64(held.value)}]
+
+    async def _run(self, doing: str, fn: Callable[[Etcd3Client], T]) -> T:
+        return await asyncio.to_thread(self._call, doing, fn)
+
+    # ------------------------------------------------------------ leadership
+
+    @contextlib.asynccontextmanager
+    async def leadership(self, *, candidate: str, location: str | None) -> AsyncIterator[Lease]:
+        held = await self._campaign(candidate, location)
+        lease = Lease(term=held.term, holder=candidate, handle=held)
+        log.info("%s is the leader (term %d) in etcd at %s", candidate, held.term, self.leader_key)
+        held.renewer = asyncio.create_task(self._renew(held), name=f"etcd-lease/{candidate}/renew")
+        held.watchdog = asyncio.create_task(self._watchdog(held), name=f"etcd-lease/{candidate}/deadline")
+        try:
+            yield lease
+        finally:
+            held.give_up("resigned")
+            for task in (held.renewer, held.watchdog):
+                task.cancel()
+            await asyncio.gather(held.renewer, held.watchdog, return_exceptions=True)
+            try:  # revoking deletes the leader key: followers take over without waiting for the TTL
+                await self._run("revoke the leader lease", lambda c: self._revoke(c, held.lease_id))
+                log.info("%s resigned leadership (term %d)", candidate, held.term)
+            except BackendError as e:
+                log.warning("%s resigned leadership (term %d) but could not revoke its lease, "
+                            "followers wait for its TTL: %s", candidate, held.term, e)
+
+    @staticmethod
+    def _revoke(client: Etcd3Client, lease_id: int) -> None:
+        try:
+            client.post(client.get_url("/kv/lease/revoke"), json={"ID": lease_id})
+        except etcd_errors.Etcd3Exception as e:
+            if "not found" not in _detail(e):  # already expired or revoked: nothing to do
+                raise
+
+    async def _campaign(self, candidate: str, location: str | None) -> _Held:
+        """Try to create the leader key; while someone holds it, watch for its deletion."""
+        reported: str | None = None
+        while True:
+            attempt = asyncio.get_running_loop().run_in_executor(None, self._try_once, candidate, location)
+            try:
+                outcome = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                attempt.add_done_callback(self._revoke_if_won)  # a win nobody will use must not block others
+                raise
+            except BackendError as e:
+                if reported != str(e):
+                    log.error("%s cannot campaign for leadership: %s", candidate, e)
+                reported = self._problem = str(e)
+                await asyncio.sleep(self.timings.retry_interval)
+                continue
+            self._problem = None
+            if isinstance(outcome, _Held):
+                return outcome
+            if reported != "following":
+                log.info("%s is following; waiting for the leader key %s to go", candidate, self.leader_key)
+                reported = "following"
+            if not await asyncio.to_thread(self._wait_for_vacancy, outcome):
+                await asyncio.sleep(self.timings.retry_interval)
+
+    def _revoke_if_won(self, attempt: asyncio.Future[Any]) -> None:
+        if not attempt.cancelled() and attempt.exception() is None and isinstance(attempt.result(), _Held):
+            held: _Held = attempt.result()
+            threading.Thread(target=self._call, args=("revoke an unused lease", lambda c: self._revoke(c, held.lease_id)),
+                             daemon=True).start()
+
+    def _try_once(self, candidate: str, location: str | None) -> _Held | int:
+        """One campaign step (blocking): the won lease, or the revision at which a leader was seen."""
+        kv, revision = self._call("read the leader key", self._get_leader)
+        if kv is not None:
+            return revision
+        granted_at = time.monotonic()
+        ttl = max(1, math.ceil(self.timings.ttl))
+        lease_id = self._call("grant a lease", lambda c: c.lease(ttl).id)
+        try:
+            key = _b64(self.leader_key)
+            first = json.dumps({"holder": candidate, "location": location, "term": None})
+            reply = self._call("create the leader key", lambda c: self._txn(
+                c, [{"key": key, "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
+                [{"request_put": {"key": key, "value": _b64(first), "lease": lease_id}}]))
+            if not reply.get("succeeded"):
+                self._call("revoke an unused lease", lambda c: self._revoke(c, lease_id))
+                return int(reply["header"]["revision"])
+            term = int(reply["header"]["revision"])
+            # Now that the term is known, name it in the value (still bound to the lease).
+            value = json.dumps({"holder": candidate, "location": location, "term": term})
+            held = _Held(self, lease_id, term, first, granted_at)
+            reply = self._call("record the term in the leader key", lambda c: self._txn(
+                c, self._fence(held), [{"request_put": {"key": key, "value": _b64(value), "lease": lease_id}}]))
+            if not reply.get("succeeded"):
+                self._call("revoke an unused lease", lambda c: self._revoke(c, lease_id))
+                return int(reply["header"]["revision"])
+            held.value = value
+            return held
+        except BaseException:
+            with contextlib.suppress(BackendError):  # leaves at most a key that expires with the TTL
+                self._call("revoke an unused lease", lambda c: self._revoke(c, lease_id))
+            raise
+
+    def _wait_for_vacancy(self, revision: int) -> bool:
+        """Block until the leader key is deleted after ``revision``, or a TTL passes; False on error.
+
+        Our own watch request: etcd3gw's watches have no read timeout and hang.
+        """
+        client = self._clients[self._current]
+        session = requests.Session()
+        session.verify, session.cert = client.session.verify, client.session.cert
+        session.headers.update(client.session.headers)
+        body = {"create_request": {"key": _b64(self.leader_key), "start_revision": revision + 1}}
+        try:
+            with session.post(client.get_url("/watch"), json=body, stream=True,
+                              timeout=(self.timeout, max(self.timings.ttl, self.timings.retry_interval))) as resp:
+                if resp.status_code != 200:
+                    return False
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    result = json.loads(line).get("result", {})
+                    if result.get("canceled") or result.get("compact_revision"):
+                        return True  # read again from scratch
+                    if any(event.get("type") == "DELETE" for event in result.get("events", ())):
+                        return True
+            return True
+        except (requests.RequestException, etcd_errors.Etcd3Exception, ValueError):
+            self._current = (self._current + 1) % len(self._clients)
+            return False
+        finally:
+            session.close()
+
+    async def _renew(self, held: _Held) -> None:
+        """Keep the lease alive; a renewal that etcd refuses (lease gone) ends leadership at once."""
+        while not held.lost.is_set():
+            await asyncio.sleep(self.timings.renew_interval)
+            sent = time.monotonic()
+            try:
+                ttl = await self._run("renew the leader lease", lambda c: etcd3gw.Lease(held.lease_id, client=c).refresh())
+            except BackendError as e:
+                log.warning("could not renew the leader lease (term %d): %s", held.term, e)
+                self._problem = str(e)
+                continue
+            if ttl <= 0:
+                held.give_up("the leader lease expired in etcd")
+                return
+            held.renewed_at = max(held.renewed_at, sent)
+
+    async def _watchdog(self, held: _Held) -> None:
+        """Declare the lease lost once no renewal succeeded for ``renew_deadline``, renewer or not."""
+        while not held.lost.is_set():
+            left = held.renewed_at + self.timings.renew_deadline - time.monotonic()
+            if left <= 0:
+                reason = f"no lease renewal succeeded for {self.timings.renew_deadline:g}s"
+                log.error("giving up leadership (term %d): %s", held.term, reason)
+                held.give_up(reason)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(held.lost.wait(), timeout=left)
+
+    async def wait_lost(self, lease: Lease) -> str:
+        held = self._held(lease)
+        await held.lost.wait()
+        return held.reason or "lost"
+
+    def _held(self, lease: Lease) -> _Held:
+        held = lease.handle
+        if not isinstance(held, _Held) or held.backend is not self:
+            raise LostLeadership(f"the lease for term {lease.term} was not issued by {self!r}")
+        return held
+
+    async def leader_location(self) -> str | None:
+        kv, _ = await self._run("read the leader key", self._get_leader)
+        if kv is None:
+            return None
+        try:
+            return json.loads(kv["value"]).get("location")
+        except (ValueError, AttributeError):
+            return None
+
+    # ----------------------------------------------------------------- store
+
+    async def load_all(self) -> dict[str, dict[str, Any]]:
+        def load(client: Etcd3Client) -> list[dict[str, Any]]:
+            reply = client.post(client.get_url("/kv/range"),
+                                json={"key": _b64(self.groups_prefix), "range_end": _range_end(self.groups_prefix)})
+            return list(reply.get("kvs") or [])
+
+        specs: dict[str, dict[str, Any]] = {}
+        for kv in await self._run("read the stored specs", load):
+            key = _unb64(kv["key"])
+            try:
+                spec = json.loads(_unb64(kv.get("value", "")))
+            except ValueError as e:
+                raise BackendError(f"the stored spec at etcd key {key} is not valid JSON ({e}); fix or remove it") from None
+            if not isinstance(spec, dict):
+                raise BackendError(f"the stored spec at etcd key {key} is not a JSON object; fix or remove it")
+            specs[key.removeprefix(self.groups_prefix)] = spec
+        return specs
+
+    async def put(self, group_id: str, spec: dict[str, Any], lease: Lease) -> None:
+        if not group_id:
+            raise BackendError("a group ID must not be empty")
+        value = json.dumps(spec, sort_keys=True)
+        await self._fenced(lease, f"store the spec of group {group_id}",
+                           {"request_put": {"key": _b64(self.groups_prefix + group_id), "value": _b64(value)}})
+
+    async def delete(self, group_id: str, lease: Lease) -> None:
+        await self._fenced(lease, f"remove the spec of group {group_id}",
+                           {"request_delete_range": {"key": _b64(self.groups_prefix + group_id)}})
+
+    async def _fenced(self, lease: Lease, doing: str, request: dict[str, Any]) -> None:
+        """Apply ``request`` only if the leader key is still this lease's (checked by etcd, atomically)."""
+        held = self._held(lease)
+        if held.lost.is_set():
+            raise LostLeadership(f"the lease for term {lease.term} is gone: {held.reason}")
+        failure = [{"request_range": {"key": _b64(self.leader_key)}}]
+        reply = await self._run(doing, lambda c: self._txn(c, self._fence(held), [request], failure))
+        if reply.get("succeeded"):
+            return
+        kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs") or []
+        now = f"the leader key was created at revision {kvs[0].get('create_revision')}" if kvs else "there is no leader"
+        held.give_up(f"another replica leads now ({now})")
+        raise LostLeadership(f"cannot {doing}: the lease for term {lease.term} is stale: {now}")
+
+    # ---------------------------------------------------------------- health
+
+    async def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": "etcd", "endpoints": list(self.endpoints), "prefix": self.prefix}
+        try:
+            out["leader"] = await self.leader_location()
+        except BackendError as e:
+            out.update(healthy=False, reason=str(e))
+            return out
+        out["endpoint"] = self.endpoints[self._current]
+        out.update(healthy=True, reason="ok")
+        return out
+
+    async def close(self) -> None:
+        for client in self._clients:
+            client.session.close()
+
+
+def _detail(e: etcd_errors.Etcd3Exception) -> str:
+    """The readable part of an etcd3gw error: the gateway's message, not a urllib3 traceback."""
+    text = e.detail_text or str(e) or type(e).__name__
+    try:
+        message = json.loads(text).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    if message:
+        return str(message)
+    if "refused" in text:
+        return "connection refused"
+    return text if len(text) < 200 else text[:200] + "..."

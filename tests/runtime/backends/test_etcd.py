@@ -1,0 +1,251 @@
+"""etcd backend against a real 3-member cluster: elections, deadlines, fencing, lost members and quorum."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import etcd3gw
+import pytest
+
+from infrakit_runtime.backends.etcd import EtcdBackend
+from infrakit_runtime.manager.backend import BackendError, LeaderTimings, Lease, LostLeadership
+from tests.runtime.backends.conftest import EtcdCluster
+
+FAST = LeaderTimings(ttl=2.0, renew_interval=0.3, renew_deadline=1.2, retry_interval=0.3)
+
+
+class Campaign:
+    """One candidate's ``leadership()`` entered in a task, so a test can watch several at once."""
+
+    def __init__(self, backend: EtcdBackend, name: str) -> None:
+        self.backend = backend
+        self.name = name
+        self.cm = backend.leadership(candidate=name, location=f"tcp://{name}:24864")
+        self.task: asyncio.Task[Lease] = asyncio.create_task(self.cm.__aenter__(), name=f"campaign/{name}")
+        self.won_at: float | None = None
+        self.task.add_done_callback(lambda _: setattr(self, "won_at", time.monotonic()))
+
+    @property
+    def lease(self) -> Lease:
+        return self.task.result()
+
+    async def resign(self) -> None:
+        await self.cm.__aexit__(None, None, None)
+
+    async def stop(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        elif not self.task.cancelled() and self.task.exception() is None and not self.lease.handle.lost.is_set():
+            await self.resign()
+
+
+@contextlib.asynccontextmanager
+async def candidates(etcd: EtcdCluster, prefix: str, names: list[str],
+                     timings: LeaderTimings = FAST) -> AsyncIterator[list[Campaign]]:
+    # Each candidate starts on a different member, so endpoint rotation is exercised too.
+    started = []
+    for i, name in enumerate(names):
+        endpoints = etcd.endpoints[i % 3:] + etcd.endpoints[: i % 3]
+        started.append(Campaign(EtcdBackend(endpoints, prefix, timings, timeout=1.0), name))
+    try:
+        yield started
+    finally:
+        for c in started:
+            await c.stop()
+            await c.backend.close()
+
+
+async def first_winner(campaigns: list[Campaign], timeout: float) -> Campaign:
+    done, _ = await asyncio.wait([c.task for c in campaigns], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    assert done, f"nobody was elected within {timeout}s"
+    return next(c for c in campaigns if c.task in done)
+
+
+def raw_client(etcd: EtcdCluster) -> etcd3gw.Etcd3Client:
+    url = urllib.parse.urlsplit(etcd.endpoints[0])
+    return etcd3gw.client(host=url.hostname, port=url.port, timeout=2)
+
+
+def key_meta(etcd: EtcdCluster, key: str) -> dict[str, Any] | None:
+    found = raw_client(etcd).get(key, metadata=True)
+    return found[0][1] if found else None
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/test-{uuid.uuid4().hex[:8]}/"
+
+
+def test_three_candidates_elect_one_leader_at_a_time_with_growing_terms(etcd: EtcdCluster, prefix: str) -> None:
+    async def scenario() -> None:
+        async with candidates(etcd, prefix, ["a", "b", "c"]) as cs:
+            terms = []
+            for round_ in range(3):
+                leader = await first_winner([c for c in cs if not c.task.done()], 5)
+                await asyncio.sleep(0.5)
+                assert sum(c.task.done() and not c.lease.handle.lost.is_set() for c in cs) == 1, \
+                    f"round {round_}: more than one leader"
+                assert await leader.backend.leader_location() == f"tcp://{leader.name}:24864"
+                terms.append(leader.lease.term)
+                await leader.resign()
+            assert terms == sorted(terms) and len(set(terms)) == 3, terms
+            assert await cs[0].backend.leader_location() is None
+
+    asyncio.run(scenario())
+
+
+def test_graceful_resign_hands_over_well_under_a_second(etcd: EtcdCluster, prefix: str) -> None:
+    async def scenario() -> None:
+        async with candidates(etcd, prefix, ["a", "b"]) as cs:
+            leader = await first_winner(cs, 5)
+            follower = next(c for c in cs if c is not leader)
+            await asyncio.sleep(0.5)  # the follower is now watching
+            resigned = time.monotonic()
+            await leader.resign()
+            await asyncio.wait_for(follower.task, 1.0)
+            took = (follower.won_at or 0) - resigned
+            print(f"etcd takeover after a graceful resign: {took * 1000:.0f} ms")
+            assert took < 1.0
+            assert follower.lease.term > leader.lease.term
+            assert await leader.backend.wait_lost(leader.lease) == "resigned"
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_that_cannot_renew_steps_down_before_the_ttl_and_another_wins(etcd: EtcdCluster, prefix: str) -> None:
+    async def scenario() -> None:
+        async with candidates(etcd, prefix, ["a", "b"]) as cs:
+            leader = await first_winner(cs, 5)
+            follower = next(c for c in cs if c is not leader)
+            held = leader.lease.handle
+            held.renewer.cancel()  # its keepalive dies; nothing else about it changes
+            last_renewal = held.renewed_at
+            reason = await asyncio.wait_for(leader.backend.wait_lost(leader.lease), FAST.ttl + 1)
+            stepped_down = time.monotonic()
+            assert "no lease renewal succeeded" in reason
+            assert stepped_down - last_renewal < FAST.ttl, "stepped down only after the lease could expire"
+            assert not follower.task.done(), "someone else was elected while the old leader still acted"
+            await asyncio.wait_for(follower.task, FAST.ttl + 3)
+            print(f"etcd: stepped down {stepped_down - last_renewal:.2f}s after the last renewal; "
+                  f"successor elected {(follower.won_at or 0) - last_renewal:.2f}s after it (TTL {FAST.ttl:g}s)")
+            assert (follower.won_at or 0) > stepped_down
+            with pytest.raises(LostLeadership):
+                await leader.backend.put("web", {"ID": "web"}, leader.lease)
+
+    asyncio.run(scenario())
+
+
+def test_a_paused_leaders_write_is_refused_by_etcd_and_changes_nothing(etcd: EtcdCluster, prefix: str) -> None:
+    async def scenario() -> None:
+        async with candidates(etcd, prefix, ["a", "b"]) as cs:
+            old = await first_winner(cs, 5)
+            new = next(c for c in cs if c is not old)
+            await old.backend.put("web", {"ID": "web", "Properties": {"by": "old"}}, old.lease)
+            # A paused process: no renewals, no deadline check; it still believes it leads.
+            held = old.lease.handle
+            held.renewer.cancel()
+            held.watchdog.cancel()
+            await asyncio.wait_for(new.task, FAST.ttl + 4)
+            await new.backend.put("web", {"ID": "web", "Properties": {"by": "new"}}, new.lease)
+            before = key_meta(etcd, prefix + "groups/web")
+            assert not held.lost.is_set()
+
+            with pytest.raises(LostLeadership, match="stale"):
+                await old.backend.put("web", {"ID": "web", "Properties": {"by": "old, resumed"}}, old.lease)
+            assert key_meta(etcd, prefix + "groups/web") == before, "a fenced write changed the key"
+            assert (await new.backend.load_all())["web"]["Properties"] == {"by": "new"}
+            assert "another replica leads" in await asyncio.wait_for(old.backend.wait_lost(old.lease), 1)
+            with pytest.raises(LostLeadership):
+                await old.backend.delete("web", old.lease)
+            forged = Lease(term=old.lease.term, holder="a", handle=new.lease.handle)
+            with pytest.raises(LostLeadership, match="not issued"):
+                await old.backend.put("web", {"ID": "web"}, forged)
+            assert key_meta(etcd, prefix + "groups/web") == before
+
+    asyncio.run(scenario())
+
+
+def raft_leader(etcd: EtcdCluster) -> str:
+    """The member etcd itself elected (the worst one to lose: writes stall until a re-election)."""
+    for name in etcd.running():
+        url = urllib.parse.urlsplit(etcd.endpoint(name))
+        status = etcd3gw.client(host=url.hostname, port=url.port, timeout=2).status()
+        if status["leader"] == status["header"]["member_id"]:
+            return name
+    raise AssertionError("no etcd member says it is the raft leader")
+
+
+def test_losing_etcds_own_leader_member_changes_nothing_for_our_leader_or_followers(
+        etcd: EtcdCluster, prefix: str) -> None:
+    # Production-like timings: a raft re-election (1-2 s) must not cost our leader its lease.
+    timings = LeaderTimings(ttl=5.0, renew_interval=0.5, renew_deadline=3.5, retry_interval=0.5)
+
+    async def scenario() -> None:
+        async with candidates(etcd, prefix, ["a", "b", "c"], timings) as cs:
+            leader = await first_winner(cs, 5)
+            followers = [c for c in cs if c is not leader]
+            victim = raft_leader(etcd)
+            await asyncio.to_thread(etcd.stop, victim)
+            stopped = time.monotonic()
+            await asyncio.to_thread(etcd.wait_healthy, 10, members=etcd.running())
+            print(f"etcd: the survivors elected a raft leader {time.monotonic() - stopped:.2f}s after {victim} died")
+            await leader.backend.put("web", {"ID": "web", "Properties": {"n": 1}}, leader.lease)
+            await asyncio.sleep(1.5)  # renewals keep flowing through the other members
+            assert not leader.lease.handle.lost.is_set()
+            assert not any(c.task.done() for c in followers)
+            assert all([(await c.backend.status())["healthy"] for c in cs])
+            resigned = time.monotonic()
+            await leader.resign()
+            successor = await first_winner(followers, 2)
+            print(f"etcd takeover after a resign with one member down: {(successor.won_at or 0) - resigned:.2f}s")
+            await successor.backend.put("db", {"ID": "db"}, successor.lease)
+            assert set(await successor.backend.load_all()) == {"web", "db"}
+
+    asyncio.run(scenario())
+
+
+def test_without_quorum_nobody_acts_and_the_specs_survive_recovery(etcd: EtcdCluster, prefix: str) -> None:
+    async def scenario() -> None:
+        async with candidates(etcd, prefix, ["a"]) as (leader,):
+            await asyncio.wait_for(leader.task, 5)
+            specs = {g: {"ID": g, "Properties": {"Allocation": {"Size": i}}} for i, g in enumerate(["web", "db"])}
+            for gid, spec in specs.items():
+                await leader.backend.put(gid, spec, leader.lease)
+
+            await asyncio.to_thread(etcd.stop, "m2")
+            await asyncio.to_thread(etcd.stop, "m3")
+            status = await leader.backend.status()
+            assert status["healthy"] is False
+            assert status["reason"].startswith("etcd has no quorum: "), status["reason"]
+            attempted = {"ID": "cache", "Properties": {"Allocation": {"Size": 9}}}
+            with pytest.raises(BackendError, match="etcd has no quorum"):
+                await leader.backend.put("cache", attempted, leader.lease)
+            reason = await asyncio.wait_for(leader.backend.wait_lost(leader.lease), FAST.renew_deadline + 1)
+            assert "no lease renewal succeeded" in reason
+            with pytest.raises(LostLeadership):
+                await leader.backend.put("cache", attempted, leader.lease)
+
+            async with candidates(etcd, prefix, ["b"]) as (newcomer,):
+                await asyncio.sleep(2.5)
+                assert not newcomer.task.done(), "a leader was elected without a quorum"
+                await asyncio.to_thread(etcd.start, "m2")
+                await asyncio.to_thread(etcd.start, "m3")
+                recovered = time.monotonic()
+                await asyncio.wait_for(newcomer.task, 15)
+                print(f"etcd: a leader again {(newcomer.won_at or 0) - recovered:.2f}s after quorum returned")
+                stored = await newcomer.backend.load_all()
+                # A timed-out write has an unknown outcome: raft may commit it once quorum returns
+                # (still fenced: no other leader came in between). It is all there or not at all.
+                assert stored.pop("cache", attempted) == attempted
+                assert stored == specs
+                assert (await newcomer.backend.status())["healthy"] is True
+
+    asyncio.run(scenario())
