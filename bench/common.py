@@ -68,7 +68,7 @@ class Home:
     def start(self, daemon: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         kind, _, name = daemon.partition(":")
         name = name or ("group" if kind == "manager" else kind)
-        log = open(self.path / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the daemon
+        log = open(self.path / f"{name}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "infrakit_runtime", "plugin", "run", daemon, *args],
                                 env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc

@@ -90,25 +90,38 @@ class GroupController:
     # -- validation ------------------------------------------------------------------------
 
     async def validate(self, wire: group.Spec) -> GroupSpec:
-        """Parse the spec and have its plugins validate their Properties; every problem at once."""
-        spec = parse_spec(wire)
+        """Parse the spec and have its plugins validate their Properties; every problem at once.
+
+        Plugin validation runs even when the spec itself has problems, so one answer lists
+        them all (a bad size and an unknown plugin are both reported).
+        """
         problems: list[str] = []
-        for name, iface, check in (
-            (spec.instance.plugin, instance.INTERFACE,
-             lambda: self.plugins.instance(spec.instance.plugin).validate(spec.instance.properties)),
-            (spec.flavor.plugin, flavor.INTERFACE,
-             lambda: self.plugins.flavor(spec.flavor.plugin).validate(
-                 spec.flavor.properties, flavor.Allocation(size=spec.size, logical_ids=spec.logical_ids))),
-        ):
-            section = "Instance" if iface == instance.INTERFACE else "Flavor"
+        spec: GroupSpec | None = None
+        try:
+            spec = parse_spec(wire)
+        except ValidationError as e:
+            problems.extend(e.problems)
+        props = wire.properties if isinstance(wire.properties, dict) else {}
+        for section, interface in (("Instance", instance.INTERFACE), ("Flavor", flavor.INTERFACE)):
+            raw = props.get(section)
+            name = raw.get("Plugin") if isinstance(raw, dict) else None
+            if not isinstance(name, str) or not name:
+                continue  # parse_spec has already said so
             try:
-                await self.plugins.check(name, iface)
-                await check()
+                PluginName.parse(name)
+                await self.plugins.check(name, interface)
+                if section == "Instance":
+                    await self.plugins.instance(name).validate(raw.get("Properties"))
+                else:
+                    allocation = flavor.Allocation(size=spec.size if spec else 0, logical_ids=spec.logical_ids if spec else None)
+                    await self.plugins.flavor(name).validate(raw.get("Properties"), allocation)
             except ValidationError as e:
-                problems.extend(f"Properties.{section}: {p}" for p in e.problems)
+                problems.extend(f"Properties.{section} ({name}): {p}" for p in e.problems)
+            except ValueError as e:
+                problems.append(f"Properties.{section}.Plugin: {e}")
             except (PluginError, UnreachableError) as e:
-                problems.append(f"Properties.{section}: plugin {name!r}: {e}")
-        if problems:
+                problems.append(f"Properties.{section} ({name}): {e}")
+        if problems or spec is None:
             raise ValidationError(problems)
         return spec
 
@@ -160,14 +173,18 @@ class GroupController:
                 "UpToDate": d.tags.get(instance.TAG_CONFIG_HASH) in (spec.config_hash, instance.BOOTSTRAP_CONFIG_HASH),
                 "Age": round(now - record.first_seen, 3) if record else 0.0,
             })
+        # Converged means count, config and health all match: every member READY, not merely pending.
+        converged = plan.converged and plan.counts.healthy == plan.counts.desired
         status = {
             **plan.status(),
+            **({} if converged or not plan.converged else {"Condition": "Progressing",
+                                                           "Reason": "waiting for new instances to pass their health checks"}),
             "Plan": plan.summary,
             "LastError": supervisor.memory.last_error(),
             "Instances": rows,
             "Events": [e.to_wire() for e in self.events.recent(group=group_id, limit=20)],
         }
-        return group.Description(instances=tuple(members), converged=plan.converged, status=status)
+        return group.Description(instances=tuple(members), converged=converged, status=status)
 
     async def destroy_group(self, group_id: group.ID) -> None:
         spec = self._require(group_id)

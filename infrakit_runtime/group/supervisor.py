@@ -152,7 +152,7 @@ class Supervisor:
         now = self.clock()
         plan = plan_group(spec=self.spec, observed=members, health=self.health, memory=self.memory, now=now)
         self.last = Observation(members=members, plan=plan, time=now)
-        braked = plan.condition == "Degraded" and "brake" in plan.reason.lower()
+        braked = plan.braked
         if braked and not self._braked:
             self.events.emit(ev.BRAKE_ENGAGED, group=self.spec.id, reason=plan.reason)
         self._braked = braked

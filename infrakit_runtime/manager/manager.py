@@ -30,6 +30,8 @@ from infrakit_runtime.spi.common import PluginError, ValidationError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# How long a call arriving before the first election waits for it.
+ELECTION_SETTLE = 3.0
 
 
 class NotLeader(PluginError):
@@ -54,6 +56,7 @@ class Manager:
         self.leadership_changes = 0
         self._mutex = asyncio.Lock()
         self._forwarders: dict[str, GroupClient] = {}
+        self._settled = asyncio.Event()
         self.backend_type = "etcd" if type(backend).__name__.lower().startswith("etcd") else "file"
 
     # -- leadership ------------------------------------------------------------------------
@@ -64,6 +67,7 @@ class Manager:
             try:
                 async with self.backend.leadership(candidate=self.candidate, location=self.location) as lease:
                     self.lease, self.problem = lease, None
+                    self._settled.set()
                     self.leadership_changes += 1
                     self.events.emit(ev.LEADERSHIP_GAINED, reason=f"{self.candidate} leads (term {lease.term})")
                     try:
@@ -105,6 +109,8 @@ class Manager:
     async def _leader_or_forward(self, local: Callable[[Lease], Awaitable[T]],
                                  remote: Callable[[GroupClient], Awaitable[T]]) -> T:
         lease = self.lease
+        if lease is None and not self._settled.is_set():
+            lease = await self._await_election()
         if lease is not None:
             return await local(lease)
         location = await self.leader_location()
@@ -113,6 +119,18 @@ class Manager:
             why = f" ({self.problem})" if self.problem else ""
             raise NotLeader(f"this replica ({self.candidate}) is not the leader;{where}{why}")
         return await remote(self._forwarder(location))
+
+    async def _await_election(self) -> Lease | None:
+        """Right after start a call may race the first election: give it a moment to settle."""
+        deadline = asyncio.get_running_loop().time() + ELECTION_SETTLE
+        while self.lease is None and asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(BackendError):
+                if await self.backend.leader_location():
+                    self._settled.set()
+                    break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), 0.1)
+        return self.lease
 
     def _forwarder(self, location: str) -> GroupClient:
         if location not in self._forwarders:

@@ -29,6 +29,7 @@ traffic = logging.getLogger("infrakit_runtime.rpc.traffic")
 
 # Bodies past this are refused with a JSON-RPC error before they are parsed.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+SHUTDOWN_TIMEOUT = 1.0
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 EXTRA_ROUTES = web.AppKey("extra_routes", list)
 TOKEN = web.AppKey("token", str)
@@ -122,7 +123,8 @@ async def serve(
     """Serve ``app`` until the context exits; the socket file is removed afterwards."""
     if socket_path is None and tcp is None:
         raise ValueError("serve needs a socket path, a TCP address, or both")
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A short shutdown timeout: long polls (Instance.WaitChange) must not hold a stopping daemon.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     bound: Path | None = None
     try:

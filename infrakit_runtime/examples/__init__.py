@@ -1,0 +1,1 @@
+"""Small programs to run as instances in demos and tests."""
