@@ -17,6 +17,8 @@ import logging
 import os
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +34,19 @@ log = logging.getLogger(__name__)
 traffic = logging.getLogger("infrakit_runtime.rpc.traffic")
 
 DEFAULT_TIMEOUT = 30.0
+
+# Called after every async call with (plugin name, method, seconds, outcome) where outcome is
+# "ok", "error" (an error answer) or "unreachable"; metrics subscribe here. Must not raise.
+CallObserver = Callable[[str, str, float, str], None]
+OBSERVERS: list[CallObserver] = []
+
+
+def _observe(name: str, method: str, seconds: float, outcome: str) -> None:
+    for observer in OBSERVERS:
+        try:
+            observer(name, method, seconds, outcome)
+        except Exception:  # an observer must never break a call
+            log.exception("call observer failed")
 
 
 def default_timeout() -> float:
@@ -102,6 +117,20 @@ class Client:
             traffic.debug("call %s: %s", self.name, body.decode())
         session = self._ensure_session()
         limit = timeout if timeout is not None else self.timeout
+        started = time.perf_counter()
+        outcome = "unreachable"
+        try:
+            result = await self._post(session, method, body, limit)
+            outcome = "ok"
+            return result
+        except RemoteError:
+            outcome = "error"
+            raise
+        finally:
+            if OBSERVERS:
+                _observe(self.name, method, time.perf_counter() - started, outcome)
+
+    async def _post(self, session: aiohttp.ClientSession, method: str, body: bytes, limit: float) -> Any:
         try:
             async with asyncio.timeout(limit):
                 async with session.post(self._url(), data=body) as resp:
