@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import subprocess
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import etcd3gw
@@ -15,7 +17,7 @@ import pytest
 
 from infrakit_runtime.backends.etcd import EtcdBackend
 from infrakit_runtime.manager.backend import BackendError, LeaderTimings, Lease, LostLeadership
-from tests.runtime.backends.conftest import EtcdCluster
+from tests.runtime.backends.conftest import EtcdCluster, free_ports
 
 FAST = LeaderTimings(ttl=2.0, renew_interval=0.3, renew_deadline=1.2, retry_interval=0.3)
 
@@ -247,5 +249,63 @@ def test_without_quorum_nobody_acts_and_the_specs_survive_recovery(etcd: EtcdClu
                 assert stored.pop("cache", attempted) == attempted
                 assert stored == specs
                 assert (await newcomer.backend.status())["healthy"] is True
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def etcd_with_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A separate one-member etcd with authentication on (root / s3cret), so the shared cluster stays open."""
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not on PATH (install Debian's etcd-server)")
+    client_port, peer_port = free_ports(2)
+    url, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    proc = subprocess.Popen(
+        ["etcd", "--name", "solo", "--data-dir", str(tmp_path_factory.mktemp("etcd-auth")),
+         "--listen-client-urls", url, "--advertise-client-urls", url, "--listen-peer-urls", peer,
+         "--initial-advertise-peer-urls", peer, "--initial-cluster", f"solo={peer}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        admin = etcd3gw.client(host=parts.hostname, port=parts.port, timeout=2)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                admin.get("/probe")
+                break
+            except etcd3gw.exceptions.Etcd3Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        for path, body in [("/auth/role/add", {"name": "root"}), ("/auth/user/add", {"name": "root", "password": "s3cret"}),
+                           ("/auth/user/grant", {"user": "root", "role": "root"}), ("/auth/enable", {})]:
+            admin.post(admin.get_url(path), json=body)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_username_and_password_log_in_and_a_stale_token_is_renewed(etcd_with_auth: str) -> None:
+    async def scenario() -> None:
+        anonymous = EtcdBackend([etcd_with_auth], "/a/", FAST, timeout=1.0)
+        with pytest.raises(BackendError, match="user name is empty"):
+            await anonymous.load_all()
+        wrong = EtcdBackend([etcd_with_auth], "/a/", FAST, username="root", password="wrong-pw", timeout=1.0)
+        with pytest.raises(BackendError, match="authentication failed") as caught:
+            await wrong.load_all()
+        assert "wrong-pw" not in str(caught.value) and "wrong-pw" not in repr(wrong)
+
+        backend = EtcdBackend([etcd_with_auth], "/a/", FAST, username="root", password="s3cret", timeout=1.0)
+        async with backend.leadership(candidate="x", location="here") as lease:
+            await backend.put("web", {"ID": "web"}, lease)
+            backend._clients[0].session.headers["Authorization"] = "expired"  # as after etcd's token TTL
+            await backend.put("web", {"ID": "web", "Properties": {"v": 2}}, lease)
+            assert await backend.load_all() == {"web": {"ID": "web", "Properties": {"v": 2}}}
+            await asyncio.sleep(FAST.renew_deadline + 0.3)
+            assert not lease.handle.lost.is_set(), "renewals failed under authentication"
+        assert await backend.leader_location() is None
+        for b in (anonymous, wrong, backend):
+            await b.close()
 
     asyncio.run(scenario())
