@@ -141,13 +141,29 @@ class Manager:
             self._forwarders[location] = GroupClient(Client(address, name="leader", token=self.token))
         return self._forwarders[location]
 
-    async def _fenced(self, write: Callable[[], Awaitable[None]]) -> None:
+    async def _fenced(self, write: Callable[[], Awaitable[None]], *, group_id: str,
+                      expected: dict[str, Any] | None) -> None:
+        """Write the store under the lease; act only if the write is known to have landed.
+
+        ``LostLeadership`` means nothing was written. Any other backend error leaves the
+        outcome unknown (a write that timed out without quorum may still apply), so the
+        store is read back: if it holds what we wrote we go on, otherwise nothing is applied.
+        """
         try:
             await write()
+            return
         except LostLeadership as e:
             raise PluginError(f"not acting: this replica lost leadership while writing the store ({e})") from None
         except BackendError as e:
-            raise PluginError(f"the spec store refused the change, nothing was applied: {e}") from None
+            failure = e
+        try:
+            stored = (await self.backend.load_all()).get(group_id)
+        except BackendError:
+            stored = "unknown"
+        if stored == expected:
+            log.warning("store write for %s reported %s but landed; going on", group_id, failure)
+            return
+        raise PluginError(f"the spec store refused the change, nothing was applied: {failure}") from None
 
     # -- Group SPI -------------------------------------------------------------------------
 
@@ -157,7 +173,8 @@ class Manager:
             if pretend:
                 return await self.controller.plan_commit(parsed)
             async with self._mutex:
-                await self._fenced(lambda: self.backend.put(parsed.id, parsed.raw, lease))
+                await self._fenced(lambda: self.backend.put(parsed.id, parsed.raw, lease), group_id=parsed.id,
+                                  expected=parsed.raw)
                 return await self.controller.commit(parsed)
 
         return await self._leader_or_forward(local, lambda c: c.commit_group(spec, pretend))
@@ -166,7 +183,7 @@ class Manager:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 self._require(group_id)
-                await self._fenced(lambda: self.backend.delete(group_id, lease))
+                await self._fenced(lambda: self.backend.delete(group_id, lease), group_id=group_id, expected=None)
                 await self.controller.free_group(group_id)
 
         await self._leader_or_forward(local, lambda c: c.free_group(group_id))
@@ -175,7 +192,7 @@ class Manager:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 self._require(group_id)
-                await self._fenced(lambda: self.backend.delete(group_id, lease))
+                await self._fenced(lambda: self.backend.delete(group_id, lease), group_id=group_id, expected=None)
                 await self.controller.destroy_group(group_id)
 
         await self._leader_or_forward(local, lambda c: c.destroy_group(group_id))
@@ -187,7 +204,8 @@ class Manager:
                 if spec.is_pets:
                     raise ValidationError(f"group {group_id} is allocated by LogicalIDs; change its LogicalIDs instead of its size")
                 resized = spec.with_size(size)
-                await self._fenced(lambda: self.backend.put(group_id, resized.raw, lease))
+                await self._fenced(lambda: self.backend.put(group_id, resized.raw, lease), group_id=group_id,
+                                  expected=resized.raw)
                 await self.controller.commit(resized)
 
         await self._leader_or_forward(local, lambda c: c.set_size(group_id, size))
