@@ -16,7 +16,7 @@ description:
     the host part of C(Properties.Address) (or C(Properties.Host)) when the instance plugin reports one.
   - Uses a YAML configuration file that ends with C(infrakit.yml) or C(infrakit.yaml).
 author:
-  - infrakit.core maintainers
+  - infrakit.core maintainers (@infrakit)
 options:
   plugin:
     description: Marks this file as a configuration of this plugin.

@@ -206,7 +206,7 @@ def _drop_nulls(value):
 
 def _normalize_section(section, defaults, fields):
     out = {}
-    kinds = {key: kind for key, kind in fields.values()}
+    kinds = dict(fields.values())
     for key, value in (section or {}).items():
         if value is None:
             continue
@@ -253,6 +253,19 @@ def normalize(spec):
         if key not in ("Allocation", "Instance", "Flavor", "Updating", "Health") and value is not None:
             out[key] = _drop_nulls(value)
     return {"ID": spec.get("ID"), "Properties": out}
+
+
+def diff_view(spec):
+    """A spec for ``diff`` output: normalised, so only real differences show, with durations as text."""
+    if spec is None:
+        return {}
+    normal = normalize(spec)
+    for key, fields in (("Updating", UPDATING_FIELDS), ("Health", HEALTH_FIELDS)):
+        section = normal["Properties"].get(key)
+        for wire_key, kind in fields.values():
+            if section and kind == "duration" and isinstance(section.get(wire_key), float):
+                section[wire_key] = format_duration(section[wire_key])
+    return spec_to_module(normal)
 
 
 def spec_to_module(spec):

@@ -24,7 +24,7 @@ description:
   - O(state=absent) destroys the group and all its instances; O(state=freed) stops managing
     the group and leaves its instances running.
 author:
-  - infrakit.core maintainers
+  - infrakit.core maintainers (@infrakit)
 options:
   name:
     description:
@@ -163,10 +163,12 @@ attributes:
     support: full
     description: The spec before and after, in the module's option names.
   platform:
+    support: full
     platforms: posix
     description: Runs where the controller socket or URL is reachable, usually C(localhost) or the controller host.
   action_group:
     support: full
+    description: Use C(group/infrakit.core.infrakit) in C(module_defaults) to set the connection options.
     membership:
       - infrakit.core.infrakit
 notes:
@@ -188,7 +190,8 @@ EXAMPLES = r"""
     instance:
       plugin: process
       properties:
-        Command: [python3, -m, http.server, --bind, 127.0.0.1, $PORT]
+        # A string runs under /bin/sh -c, so the PORT the process plugin exports expands.
+        Command: python3 -m http.server --bind 127.0.0.1 $PORT
     flavor:
       plugin: vanilla
       properties:
@@ -267,7 +270,7 @@ spec:
   sample:
     name: web
     size: 3
-    instance: {plugin: process, properties: {Command: [python3, -m, http.server, $PORT]}}
+    instance: {plugin: process, properties: {Command: python3 -m http.server $PORT}}
     flavor: {plugin: vanilla, properties: {Tags: {tier: web}}}
 id:
   description: The group ID.
@@ -371,6 +374,7 @@ from ansible_collections.infrakit.core.plugins.module_utils.controller import Co
 from ansible_collections.infrakit.core.plugins.module_utils.groups import (
     build_spec,
     describe_group,
+    diff_view,
     is_settled,
     normalize,
     spec_to_module,
@@ -441,7 +445,7 @@ def ensure_present(m, stored):
     changed = normalize(desired) != normalize(stored)
     result = dict(changed=changed, spec=spec_to_module(desired))
     if m.diff_mode:
-        result["diff"] = dict(before=spec_to_module(stored) or {}, after=spec_to_module(desired))
+        result["diff"] = dict(before=diff_view(stored), after=diff_view(desired))
 
     if m.check_mode:
         # The controller validates and plans; Pretend never acts.
@@ -477,7 +481,7 @@ def ensure_gone(m, stored, state):
     name = m.params["name"]
     result = dict(changed=stored is not None, id=name)
     if m.diff_mode:
-        result["diff"] = dict(before=spec_to_module(stored) or {}, after={})
+        result["diff"] = dict(before=diff_view(stored), after={})
     if stored is not None and not m.check_mode:
         if state == "absent":
             m.client.destroy_group(name)

@@ -16,7 +16,7 @@ description:
     collection's controller, the state of its coordination backend.
   - Never changes anything.
 author:
-  - infrakit.core maintainers
+  - infrakit.core maintainers (@infrakit)
 options:
   name:
     description:
@@ -38,10 +38,14 @@ attributes:
     description: The module only reads, so it runs unchanged in check mode.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to show.
   platform:
+    support: full
     platforms: posix
+    description: Runs where the controller socket or URL is reachable.
   action_group:
     support: full
+    description: Use C(group/infrakit.core.infrakit) in C(module_defaults) to set the connection options.
     membership:
       - infrakit.core.infrakit
 seealso:

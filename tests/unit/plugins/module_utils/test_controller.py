@@ -124,7 +124,7 @@ def test_a_controller_that_never_answers_times_out_without_retry(sockdir):
     def accept():
         while not stop.is_set():
             try:
-                conn, _ = server.accept()
+                conn = server.accept()[0]
             except OSError:
                 return
             accepted.append(conn)

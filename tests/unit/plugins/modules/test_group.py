@@ -251,3 +251,12 @@ def test_default_url_is_the_group_socket_in_the_plugin_dir(controller, run_modul
     args = web(controller)
     del args["controller_url"]
     assert run_module(group.main, args)["changed"] is True
+
+
+def test_diff_of_an_unchanged_spec_is_empty_whatever_the_spelling(controller, run_module):
+    run_module(group.main, web(controller, health=dict(grace_period="30s"), updating=dict(progress_deadline="2m")))
+    result = run_module(group.main, web(controller, health=dict(grace_period=30), updating=dict(progress_deadline=120)),
+                        diff=True)
+    assert result["changed"] is False
+    assert result["diff"]["before"] == result["diff"]["after"]
+    assert result["diff"]["after"]["updating"] == {"progress_deadline": "120s"}
