@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | sha1sum | cut -c1-12)
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -q
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv system-deps demo demo-down test test-runtime lint bench clean
+.PHONY: venv system-deps demo demo-down test test-runtime test-fuzz test-ansible test-e2e lint bench chaos clean
 
 $(STAMP): requirements/runtime.txt requirements/test.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,29 +18,47 @@ $(STAMP): requirements/runtime.txt requirements/test.txt pyproject.toml
 
 venv: $(STAMP)
 
-# etcd (Debian's etcd-server) for the HA tests, installed only when missing.
+# Debian's etcd-server for the HA tests (a real 3-member cluster on loopback), installed when missing.
 system-deps:
 	@command -v etcd >/dev/null 2>&1 || { \
 	  echo "installing etcd-server (Debian)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null) || \
-	  echo "warning: could not install etcd-server; etcd tests will be skipped"; }
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+	@# The package enables an etcd service; our tests run their own cluster on other ports.
+	@-systemctl disable --now etcd >/dev/null 2>&1 || true
 
 demo: venv
-	$(BIN)/python -m bench.demo
+	bash scripts/demo.sh
 
 demo-down: venv
-	-$(BIN)/infrakit plugin stop --all
+	bash scripts/demo-down.sh
 
 lint: venv
 	$(BIN)/ruff check infrakit_runtime tests bench
 
 test-runtime: venv system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/runtime
+	$(PYTEST) tests/runtime
 
-test: lint test-runtime
+test-fuzz: venv
+	@if [ -d tests/fuzz ]; then $(PYTEST) tests/fuzz; fi
+
+test-ansible: venv
+	@if [ -x tests/ansible/run-ansible-test.sh ]; then tests/ansible/run-ansible-test.sh sanity units integration; fi
+
+test-e2e: venv
+	@if [ -d tests/e2e ]; then $(PYTEST) tests/e2e; fi
+
+# Every suite; CI runs exactly this.
+test: lint test-runtime test-fuzz test-ansible test-e2e
+
+# Longer fault and fuzz runs with random seeds (not part of `make test`).
+chaos: venv system-deps
+	INFRAKIT_FUZZ_EXAMPLES=2000 INFRAKIT_CHAOS_TRIALS=20 INFRAKIT_CHAOS_RANDOM=1 $(PYTEST) tests/fuzz $(wildcard tests/chaos)
 
 bench: venv
 	$(BIN)/python -m bench.rpc
+	$(BIN)/python -m bench.controller
+	$(BIN)/python -m bench.aws
+	$(BIN)/python -m bench.failover
 
 clean:
-	rm -rf $(VENV) tests/output .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) tests/output .pytest_cache .ruff_cache .hypothesis .demo

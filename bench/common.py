@@ -65,19 +65,24 @@ class Home:
         self.env = {**os.environ, "INFRAKIT_HOME": str(self.path), "INFRAKIT_PLUGINS_DIR": str(self.plugins_dir)}
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, daemon: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        kind, _, name = daemon.partition(":")
-        name = name or ("group" if kind == "manager" else kind)
-        log = open(self.path / f"{name}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "infrakit_runtime", "plugin", "run", daemon, *args],
+    def start(self, daemon: str, *args: str, env: dict[str, str] | None = None,
+              together: tuple[str, ...] = ()) -> subprocess.Popen:
+        """Start ``daemon`` (and any ``together`` daemons in the same process); wait for every socket."""
+        names = []
+        for d in (daemon, *together):
+            kind, _, name = d.partition(":")
+            names.append(name or ("group" if kind == "manager" else kind))
+        log = open(self.path / f"{names[0]}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "infrakit_runtime", "plugin", "run", daemon, *together, *args],
                                 env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
-        self.procs[name] = proc
+        self.procs[names[0]] = proc
         deadline = time.monotonic() + 20
-        sock = self.plugins_dir / name
-        while not sock.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{daemon} did not start: {(self.path / f'{name}.log').read_text()}")
-            time.sleep(0.02)
+        for name in names:
+            sock = self.plugins_dir / name
+            while not sock.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{daemon} did not start: {(self.path / f'{names[0]}.log').read_text()}")
+                time.sleep(0.02)
         return proc
 
     def close(self) -> None:

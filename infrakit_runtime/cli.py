@@ -96,17 +96,26 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_plugin_run(args: argparse.Namespace, cfg: config.Config) -> int:
     from infrakit_runtime.daemon import run_forever
 
-    spec = DaemonSpec.parse(args.daemon)
-    configured = cfg.daemon(spec.name)
-    options = {**(configured.options if configured and configured.kind == spec.kind else {}), **_options(args)}
-    spec = DaemonSpec(spec.kind, spec.name, options)
+    specs = []
+    for text in args.daemons:
+        spec = DaemonSpec.parse(text)
+        configured = cfg.daemon(spec.name)
+        options = configured.options if configured and configured.kind == spec.kind else {}
+        if len(args.daemons) == 1:
+            options = {**options, **_options(args)}
+        specs.append(DaemonSpec(spec.kind, spec.name, options))
+    if len(specs) > 1 and (args.option or args.options_file):
+        raise UsageError("-o/--options-file apply to a single daemon; give several daemons their options in the config file")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two daemons would share a socket name: {', '.join(names)}")
     tcp = None
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         tcp = (host or "127.0.0.1", int(port))
     if os.environ.get("INFRAKIT_PARENT_DEATHSIG"):
         _die_with_parent()
-    asyncio.run(run_forever(spec, plugins_dir=cfg.plugins_dir, home=cfg.home, tcp=tcp))
+    asyncio.run(run_forever(specs, plugins_dir=cfg.plugins_dir, home=cfg.home, tcp=tcp))
     return 0
 
 
@@ -286,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="infrakit",
         description="Declarative, self-healing infrastructure groups (InfraKit-compatible runtime).",
         epilog="Environment: INFRAKIT_HOME, INFRAKIT_PLUGINS_DIR, INFRAKIT_CLIENT_TIMEOUT, "
-        "INFRAKIT_GROUP_POLL_INTERVAL, INFRAKIT_INSTANCE_FILE_DIR, INFRAKIT_CONFIG keep InfraKit's meaning.",
+        "INFRAKIT_GROUP_POLL_INTERVAL, INFRAKIT_INSTANCE_FILE_DIR, INFRAKIT_CONFIG keep InfraKit's meaning; "
+        "INFRAKIT_LOG_LEVEL and INFRAKIT_LOG_FORMAT set --log-level and --log-format.",
     )
     p.add_argument("--version", action="version", version=f"infrakit {__version__}")
     p.add_argument("--config", help="configuration file (default $INFRAKIT_CONFIG or $INFRAKIT_HOME/infrakit.yml)")
@@ -296,9 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugin = sub.add_parser("plugin", help="run, supervise, list and stop plugin daemons")
     psub = plugin.add_subparsers(dest="action", metavar="ACTION", required=True)
-    run = psub.add_parser("run", help="run one daemon in the foreground (for systemd)",
-                          description=f"Run one plugin daemon. Kinds: {', '.join(sorted(KINDS))}.")
-    run.add_argument("daemon", metavar="KIND[:NAME]")
+    run = psub.add_parser("run", help="run daemons in the foreground, in this one process (for systemd)",
+                          description=f"Run plugin daemons in the foreground. Kinds: {', '.join(sorted(KINDS))}. "
+                          "Several daemons given together share this process (and its memory), each on its own socket.")
+    run.add_argument("daemons", nargs="+", metavar="KIND[:NAME]")
     run.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="a plugin option (repeatable)")
     run.add_argument("--options-file", metavar="FILE", help="YAML/JSON mapping of plugin options")
     run.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (loopback unless TLS is configured)")
@@ -368,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config.load(Path(args.config) if args.config else None, required=bool(args.config))
-        logs.setup(args.log_level or cfg.log_level, args.log_format or cfg.log_format)
+        logs.setup(args.log_level or os.environ.get("INFRAKIT_LOG_LEVEL") or cfg.log_level,
+                   args.log_format or os.environ.get("INFRAKIT_LOG_FORMAT") or cfg.log_format)
         return int(args.func(args, cfg) or 0)
     except (UsageError, ValidationError, ValueError) as e:
         print(f"infrakit: {e}", file=sys.stderr)
