@@ -40,7 +40,13 @@ def _depth_ok(value: JSON, limit: int) -> bool:
 
 
 def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """Compact UTF-8 JSON, as Go writes it; ASCII escapes when a lone surrogate cannot be UTF-8."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        # A request may carry "\ud800" (legal JSON, not encodable UTF-8) in an id or a name we echo.
+        return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
 class Dispatcher:
