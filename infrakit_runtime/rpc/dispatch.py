@@ -49,6 +49,12 @@ def encode(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (and InfraKit's Go decoder) does not, and
+    # echoing one back (an id) would make our own answer invalid JSON.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 class Dispatcher:
     """Routes ``Service.Method`` calls to the services of one plugin socket."""
 
@@ -96,7 +102,7 @@ class Dispatcher:
     async def handle_body(self, body: bytes) -> bytes | None:
         """Answer one HTTP request body; ``None`` means "no response" (notifications only)."""
         try:
-            message = json.loads(body)
+            message = json.loads(body, parse_constant=_reject_constant)
         except RecursionError:
             return encode(self._error(None, errors.RpcError(errors.PARSE_ERROR, f"request JSON is nested deeper than {MAX_NESTING} levels")))
         except (ValueError, UnicodeDecodeError) as e:
