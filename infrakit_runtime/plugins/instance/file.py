@@ -64,7 +64,8 @@ class FileInstancePlugin:
         return results
 
     def _path(self, instance_id: str) -> Path:
-        if not instance_id or "/" in instance_id or instance_id.startswith("."):
+        # NUL cannot be in a file name (open() raises ValueError, not OSError).
+        if not instance_id or "/" in instance_id or "\0" in instance_id or instance_id.startswith("."):
             raise PluginError(f"invalid instance ID {instance_id!r}")
         return self.directory / instance_id
 
