@@ -14,6 +14,8 @@ slots are reported as errors for the caller to retry.
 
 Daemon options (``-o key=value``): ``region``, ``profile``, ``endpoint_url``,
 ``retry_mode`` (standard|adaptive), ``max_attempts`` (botocore's, default 5),
+``provision_many`` (default true; false leaves ProvisionMany unannounced, so a
+controller provisions slot by slot with Provision, as with InfraKit's Go plugins),
 ``max_batch`` (instances per RunInstances in ProvisionMany, default 100),
 ``batch_min_count`` (``one``: MinCount=1, take what EC2 can give; ``all``:
 MinCount=MaxCount, all or nothing), ``concurrency`` (EC2 calls in flight, default 16),
@@ -204,9 +206,26 @@ class AwsInstancePlugin:
         return found
 
 
+class SlotBySlot:
+    """The plugin without ``provision_many``: the daemon then announces no InstanceBatch.
+
+    Why: a controller batches whenever the plugin offers it; this lets an operator (or a
+    benchmark) run the same plugin the way InfraKit's controller drives it, one Provision
+    per slot.
+    """
+
+    def __init__(self, plugin: AwsInstancePlugin) -> None:
+        self.plugin = plugin
+        self.validate = plugin.validate
+        self.provision = plugin.provision
+        self.label = plugin.label
+        self.destroy = plugin.destroy
+        self.describe_instances = plugin.describe_instances
+
+
 _OPTIONS = {
     "region": str, "profile": str, "endpoint_url": str, "retry_mode": str, "max_attempts": int,
-    "max_batch": int, "batch_min_count": str, "concurrency": int,
+    "provision_many": bool, "max_batch": int, "batch_min_count": str, "concurrency": int,
     "throttle_retries": int, "throttle_base": float, "throttle_cap": float,
 }
 
@@ -222,6 +241,8 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
             continue
         elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = float(value)
+        elif kind is bool and not isinstance(value, bool):
+            problems.append(f"option {key} must be true or false, got {value!r}")
         elif kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             problems.append(f"option {key} must be a positive integer, got {value!r}")
         elif kind is str and not isinstance(value, str):
@@ -257,6 +278,7 @@ def build(options: dict[str, Any]) -> AwsInstancePlugin:
 @contextlib.asynccontextmanager
 async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     """Serve the aws plugin; options as in the module docstring, credentials from boto3's chain."""
+    o = _options(ctx.options)
     plugin = build(ctx.options)
     # botocore's DEBUG lines carry signed headers (the access key ID) and whole request bodies:
     # keep them out of the daemon's log even when the daemon itself logs at debug.
@@ -268,6 +290,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
         s = plugin.ec2.settings
         log.info("aws plugin: region %s, endpoint %s, retry mode %s (max %d attempts)",
                  plugin.ec2.client.meta.region_name, s.endpoint_url or "default", s.retry_mode, s.max_attempts)
-        yield Served(services=[InstanceService({"": plugin})], vendor=VENDOR)
+        served = plugin if o.get("provision_many", True) else SlotBySlot(plugin)
+        yield Served(services=[InstanceService({"": served})], vendor=VENDOR)
     finally:
         plugin.ec2.close()

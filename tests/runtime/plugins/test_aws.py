@@ -1,7 +1,7 @@
 """The aws instance plugin against moto's standalone EC2 server: the real daemon, real HTTP, real boto3.
 
-moto runs as its own process on loopback (never in-process mocking) and is reset between
-tests. The daemon gets fake credentials in its environment only. Where a test must see
+moto runs as its own process on loopback (never in-process mocking, see ``moto_fixture``)
+and is reset between tests. The daemon gets fake credentials in its environment only. Where a test must see
 what the plugin sends (ClientToken, request counts) it runs the plugin object in-process
 against the same server and watches botocore's event hooks.
 """
@@ -11,101 +11,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import http.client
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from infrakit_runtime.plugins.instance import aws
 from infrakit_runtime.rpc.errors import RemoteError
 from infrakit_runtime.spi import instance
 from infrakit_runtime.spi.common import ValidationError
+from tests.runtime.plugins import moto_fixture
+from tests.runtime.plugins.moto_fixture import ACCESS_KEY, CREDS, REGION, SECRET_KEY, start_aws
 
-REGION = "us-east-1"
-# Distinctive fake credentials: any appearance in a log or answer is a leak.
-ACCESS_KEY = "AKIAINFRAKITFAKE0001"
-SECRET_KEY = "infrakitFakeSecret/0123456789abcdefSECRET"
-CREDS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION,
-         "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-         "AWS_EC2_METADATA_DISABLED": "true"}
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("POST", path)
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-@pytest.fixture(scope="module")
-def moto_server() -> Iterator[str]:
-    """moto's standalone server on a free loopback port (AMI validation on, like EC2)."""
-    port = _free_port()
-    env = {**os.environ, "MOTO_ENABLE_AMI_VALIDATION": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if _post(port, "/moto-api/reset") == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto server did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@pytest.fixture
-def moto(moto_server: str) -> str:
-    """The moto endpoint, emptied before the test."""
-    port = int(moto_server.rsplit(":", 1)[1])
-    assert _post(port, "/moto-api/reset") == 200
-    return moto_server
-
-
-@pytest.fixture
-def ec2(moto: str) -> Any:
-    """A boto3 client for looking at the world the plugin changed."""
-    return boto3.client("ec2", region_name=REGION, endpoint_url=moto, aws_access_key_id="observer",
-                        aws_secret_access_key="observer")
-
-
-@pytest.fixture
-def ami(ec2: Any) -> str:
-    return ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-
-
-def start_aws(daemons: Any, moto: str, *options: str) -> Any:
-    opts = ["-o", f"endpoint_url={moto}", "-o", f"region={REGION}"]
-    for o in options:
-        opts += ["-o", o]
-    daemons.start("aws", *opts, env=CREDS)
-    return daemons.client("aws", timeout=30)
+# moto's standalone server and its helpers (pytest finds fixtures among a module's globals).
+moto_server, moto, ec2, ami = moto_fixture.moto_server, moto_fixture.moto, moto_fixture.ec2, moto_fixture.ami
 
 
 @pytest.fixture
