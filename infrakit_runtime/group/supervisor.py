@@ -131,7 +131,9 @@ class Supervisor:
             record = self.health.get(d.id) or HealthRecord(first_seen=now)
             before = record.last
             record = record.checked(h)
-            if h == flavor.Health.UNHEALTHY and before != flavor.Health.UNHEALTHY:
+            booting = now - record.first_seen < self.spec.health.grace_period
+            if h == flavor.Health.UNHEALTHY and before != flavor.Health.UNHEALTHY and not booting:
+                # A failing probe inside the grace period is an instance still starting, not news.
                 self.events.emit(ev.INSTANCE_UNHEALTHY, group=self.spec.id, instance=d.id, reason="flavor health check failed")
             elif h == flavor.Health.HEALTHY and before != flavor.Health.HEALTHY:
                 self.events.emit(ev.INSTANCE_HEALTHY, group=self.spec.id, instance=d.id)
