@@ -313,11 +313,13 @@ class EtcdBackend(Backend):
         session.verify, session.cert = client.session.verify, client.session.cert
         session.headers.update(client.session.headers)
         body = {"create_request": {"key": _b64(self.leader_key), "start_revision": revision + 1}}
+        established = False
         try:
             with session.post(client.get_url("/watch"), json=body, stream=True,
                               timeout=(self.timeout, max(self.timings.ttl, self.timings.retry_interval))) as resp:
                 if resp.status_code != 200:
                     return False
+                established = True
                 for line in resp.iter_lines():
                     if not line.strip():
                         continue
@@ -327,7 +329,11 @@ class EtcdBackend(Backend):
                     if any(event.get("type") == "DELETE" for event in result.get("events", ())):
                         return True
             return True
-        except (requests.RequestException, etcd_errors.Etcd3Exception, ValueError):
+        except (requests.RequestException, etcd_errors.Etcd3Exception, ValueError) as e:
+            if established and "timed out" in str(e).lower():
+                # An idle watch on a healthy leader: nothing happened, look again at once.
+                # (Sleeping here would delay noticing a resignation by retry_interval.)
+                return True
             self._current = (self._current + 1) % len(self._clients)
             return False
         finally:
@@ -365,6 +371,13 @@ class EtcdBackend(Backend):
         held = self._held(lease)
         await held.lost.wait()
         return held.reason or "lost"
+
+    def holds(self, lease: Lease) -> bool:
+        """Not given up, and the last accepted renewal was sent less than ``renew_deadline`` ago."""
+        held = lease.handle
+        if not isinstance(held, _Held) or held.backend is not self or held.lost.is_set():
+            return False
+        return time.monotonic() - held.renewed_at < self.timings.renew_deadline
 
     def _held(self, lease: Lease) -> _Held:
         held = lease.handle

@@ -270,6 +270,11 @@ class FileBackend(Backend):
         except OSError as e:
             raise _store_error(self.directory, e, "read the leader location") from None
 
+    def holds(self, lease: Lease) -> bool:
+        """Not resigned or given up: a live process cannot lose its flock, so no clock is involved."""
+        held = lease.handle
+        return isinstance(held, _Held) and held.backend is self and not held.resigned and not held.lost.is_set()
+
     def _held(self, lease: Lease) -> _Held:
         held = lease.handle
         if not isinstance(held, _Held) or held.backend is not self:

@@ -82,6 +82,16 @@ class Backend(abc.ABC):
         """Return (with the reason) when ``lease`` is lost or can no longer be renewed in time."""
 
     @abc.abstractmethod
+    def holds(self, lease: Lease) -> bool:
+        """Whether ``lease`` can still be trusted *right now*, from local knowledge only (no I/O).
+
+        The manager asks this before every change it sends to a plugin, so it must be
+        cheap and synchronous; it must turn False no later than ``wait_lost`` would
+        return (a renewal deadline that passed while the process was paused counts at
+        once, before any task notices).
+        """
+
+    @abc.abstractmethod
     async def leader_location(self) -> str | None:
         """The current leader's advertised location, or None if there is no leader."""
 

@@ -35,8 +35,9 @@ from aiohttp import web
 from infrakit_runtime.backends import open_backend
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
-from infrakit_runtime.group.controller import GroupController, PluginDirectory
+from infrakit_runtime.group.controller import GroupController
 from infrakit_runtime.group.events import EventLog
+from infrakit_runtime.manager.fencing import FencedPlugins
 from infrakit_runtime.manager.manager import Manager
 from infrakit_runtime.rpc.client import default_timeout
 from infrakit_runtime.rpc.services import GroupService, ManagerService
@@ -160,7 +161,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     opts = parse_options(ctx.options, home=ctx.home)
     events = EventLog()
     events.json_lines = opts["events_json"]
-    plugins = PluginDirectory(timeout=default_timeout())
+    plugins = FencedPlugins(timeout=default_timeout())  # changes only under a trusted lease
     loop = asyncio.get_running_loop()
     controller = GroupController(plugins=plugins, poll_interval=opts["poll_interval"], events=events, clock=loop.time)
     if opts["advertise"]:
@@ -173,6 +174,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     manager = Manager(backend=opts["backend"], controller=controller,
                       candidate=f"{socket.gethostname()}:{os.getpid()}:{ctx.name}", location=location,
                       forward=opts["forward"], token=opts["token"])
+    plugins.guard = manager.acting_problem
     task = asyncio.create_task(manager.run(), name=f"manager/{ctx.name}")
     try:
         served = Served(services=[GroupService({"": manager}), ManagerService({"": manager})],

@@ -3,8 +3,11 @@
 Guarantee: every commit, free, destroy and resize is written to the store (fenced by the
 lease) before it is acted on, so nothing acknowledged is lost with a replica; only the
 leader runs supervisors, and it stops all of them the moment its lease is lost or cannot
-be renewed in time. A new leader loads every stored spec and enforces it, so unfinished
-rollouts continue from the config-hash tags, with no other state.
+be renewed in time. Every change sent to a plugin is fenced as well: it goes out only while
+the backend still trusts the lease locally (``manager.fencing``), so a replica resuming from
+a pause refuses its first action even before its leadership task notices the loss. A new
+leader loads every stored spec and enforces it, so unfinished rollouts continue from the
+config-hash tags, with no other state.
 Limit: between a leader's death and its successor's election nothing is enforced (at most
 the lease TTL with etcd, one lock poll with the file backend). Followers forward Group calls
 to the leader's advertised location, or refuse them naming it.
@@ -20,7 +23,7 @@ from typing import Any, TypeVar
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import GroupController
-from infrakit_runtime.group.spec import parse_spec
+from infrakit_runtime.group.spec import GroupSpec, parse_spec
 from infrakit_runtime.manager.backend import Backend, BackendError, Lease, LostLeadership
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.discovery import Address
@@ -100,6 +103,33 @@ class Manager:
                 log.error("stored spec of group %s is invalid and is not enforced: %s", group_id, e)
         log.info("%s enforces %d group(s) as leader (term %d)", self.candidate, len(specs), lease.term)
 
+    def acting_problem(self) -> str | None:
+        """Why this replica must not change anything right now, or None (the plugin fence asks this).
+
+        Synchronous and local: it reads the lease the backend last confirmed, so a replica
+        that was paused past its renewal deadline is refused before its leadership task
+        has even run again.
+        """
+        lease = self.lease
+        if lease is None:
+            return f"this replica ({self.candidate}) is not the leader"
+        if not self.backend.holds(lease):
+            return f"the lease for term {lease.term} can no longer be trusted (its renewal deadline passed)"
+        return None
+
+    async def _commit_leading(self, spec: GroupSpec, lease: Lease) -> str:
+        """Enforce ``spec`` after its store write; if leadership went meanwhile, stop again.
+
+        ``controller.commit`` awaits the plugins before it starts a supervisor, so leadership
+        can be lost (and every supervisor stopped) in between; a supervisor started after
+        that must not keep running on a follower.
+        """
+        try:
+            return await self.controller.commit(spec)
+        finally:
+            if self.lease is None:
+                await self.controller.stop_all()
+
     async def resign(self) -> None:
         """Graceful stop: supervisors first, then the lease, so a follower takes over at once."""
         await self.controller.stop_all()
@@ -125,7 +155,9 @@ class Manager:
         deadline = asyncio.get_running_loop().time() + ELECTION_SETTLE
         while self.lease is None and asyncio.get_running_loop().time() < deadline:
             with contextlib.suppress(BackendError):
-                if await self.backend.leader_location():
+                location = await self.backend.leader_location()
+                # Our own location may be written a moment before our lease is set: keep waiting for it.
+                if location and location != self.location:
                     self._settled.set()
                     break
             with contextlib.suppress(TimeoutError):
@@ -175,7 +207,7 @@ class Manager:
             async with self._mutex:
                 await self._fenced(lambda: self.backend.put(parsed.id, parsed.raw, lease), group_id=parsed.id,
                                   expected=parsed.raw)
-                return await self.controller.commit(parsed)
+                return await self._commit_leading(parsed, lease)
 
         return await self._leader_or_forward(local, lambda c: c.commit_group(spec, pretend))
 
@@ -206,7 +238,7 @@ class Manager:
                 resized = spec.with_size(size)
                 await self._fenced(lambda: self.backend.put(group_id, resized.raw, lease), group_id=group_id,
                                   expected=resized.raw)
-                await self.controller.commit(resized)
+                await self._commit_leading(resized, lease)
 
         await self._leader_or_forward(local, lambda c: c.set_size(group_id, size))
 
@@ -259,16 +291,40 @@ class Manager:
             raw = {"healthy": False, "reason": str(e)}
         backend = {"Type": self.backend_type, "Healthy": bool(raw.get("healthy")), "Reason": raw.get("reason") or "",
                    **{k: v for k, v in raw.items() if k not in ("healthy", "reason")}}
+        leading = self.lease is not None
+        if leading:
+            location = self.location
+        elif "leader" in raw:  # the backend has just read it; do not ask a sick backend twice
+            location = raw["leader"]
+        else:
+            location = await self.leader_location()
         return {
-            "Leader": self.lease is not None,
+            "Leader": leading,
             "Term": self.lease.term if self.lease else None,
             "Candidate": self.candidate,
-            "Location": await self.leader_location(),
-            "Problem": self.problem,
+            "Location": location,
+            "Problem": self._status_problem(leading=leading, backend=backend, location=location),
+            "LastLoss": self.problem,
             "Backend": backend,
             "Groups": len(await self.controller.inspect_groups()) if self.lease else None,
             "LeadershipChanges": self.leadership_changes,
         }
+
+    def _status_problem(self, *, leading: bool, backend: dict[str, Any], location: str | None) -> str | None:
+        """Why nothing is enforced from this replica's point of view, or None when all is well.
+
+        A follower of a healthy leader has no problem; a replica that cannot reach its
+        backend says so (whatever it last lost), and one that sees no leader says why.
+        """
+        problem = self.acting_problem() if leading else None
+        if problem is not None:
+            return problem
+        if not backend["Healthy"]:
+            why = f"the {backend['Type']} backend is unusable, so no replica here can lead: {backend['Reason']}"
+            return f"{why} (earlier: {self.problem})" if self.problem else why
+        if not leading and not location:
+            return self.problem or "no leader is elected yet"
+        return None
 
     async def close(self) -> None:
         for f in self._forwarders.values():
