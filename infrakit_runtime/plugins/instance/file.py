@@ -67,6 +67,10 @@ class FileInstancePlugin:
         # NUL cannot be in a file name (open() raises ValueError, not OSError).
         if not instance_id or "/" in instance_id or "\0" in instance_id or instance_id.startswith("."):
             raise PluginError(f"invalid instance ID {instance_id!r}")
+        try:
+            os.fsencode(instance_id)
+        except UnicodeEncodeError:  # a lone surrogate: no file can have this name
+            raise PluginError(f"invalid instance ID {instance_id!r}") from None
         return self.directory / instance_id
 
     async def label(self, instance_id: instance.ID, labels: dict[str, str]) -> None:
