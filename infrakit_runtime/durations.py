@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -19,7 +20,7 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"duration {value!r} is negative")
-        return float(value)
+        return _finite(float(value), value)
     text = value.strip()
     if not text:
         raise ValueError("empty duration")
@@ -30,7 +31,7 @@ def parse_duration(value: str | int | float) -> float:
     else:
         if seconds < 0:
             raise ValueError(f"duration {value!r} is negative")
-        return seconds
+        return _finite(seconds, value)
     pos, total = 0, 0.0
     if text == "0":
         return 0.0
@@ -40,7 +41,14 @@ def parse_duration(value: str | int | float) -> float:
             raise ValueError(f"{value!r} is not a duration (expected e.g. 500ms, 30s, 1m30s)")
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
-    return total
+    return _finite(total, value)
+
+
+def _finite(seconds: float, value: object) -> float:
+    # "nan", "inf" and 400-digit numbers parse as floats; no timer or Go duration can hold them.
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
