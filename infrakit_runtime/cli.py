@@ -371,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     from infrakit_runtime import cli_group
 
     cli_group.register(sub)
+    cli_group.register_observe(sub)
     return p
 
 

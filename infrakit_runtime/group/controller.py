@@ -19,7 +19,8 @@ from typing import Any
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.health import Verdict, verdict
-from infrakit_runtime.group.plan import plan_group
+from infrakit_runtime.group.memory import Memory
+from infrakit_runtime.group.plan import DEGRADED, PROGRESSING, Plan, plan_group
 from infrakit_runtime.group.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.summary import describe_commit
 from infrakit_runtime.group.supervisor import Observation, Supervisor
@@ -33,6 +34,23 @@ from infrakit_runtime.spi.common import PluginError, ValidationError
 log = logging.getLogger(__name__)
 
 DESTROY_ATTEMPTS = 5
+
+
+def group_condition(plan: Plan, memory: Memory) -> tuple[str, str]:
+    """The Condition and Reason a group reports, from its plan and its backoff memory.
+
+    Stricter than the plan alone in two ways an operator needs: a group is Converged only
+    when every member is READY (not merely pending), and a slot whose last provision failed
+    keeps the group Degraded with the plugin's error even in the moment its retry is due,
+    so the status does not flicker to Progressing between two failed attempts.
+    """
+    if plan.converged and plan.counts.healthy != plan.counts.desired:
+        return PROGRESSING, "waiting for new instances to pass their health checks"
+    if plan.condition == PROGRESSING and memory.failures:
+        failure = max((f for _, f in memory.failures), key=lambda f: f.last_failure)
+        return DEGRADED, (f"provisioning keeps failing ({failure.count} consecutive failures; retrying now): "
+                          f"{failure.error}")
+    return plan.condition, plan.reason
 
 
 class PluginDirectory:
@@ -175,10 +193,11 @@ class GroupController:
             })
         # Converged means count, config and health all match: every member READY, not merely pending.
         converged = plan.converged and plan.counts.healthy == plan.counts.desired
+        condition, reason = group_condition(plan, supervisor.memory)
         status = {
             **plan.status(),
-            **({} if converged or not plan.converged else {"Condition": "Progressing",
-                                                           "Reason": "waiting for new instances to pass their health checks"}),
+            "Condition": condition,
+            "Reason": reason,
             "Plan": plan.summary,
             "LastError": supervisor.memory.last_error(),
             "Instances": rows,
@@ -224,6 +243,10 @@ class GroupController:
 
     def spec(self, group_id: group.ID) -> GroupSpec | None:
         return self._specs.get(group_id)
+
+    def supervisors(self) -> dict[group.ID, Supervisor]:
+        """The running supervisors by group (a copy; metrics read their last observation)."""
+        return dict(self._supervisors)
 
     def _require(self, group_id: group.ID) -> GroupSpec:
         spec = self._specs.get(group_id)

@@ -14,7 +14,10 @@ Options (``-o key=value`` or the config file's ``plugins[].options``)::
     tls:            {cert, key}  required for a listener off loopback
     token_file:     FILE         bearer token for the TCP listener and for forwarding to the leader
     forward:        true         followers forward Group calls to the leader (false: refuse, naming it)
-    events_json:    false        also log every event as a JSON line
+    events_json:    false        also write every event as one JSON line: true for stderr, or a file path
+
+Routes beside JSON-RPC: ``GET /events`` (Server-Sent Events) and ``GET /metrics``
+(Prometheus text format, from this daemon's own registry).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +40,12 @@ from aiohttp import web
 from infrakit_runtime.backends import open_backend
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
+from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import GroupController
 from infrakit_runtime.group.events import EventLog
 from infrakit_runtime.manager.fencing import FencedPlugins
 from infrakit_runtime.manager.manager import Manager
+from infrakit_runtime.metrics import CONTENT_TYPE, ControllerMetrics
 from infrakit_runtime.rpc.client import default_timeout
 from infrakit_runtime.rpc.services import GroupService, ManagerService
 from infrakit_runtime.spi.common import ValidationError, json_type
@@ -111,11 +118,47 @@ def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
     if not isinstance(forward, bool):
         problems.append(f"forward must be true or false, got {forward!r}")
     out["forward"] = bool(forward)
-    out["events_json"] = bool(options.get("events_json", False))
+    events_json = options.get("events_json", False)
+    if events_json is None or isinstance(events_json, bool):
+        out["events_json"] = bool(events_json)
+    elif isinstance(events_json, str) and events_json.strip():
+        out["events_json"] = events_json if os.path.isabs(events_json) else str(home / events_json)
+    else:
+        problems.append(f"events_json must be true, false or a file path, got {events_json!r}")
     out["advertise"] = options.get("advertise")
     if problems:
         raise ValidationError(problems)
     return out
+
+
+def events_json_handler(target: bool | str) -> logging.Handler | None:
+    """Route the event logger to bare JSON lines (stderr or an appended file), whatever the log format.
+
+    The events logger stops propagating so each event is one clean JSON line, not a JSON
+    document inside a text log line; the handler is returned so the daemon can remove it.
+    """
+    if not target:
+        return None
+    handler: logging.Handler
+    if isinstance(target, str):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(target, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ev.event_log.addHandler(handler)
+    ev.event_log.setLevel(logging.INFO)
+    ev.event_log.propagate = False
+    return handler
+
+
+def metrics_route(metrics: ControllerMetrics) -> web.RouteDef:
+    """``GET /metrics``: the Prometheus text exposition of this daemon's registry."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    return web.get("/metrics", handler)
 
 
 def events_route(log: EventLog) -> web.RouteDef:
@@ -160,10 +203,13 @@ async def _events(request: web.Request, log: EventLog) -> web.StreamResponse:
 async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     opts = parse_options(ctx.options, home=ctx.home)
     events = EventLog()
-    events.json_lines = opts["events_json"]
+    events.json_lines = bool(opts["events_json"])
+    json_handler = events_json_handler(opts["events_json"])
     plugins = FencedPlugins(timeout=default_timeout())  # changes only under a trusted lease
     loop = asyncio.get_running_loop()
-    controller = GroupController(plugins=plugins, poll_interval=opts["poll_interval"], events=events, clock=loop.time)
+    metrics = ControllerMetrics()
+    controller = GroupController(plugins=plugins, poll_interval=opts["poll_interval"], events=events, clock=loop.time,
+                                 on_pass=metrics.observe_pass)
     if opts["advertise"]:
         location = opts["advertise"]
     elif opts["tcp"]:
@@ -175,11 +221,12 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
                       candidate=f"{socket.gethostname()}:{os.getpid()}:{ctx.name}", location=location,
                       forward=opts["forward"], token=opts["token"])
     plugins.guard = manager.acting_problem
+    metrics.attach(controller=controller, manager=manager)
     task = asyncio.create_task(manager.run(), name=f"manager/{ctx.name}")
     try:
         served = Served(services=[GroupService({"": manager}), ManagerService({"": manager})],
-                        routes=[events_route(events)], tcp=opts["tcp"], ssl_context=opts["ssl_context"],
-                        token=opts["token"])
+                        routes=[events_route(events), metrics_route(metrics)], tcp=opts["tcp"],
+                        ssl_context=opts["ssl_context"], token=opts["token"])
         yield served
     finally:
         await manager.resign()
@@ -188,3 +235,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
             await task
         await manager.close()
         await plugins.close()
+        metrics.close()
+        if json_handler is not None:
+            ev.event_log.removeHandler(json_handler)
+            json_handler.close()

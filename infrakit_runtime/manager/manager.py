@@ -310,6 +310,14 @@ class Manager:
             "LeadershipChanges": self.leadership_changes,
         }
 
+    async def recent_events(self, *, since: int = 0, group_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """This replica's recent events (oldest first), after sequence ``since``, at most ``limit`` (0: all kept).
+
+        Not forwarded: each replica explains what it did itself; the leader's log is the one
+        that tells a group's story.
+        """
+        return [e.to_wire() for e in self.events.recent(group=group_id or None, limit=limit, since=since)]
+
     def _status_problem(self, *, leading: bool, backend: dict[str, Any], location: str | None) -> str | None:
         """Why nothing is enforced from this replica's point of view, or None when all is well.
 

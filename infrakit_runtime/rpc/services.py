@@ -381,6 +381,12 @@ async def _manager_status(obj: Any, p: Reader) -> dict[str, Any]:
     return dict(await obj.status())
 
 
+async def _manager_events(obj: Any, p: Reader) -> dict[str, Any]:
+    events = await obj.recent_events(since=p.integer("Since", minimum=0), group_id=p.string("Group") or None,
+                                     limit=p.integer("Limit", 100, minimum=0))
+    return {"Events": events}
+
+
 class ManagerService(Service):
     interface = manager.INTERFACE
     selector = ""
@@ -390,6 +396,8 @@ class ManagerService(Service):
         "Manager.Specs": Method(_manager_specs, {}),
         # Ours: leader, location, backend health, and why a replica is not acting.
         "Manager.Status": Method(_manager_status, {}),
+        # Ours: this replica's recent events (Since: a sequence number, Limit 0: all kept).
+        "Manager.Events": Method(_manager_events, {"Since": 0, "Group": "", "Limit": 100}),
     }
 
     def select(self, socket_name: str, params: Reader) -> tuple[Any, dict[str, Any]]:

@@ -1,0 +1,117 @@
+"""``GET /metrics`` on a real manager: gauges follow the group, counters follow what the controller did."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.runtime.conftest import REPO
+from tests.runtime.observability.conftest import value
+
+DASHBOARD = REPO / "docs" / "grafana-dashboard.json"
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "a condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_metrics_follow_a_scale_up_and_a_killed_instance(stack):
+    stack.commit(stack.spec(size=2))
+    stack.wait_converged(2)
+    m = stack.scrape()
+    assert value(m, "infrakit_manager_leader") == 1
+    assert value(m, "infrakit_manager_leadership_changes_total") == 1
+    assert value(m, "infrakit_group_desired_instances", group="web") == 2
+    assert value(m, "infrakit_group_converged", group="web") == 1
+    assert value(m, "infrakit_group_condition", group="web", condition="Converged") == 1
+    assert value(m, "infrakit_instances_provisioned_total", group="web") == 2
+    assert value(m, "infrakit_reconcile_duration_seconds_count", group="web") >= 1
+    assert value(m, "infrakit_rpc_duration_seconds_count", plugin="process", method="Instance.DescribeInstances",
+                 outcome="ok") >= 1
+
+    # Scale up: the desired gauge moves at once, the group is not converged until the new ones are healthy.
+    stack.call("Group.SetSize", {"ID": "web", "Size": 4})
+    m = stack.scrape()
+    assert value(m, "infrakit_group_desired_instances", group="web") == 4
+    stack.wait_converged(4)
+    m = wait_for(lambda: (s := stack.scrape()) and value(s, "infrakit_group_healthy_instances", group="web") == 4 and s,
+                 what="4 healthy in the gauges")
+    assert value(m, "infrakit_group_running_instances", group="web") == 4
+    assert value(m, "infrakit_group_pending_instances", group="web") == 0
+    assert value(m, "infrakit_group_outdated_instances", group="web") == 0
+    assert value(m, "infrakit_instances_provisioned_total", group="web") == 4
+    assert value(m, "infrakit_instances_lost_total", group="web") == 0
+
+    # A failure: one instance killed is counted lost and replaced; the gauges come back to 4 healthy.
+    victim = stack.describe()["Instances"][0]
+    os.kill(victim["Properties"]["PID"], signal.SIGKILL)
+    stack.wait(lambda d: d.get("Converged") and len(d["Instances"]) == 4
+               and victim["ID"] not in {i["ID"] for i in d["Instances"]}, what="the killed instance replaced")
+    m = wait_for(lambda: (s := stack.scrape()) and value(s, "infrakit_group_healthy_instances", group="web") == 4 and s,
+                 what="4 healthy again in the gauges")
+    assert value(m, "infrakit_instances_lost_total", group="web") == 1
+    assert value(m, "infrakit_instances_provisioned_total", group="web") == 5
+    assert value(m, "infrakit_events_total", kind="instance_lost") == 1
+    assert value(m, "infrakit_group_converged", group="web") == 1
+
+    # Scale down: destroys are counted by why.
+    stack.call("Group.SetSize", {"ID": "web", "Size": 3})
+    stack.wait_converged(3)
+    m = stack.scrape()
+    assert value(m, "infrakit_instances_destroyed_total", group="web", reason="scale_down") == 1
+    assert value(m, "infrakit_group_desired_instances", group="web") == 3
+
+
+def _exported_names(text: str) -> set[str]:
+    """Every series name the exposition declares (histograms expand to _bucket/_sum/_count)."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        if family.type == "counter":
+            names.update({family.name + "_total", family.name + "_created"})
+        elif family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count", "_created"))
+        names.update(s.name for s in family.samples)
+    return names
+
+
+def _expressions(node) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+        if isinstance(node.get("query"), str):
+            found.append(node["query"])
+        return found + [e for v in node.values() for e in _expressions(v)]
+    if isinstance(node, list):
+        return [e for v in node for e in _expressions(v)]
+    return []
+
+
+def test_the_dashboard_queries_only_metrics_the_manager_exports(stack):
+    stack.commit(stack.spec(size=1))
+    stack.wait_converged(1)
+    exported = _exported_names(stack.metrics_text())
+    dashboard = json.loads(Path(DASHBOARD).read_text())
+    exprs = _expressions(dashboard)
+    assert len(exprs) >= 8, "the dashboard should show groups, reconcile latency, replacements and leadership"
+    used: set[str] = set()
+    for expr in exprs:
+        used.update(re.findall(r"\binfrakit_[a-z0-9_]+", expr))
+    assert used, "no infrakit metric in the dashboard"
+    unknown = sorted(used - exported)
+    assert not unknown, f"the dashboard queries metrics the manager does not export: {unknown}"
+    for needed in ("infrakit_group_healthy_instances", "infrakit_reconcile_duration_seconds_bucket",
+                   "infrakit_instances_destroyed_total", "infrakit_manager_leader"):
+        assert needed in used, f"the dashboard does not show {needed}"
