@@ -19,7 +19,9 @@ from infrakit_runtime.spi.common import JSON, json_type
 
 __all__ = ["Problems", "Scaled"]
 
-_PERCENT = re.compile(r"^(\d+)%$")
+# ASCII digits only: str.isdigit() and \d also match "²" or "٣", which int() refuses or reads oddly.
+_COUNT = re.compile(r"^[0-9]{1,18}$")
+_PERCENT = re.compile(r"^([0-9]{1,18})%$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Problems:
             return Scaled(value)
         if isinstance(value, str):
             text = value.strip()
-            if text.isdigit():
+            if _COUNT.match(text):
                 return Scaled(int(text))
             m = _PERCENT.match(text)
             if m:
