@@ -69,6 +69,9 @@ DEFAULT_PROGRESS_DEADLINE = 600.0
 DEFAULT_GRACE_PERIOD = 30.0
 DEFAULT_UNHEALTHY_THRESHOLD = 3
 DEFAULT_HEALTHY_THRESHOLD = 1
+# The planner writes one action per missing member; a size past this is a typo or an attack
+# (Size: 1e12 would make a single plan allocate a trillion actions and take the manager down).
+MAX_SIZE = 100_000
 
 _KNOWN = {
     "": ("ID", "Properties"),
@@ -262,6 +265,9 @@ def _allocation(p: fields.Problems, value: JSON) -> tuple[int, tuple[str, ...] |
     if value is not None and isinstance(value, dict) and "Size" not in alloc and alloc.get("LogicalIDs") is None:
         p.add(f"{path}: one of Size or LogicalIDs is required")
     size = p.integer(alloc.get("Size"), f"{path}.Size", default=0)
+    if size > MAX_SIZE:
+        p.add(f"{path}.Size must be at most {MAX_SIZE}, got {size}")
+        size = 0
     ids = alloc.get("LogicalIDs")
     if ids is None or ids == []:
         return size, None
@@ -278,6 +284,8 @@ def _allocation(p: fields.Problems, value: JSON) -> tuple[int, tuple[str, ...] |
             p.add(f"{path}.LogicalIDs[{i}]: duplicate logical ID {json.dumps(lid)}")
         else:
             seen.add(lid)
+    if len(ids) > MAX_SIZE:
+        p.add(f"{path}.LogicalIDs must list at most {MAX_SIZE} IDs, got {len(ids)}")
     logical_ids = tuple(lid for lid in ids if isinstance(lid, str))
     return len(logical_ids), logical_ids
 
