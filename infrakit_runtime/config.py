@@ -71,11 +71,29 @@ def load(path: Path | None = None, *, required: bool = False) -> Config:
 def _duration(value: Any, where: str, problems: list[str], default: float) -> float:
     if value is None:
         return default
+    if not isinstance(value, (str, int, float)):
+        problems.append(f"{where}: {value!r} is not a duration (e.g. 5s, 500ms)")
+        return default
     try:
         return parse_duration(value)
     except (ValueError, TypeError):
         problems.append(f"{where}: {value!r} is not a duration (e.g. 5s, 500ms)")
         return default
+
+
+def _is_path(value: Any) -> bool:
+    """A string usable as a file name: no NUL, encodable for the file system."""
+    if not isinstance(value, str) or "\0" in value:
+        return False
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _path_or_none(value: Any) -> str | None:
+    return value if _is_path(value) else None
 
 
 def parse(raw: Any, *, source: Path | None = None) -> Config:
@@ -84,17 +102,21 @@ def parse(raw: Any, *, source: Path | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ValidationError(f"{where}: the top level must be a mapping, got {json_type(raw)}")
     problems: list[str] = []
-    for key in sorted(set(raw) - TOP_KEYS):
+    # YAML keys need not be strings: sort by text so that mixed keys cannot raise.
+    for key in sorted(set(raw) - TOP_KEYS, key=str):
         problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(TOP_KEYS))})")
 
-    home = Path(os.environ.get("INFRAKIT_HOME") or raw.get("home") or discovery.infrakit_home())
-    plugins_dir = Path(os.environ.get("INFRAKIT_PLUGINS_DIR") or raw.get("plugins_dir") or home / "plugins")
+    for key in ("home", "plugins_dir"):
+        if raw.get(key) is not None and not _is_path(raw[key]):
+            problems.append(f"{where}: {key} must be a directory path, got {raw[key]!r}")
+    home = Path(os.environ.get("INFRAKIT_HOME") or _path_or_none(raw.get("home")) or discovery.infrakit_home())
+    plugins_dir = Path(os.environ.get("INFRAKIT_PLUGINS_DIR") or _path_or_none(raw.get("plugins_dir")) or home / "plugins")
     timeout = _duration(os.environ.get("INFRAKIT_CLIENT_TIMEOUT") or raw.get("client_timeout"), f"{where}: client_timeout", problems, 30.0)
     poll = _duration(os.environ.get("INFRAKIT_GROUP_POLL_INTERVAL") or raw.get("poll_interval"), f"{where}: poll_interval", problems, 5.0)
     if poll <= 0:
         problems.append(f"{where}: poll_interval must be positive")
     level = raw.get("log_level", "info")
-    if level not in LEVELS:
+    if not isinstance(level, str) or level not in LEVELS:
         problems.append(f"{where}: log_level {level!r} is not one of {', '.join(LEVELS)}")
     fmt = raw.get("log_format", "text")
     if fmt not in ("text", "json"):
@@ -115,14 +137,18 @@ def parse(raw: Any, *, source: Path | None = None) -> Config:
             continue
         unknown = set(entry) - {"kind", "name", "options"}
         if unknown:
-            problems.append(f"{at}: unknown keys {', '.join(sorted(unknown))} (known: kind, name, options)")
+            problems.append(f"{at}: unknown keys {', '.join(sorted(map(str, unknown)))} (known: kind, name, options)")
         kind = entry.get("kind")
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             problems.append(f"{at}.kind: {kind!r} is not one of {', '.join(sorted(KINDS))}")
             continue
         options = entry.get("options") or {}
         if not isinstance(options, dict):
             problems.append(f"{at}.options must be a mapping, got {json_type(options)}")
+            continue
+        name = entry.get("name")
+        if name is not None and not _is_path(name):
+            problems.append(f"{at}.name must be a socket name, got {name!r}")
             continue
         try:
             spec = DaemonSpec.parse(f"{kind}:{entry['name']}" if entry.get("name") else kind, options)
