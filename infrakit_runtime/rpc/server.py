@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import ssl
@@ -23,6 +24,7 @@ from aiohttp import web
 from infrakit_runtime.rpc import errors
 from infrakit_runtime.rpc.dispatch import Dispatcher, encode
 from infrakit_runtime.rpc.sockets import prepare_socket_path, secure_socket
+from infrakit_runtime.spi.common import ValidationError
 
 log = logging.getLogger(__name__)
 traffic = logging.getLogger("infrakit_runtime.rpc.traffic")
@@ -98,6 +100,16 @@ async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable
     return await handler(request)
 
 
+def is_loopback(host: str) -> bool:
+    """True only for addresses that cannot be reached from another machine ("" means every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def make_app(dispatcher: Dispatcher, *, token: str | None = None, routes: list[web.RouteDef] | None = None) -> web.Application:
     """The aiohttp application serving one dispatcher (and optional extra routes such as /events)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_auth] if token else [])
@@ -123,6 +135,10 @@ async def serve(
     """Serve ``app`` until the context exits; the socket file is removed afterwards."""
     if socket_path is None and tcp is None:
         raise ValueError("serve needs a socket path, a TCP address, or both")
+    if tcp is not None and not is_loopback(tcp[0]) and (ssl_context is None or not app.get(TOKEN)):
+        # The last line of defence for every caller (``plugin run --tcp``, the manager's listen).
+        raise ValidationError(f"refusing to listen on {tcp[0]}:{tcp[1]}: a TCP listener off loopback "
+                              "requires TLS and a bearer token")
     # A short shutdown timeout: long polls (Instance.WaitChange) must not hold a stopping daemon.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
