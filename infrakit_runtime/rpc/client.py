@@ -26,7 +26,7 @@ import aiohttp
 from jsonrpcclient import Error, Ok, parse, request
 
 from infrakit_runtime.durations import parse_duration
-from infrakit_runtime.rpc import discovery
+from infrakit_runtime.rpc import discovery, redact
 from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
 from infrakit_runtime.spi.common import InterfaceSpec
 
@@ -114,7 +114,7 @@ class Client:
         """Call ``method``; raise ``RemoteError`` for an error answer, ``UnreachableError`` otherwise."""
         body = json.dumps(request(method, params=_params(params)), separators=(",", ":")).encode()
         if traffic.isEnabledFor(logging.DEBUG):
-            traffic.debug("call %s: %s", self.name, body.decode())
+            traffic.debug("call %s: %s", self.name, redact.for_log(body))
         session = self._ensure_session()
         limit = timeout if timeout is not None else self.timeout
         started = time.perf_counter()
@@ -142,7 +142,7 @@ class Client:
         except aiohttp.ClientConnectionError as e:
             raise UnreachableError(f"cannot reach plugin {self.name} at {self.address}: {e}") from None
         if traffic.isEnabledFor(logging.DEBUG):
-            traffic.debug("answer %s: %s", self.name, payload.decode(errors="replace").rstrip())
+            traffic.debug("answer %s: %s", self.name, redact.for_log(payload))
         return _result(self.name, method, payload)
 
     async def hello(self, *, timeout: float | None = None) -> dict[str, list[dict[str, str]]]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from infrakit_runtime.rpc import errors
+from infrakit_runtime.rpc import errors, redact
 from infrakit_runtime.rpc.dispatch import Dispatcher, encode
 from infrakit_runtime.rpc.sockets import prepare_socket_path, secure_socket
 from infrakit_runtime.spi.common import ValidationError
@@ -54,10 +54,10 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
         error = errors.RpcError(errors.INVALID_REQUEST, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
         return _json_response(encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}))
     if traffic.isEnabledFor(logging.DEBUG):
-        traffic.debug("request on %s: %s", dispatcher.name, body.decode(errors="replace"))
+        traffic.debug("request on %s: %s", dispatcher.name, redact.for_log(body))
     answer = await dispatcher.handle_body(body)
     if traffic.isEnabledFor(logging.DEBUG):
-        traffic.debug("response on %s: %s", dispatcher.name, (answer or b"").decode(errors="replace").rstrip())
+        traffic.debug("response on %s: %s", dispatcher.name, redact.for_log(answer or b""))
     return _json_response(answer or b"")
 
 
