@@ -197,11 +197,18 @@ def _detach(log_file: str) -> None:
 
 
 def cmd_plugin_stop(args: argparse.Namespace, cfg: config.Config) -> int:
-    from infrakit_runtime.launcher import stop_plugin
+    from infrakit_runtime.launcher import stop_plugin, stop_supervisors
 
     names = list(args.names)
     if args.all:
-        names = sorted(p.name[: -len(".pid")] for p in cfg.plugins_dir.glob("*.pid") if p.name != "infrakit-up.pid")
+        # Supervisors first, so they do not restart what is being stopped; they stop their children.
+        supervised = sorted(p.name[: -len(".pid")] for p in cfg.plugins_dir.glob("*.pid") if not p.name.startswith("infrakit-"))
+        if stop_supervisors(cfg.plugins_dir):
+            for n in supervised:
+                print(f"stopped {n}")
+        names = sorted(p.name[: -len(".pid")] for p in cfg.plugins_dir.glob("*.pid") if not p.name.startswith("infrakit-"))
+        if not names:
+            return 0
     if not names:
         raise UsageError("name the plugins to stop, or pass --all")
     missing = [n for n in names if not stop_plugin(cfg.plugins_dir, n)]

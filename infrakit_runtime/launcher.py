@@ -90,6 +90,10 @@ class Child:
                     await probe
             if self._stopping:
                 return
+            if self._stop_requested():
+                log.info("%s stopped on request (infrakit plugin stop); not restarting it", self.spec.name)
+                self._cleanup_files()
+                return
             failures = 1 if loop.time() - started > self.backoff.stable else failures + 1
             delay = self.backoff.delay(failures)
             self.restarts += 1
@@ -127,6 +131,13 @@ class Child:
         finally:
             await client.close()
 
+    def _stop_requested(self) -> bool:
+        marker = stop_marker(self.plugins_dir, self.spec.name)
+        if marker.exists():
+            marker.unlink(missing_ok=True)
+            return True
+        return False
+
     def _pid_file_names(self, pid: int) -> bool:
         try:
             return pid_path(self.plugins_dir, self.spec.name).read_text().strip() == str(pid)
@@ -158,6 +169,15 @@ class Child:
         self._cleanup_files()
 
 
+def stop_marker(plugins_dir: Path, name: str) -> Path:
+    """A daemon stopped on purpose leaves this behind so its supervisor does not restart it."""
+    return plugins_dir / f".{name}.stop"
+
+
+def supervisor_pid_file(plugins_dir: Path, pid: int) -> Path:
+    return plugins_dir / f"infrakit-supervisor.{pid}.pid"
+
+
 def child_argv(spec: DaemonSpec, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "infrakit_runtime", "plugin", "run", f"{spec.kind}:{spec.name}", *extra]
 
@@ -177,12 +197,19 @@ async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: l
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Start-up bookkeeping: a few small files, before any daemon runs.
+    for c in children:
+        stop_marker(plugins_dir, c.spec.name).unlink(missing_ok=True)
+    plugins_dir.mkdir(parents=True, exist_ok=True, mode=0o750)  # noqa: ASYNC240
+    own_pid = supervisor_pid_file(plugins_dir, os.getpid())
+    own_pid.write_text(f"{os.getpid()}\n")
     tasks = [asyncio.create_task(c.run(), name=f"child/{c.spec.name}") for c in children]
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
+        own_pid.unlink(missing_ok=True)
         log.info("stopping %d plugin(s)", len(children))
         await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
         for t in tasks:
@@ -192,17 +219,42 @@ async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: l
             loop.remove_signal_handler(sig)
 
 
+def stop_supervisors(plugins_dir: Path, *, timeout: float = 20.0) -> int:
+    """SIGTERM every supervisor (``plugin start``, ``up``) serving this directory; how many were running."""
+    stopped = 0
+    for pid_file in sorted(plugins_dir.glob("infrakit-supervisor.*.pid")):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            continue
+        if terminate(pid, timeout=timeout):
+            stopped += 1
+        pid_file.unlink(missing_ok=True)
+    return stopped
+
+
 def stop_plugin(plugins_dir: Path, name: str, *, timeout: float = 10.0) -> bool:
-    """SIGTERM the daemon serving ``name`` (by its pid file); True if one was running."""
+    """SIGTERM the daemon serving ``name`` (by its pid file); True if one was running.
+
+    A supervised daemon stopped this way stays stopped: the marker tells its supervisor.
+    """
     pid_file = pid_path(plugins_dir, name)
     try:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return False
+    if not process_alive(pid):
+        pid_file.unlink(missing_ok=True)
+        return False
+    stop_marker(plugins_dir, name).touch()
+    return terminate(pid, timeout=timeout)
+
+
+def terminate(pid: int, *, timeout: float) -> bool:
+    """SIGTERM ``pid``, then SIGKILL after ``timeout``; True if it was running."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        pid_file.unlink(missing_ok=True)
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -90,9 +90,15 @@ class Supervisor:
                 busy = await self.reconcile_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # a pass failing must not end supervision
+            except PluginError as e:
+                # The instance plugin is unreachable or failing: try again at the poll interval, not at once.
+                log.warning("group %s: reconcile pass failed: %s", self.spec.id, e)
+                self.last = dataclasses.replace(self.last, error=str(e)) if self.last else None
+                busy = False
+            except Exception as e:  # a bug in a pass must not end supervision, nor spin
                 log.exception("group %s: reconcile pass failed", self.spec.id)
                 self.last = dataclasses.replace(self.last, error=str(e)) if self.last else None
+                busy = False
             if self._on_pass and self.last:
                 self._on_pass(self.spec, self.last, self.clock() - started)
             await self._wait(ACTIVE_INTERVAL if busy else self.poll_interval)

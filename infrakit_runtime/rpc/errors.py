@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infrakit_runtime.spi.common import JSON
+from infrakit_runtime.spi.common import JSON, PluginError
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -38,5 +38,9 @@ class RemoteError(Exception):
         self.data = data
 
 
-class UnreachableError(Exception):
-    """A plugin could not be reached (no socket, connection refused, timeout)."""
+class UnreachableError(PluginError):
+    """A plugin could not be reached (no socket, connection refused, timeout).
+
+    A ``PluginError`` like any failure of the plugin: the controller backs off the same way
+    whether a plugin answered "no" or did not answer at all.
+    """

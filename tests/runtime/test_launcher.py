@@ -144,3 +144,18 @@ def test_cli_errors_are_one_readable_line_not_a_traceback(daemons, tmp_path: Pat
     bad.write_text("plugins: [{kind: nope}]\nfoo: 1\n")
     result = infrakit(daemons, "--config", str(bad), "plugin", "ls", check=False)
     assert result.returncode == 2 and "unknown key 'foo'" in result.stderr and "'nope' is not one of" in result.stderr
+
+
+def test_a_supervised_daemon_stopped_by_name_stays_stopped(daemons, started):
+    assert "stopped f1" in infrakit(daemons, "plugin", "stop", "f1").stdout
+    time.sleep(2)  # several restart delays: a supervisor that restarted it would have by now
+    assert not (daemons.plugins_dir / "f1").exists()
+    assert started.poll() is None, "the supervisor keeps running the other daemons"
+    assert daemons.client("f2").call("Instance.DescribeInstances", {})["Descriptions"] == []
+
+
+def test_plugin_stop_all_stops_the_supervisor_and_its_daemons(daemons, started):
+    out = infrakit(daemons, "plugin", "stop", "--all").stdout
+    assert "stopped f1" in out and "stopped f2" in out
+    assert started.wait(20) == 0
+    assert not (daemons.plugins_dir / "f1").exists() and not (daemons.plugins_dir / "f2").exists()
