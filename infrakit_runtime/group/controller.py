@@ -184,7 +184,9 @@ class GroupController:
             record = supervisor.health.get(d.id)
             v = verdict(record, spec.health, now)
             health = {Verdict.READY: "healthy", Verdict.FAILED: "unhealthy"}.get(v, "unknown")
-            if record is not None and record.last == flavor.Health.UNHEALTHY:
+            # The last check failed: say so, unless the instance is still inside its grace period
+            # (then it is starting, and "unknown" is the honest answer).
+            if v is not Verdict.PENDING and record is not None and record.last == flavor.Health.UNHEALTHY:
                 health = "unhealthy"
             rows.append({
                 "ID": d.id, "LogicalID": d.logical_id, "Health": health, "Verdict": v.value,
