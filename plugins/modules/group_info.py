@@ -151,10 +151,16 @@ controller:
     location:
       description: The leader's advertised URL.
       type: str
+    term:
+      description: The leadership term of the answering replica when it leads.
+      type: int
+    problem:
+      description: Why nothing is enforced from this replica's point of view (no leader, backend unusable...), or null when all is well.
+      type: str
     backend:
       description: The coordination backend, with C(type) (C(file) or C(etcd)), C(healthy) and C(reason).
       type: dict
-  sample: {leader: true, location: null, backend: {type: file, healthy: true, reason: null}}
+  sample: {leader: true, location: null, term: 1, problem: null, backend: {type: file, healthy: true, reason: null}}
 """
 
 from ansible_collections.infrakit.core.plugins.module_utils.controller import RemoteError, location_text
@@ -175,6 +181,8 @@ def controller_status(raw):
     return {
         "leader": raw.get("Leader"),
         "location": location_text(raw.get("Location")),
+        "term": raw.get("Term"),
+        "problem": raw.get("Problem") or None,
         "backend": {"type": backend.get("Type"), "healthy": backend.get("Healthy"), "reason": backend.get("Reason")},
     }
 

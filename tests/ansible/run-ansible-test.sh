@@ -91,9 +91,13 @@ write_get_pip
 # is its own repository so that sanity sees exactly the copied files.
 (cd "$dest" && git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm snapshot)
 
-# Trees that belong to the bundled runtime rather than to the Ansible content (see sanity below).
+# Trees that belong to the bundled runtime rather than to the Ansible content (see sanity below):
+# the runtime package, its benchmarks and scripts, and every tests/ tree that is not ansible-test's
+# (tests/runtime, and pytest suites the runtime adds beside it).
 runtime_paths=()
-for p in infrakit_runtime/ bench/ scripts/ tests/runtime/; do
+for p in infrakit_runtime/ bench/ scripts/ "$dest"/tests/*/; do
+  p=${p#"$dest/"}
+  case $p in tests/unit/|tests/integration/|tests/sanity/|tests/ansible/|tests/output/) continue ;; esac
   if [[ -d $dest/$p ]] && [[ -n $(ls -A "$dest/$p") ]]; then runtime_paths+=("$p"); fi
 done
 

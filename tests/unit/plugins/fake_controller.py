@@ -223,7 +223,8 @@ class FakeController:
     def _Manager_Status(self, p):
         if not self.with_status:
             raise RPCError("rpc: can't find method \"Manager.Status\"", code=-32601)
-        return {"Leader": True, "Location": None, "Backend": {"Type": "file", "Healthy": True, "Reason": None}}
+        return {"Leader": True, "Term": 3, "Location": None, "Problem": "", "Groups": len(self.groups),
+                "Backend": {"Type": "file", "Healthy": True, "Reason": None}}
 
 
 class Replay:

@@ -28,6 +28,7 @@ def test_lists_every_group_with_instances_health_and_leadership(controller, run_
     assert web["counts"]["running"] == 2
     assert result["leader"] == {"is_leader": True, "location": "http://127.0.0.1:24864"}
     assert result["controller"]["backend"] == {"type": "file", "healthy": True, "reason": None}
+    assert result["controller"]["term"] == 3 and result["controller"]["problem"] is None
     assert set(controller.methods()) <= READS
 
 
