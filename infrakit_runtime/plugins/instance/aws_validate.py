@@ -125,7 +125,9 @@ def problems(properties: JSON, where: str = "Properties") -> list[str]:
     found += [p for p in sub if not any(p == f"{where}.{k} is required" for k in CONTROLLED)]
     if not properties.get("ImageId") and "LaunchTemplate" not in properties:
         found.append(f"{where}.ImageId is required unless {where}.LaunchTemplate is given")
-    for i, ts in enumerate(properties.get("TagSpecifications") or []):
+    tag_specs = properties.get("TagSpecifications")
+    # A wrong type is already reported by _check; only a list can be walked here.
+    for i, ts in enumerate(tag_specs if isinstance(tag_specs, list) else []):
         if isinstance(ts, dict) and ts.get("ResourceType") in CONTROLLED_TAG_RESOURCES:
             found.append(f"{where}.TagSpecifications[{i}] cannot tag resource type {ts['ResourceType']!r}: "
                          f"{CONTROLLED_TAG_RESOURCES[ts['ResourceType']]}")
