@@ -60,7 +60,12 @@ def resolve(name: str | PluginName, directory: Path | None = None) -> Address:
     pn = PluginName.parse(name) if isinstance(name, str) else name
     directory = directory or plugins_dir()
     listen = directory / f"{pn.socket}.listen"
-    if listen.is_file():
+    try:
+        # A name too long for the file system (ENAMETOOLONG) is simply not a TCP plugin.
+        is_tcp = listen.is_file()
+    except (OSError, ValueError):
+        is_tcp = False
+    if is_tcp:
         url = listen.read_text().strip()
         if url.startswith("tcp://"):
             url = "http://" + url[len("tcp://") :]
