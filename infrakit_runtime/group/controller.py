@@ -261,8 +261,16 @@ class GroupController:
         return a.instance.plugin == b.instance.plugin and a.flavor.plugin == b.flavor.plugin
 
     async def _members(self, spec: GroupSpec) -> list[instance.Description]:
+        """The group's members: the supervisor's last pass when it is recent, else a fresh look.
+
+        Reusing the last pass keeps a client polling DescribeGroup (a module's ``wait``) from
+        adding a DescribeInstances per poll: the plugin still sees one call per pass.
+        """
         supervisor = self._supervisors.get(spec.id)
         if supervisor is not None and supervisor.spec.instance.plugin == spec.instance.plugin:
+            last = supervisor.last
+            if last is not None and last.error is None and self.clock() - last.time <= min(self.poll_interval, 1.0):
+                return list(last.members)
             return await supervisor.observe()
         return await self.plugins.instance(spec.instance.plugin).describe_instances({instance.TAG_GROUP: spec.id}, True)
 
@@ -293,15 +301,16 @@ class GroupController:
 
     async def stop_all(self) -> None:
         """Stop every supervisor at once (leadership lost, or shutdown); instances are untouched."""
-        for gid in list(self._tasks):
-            task = self._tasks.pop(gid)
-            task.cancel()
-        for task in list(self._watchers.values()):
-            task.cancel()
+        # Cancel everything at once (no supervisor may start a new action), then wait until every
+        # task has really finished, so nothing acts after this returns.
+        tasks = [*self._tasks.values(), *self._watchers.values()]
+        self._tasks.clear()
         self._watchers.clear()
         self._supervisors.clear()
         self._specs.clear()
-        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _watch(self, plugin_name: str) -> None:
         """Long-poll a plugin that can announce changes (a lost process) and poke its groups at once."""

@@ -218,11 +218,13 @@ class Supervisor:
                 for c, _ in ready:
                     self._failed(c, str(e))
                 return
-            for (c, s), r in zip(ready, results, strict=False):
-                if r.id:
+            for i, (c, s) in enumerate(ready):
+                r = results[i] if i < len(results) else None
+                if r is not None and r.id:
                     self._provisioned(c, s, r.id)
                 else:
-                    self._failed(c, r.error or "no instance ID returned")
+                    # A plugin that answered for fewer slots than asked left these unfilled.
+                    self._failed(c, (r.error if r else None) or "the plugin returned no instance ID for this slot")
             return
         await asyncio.gather(*(self._provision_one(c, s) for c, s in ready))
 

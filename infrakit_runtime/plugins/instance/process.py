@@ -249,7 +249,7 @@ class ProcessInstancePlugin:
             await asyncio.to_thread(self.store.write, record)
             env = process_props.environment(props, base=self._base_env if self._base_env is not None else dict(os.environ),
                                             instance_id=instance_id, spec=spec, port=port)
-            argv = process_props.argv(props, spec.init)
+            argv = process_props.argv(props, spec.init, env)
             try:
                 pid = await asyncio.to_thread(self._spawn, argv, env, props.dir, self.store.log_path(instance_id))
             except OSError as e:

@@ -7,6 +7,8 @@ instance is provisioned later (Provision re-checks and fails with its own error)
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import os
 
@@ -133,18 +135,37 @@ def parse(raw: JSON) -> Properties:
     return Properties(command=command, env=env, dir=directory, port=port)
 
 
-def argv(props: Properties, init: str) -> list[str]:
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand(arg: str, env: dict[str, str]) -> str:
+    """``$NAME`` and ``${NAME}`` replaced from the instance's environment (unset: empty); ``$$`` is ``$``.
+
+    So an argv command can name its port (``["python3", "-m", "http.server", "$PORT"]``) as it
+    would in a shell, without a shell and without quoting problems.
+    """
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1) or m.group(2), "")
+
+    return _VARIABLE.sub(one, arg)
+
+
+def argv(props: Properties, init: str, env: dict[str, str] | None = None) -> list[str]:
     """The argv to exec: the command itself, or ``/bin/sh -c`` running ``init`` first in the same shell.
 
     Init and command share one shell so that what Init exports reaches the
-    command; an argv command is passed as ``"$@"`` so it needs no quoting.
+    command; an argv command is passed as ``"$@"`` so it needs no quoting. Its
+    arguments have ``$NAME`` expanded from the instance's environment (``env``).
     """
     if isinstance(props.command, str):
         script = f"{init}\n{props.command}" if init.strip() else props.command
         return ["/bin/sh", "-c", script]
+    command = [expand(a, env) for a in props.command] if env is not None else list(props.command)
     if init.strip():
-        return ["/bin/sh", "-c", f'{init}\nexec "$@"', "sh", *props.command]
-    return list(props.command)
+        return ["/bin/sh", "-c", f'{init}\nexec "$@"', "sh", *command]
+    return command
 
 
 def environment(props: Properties, *, base: dict[str, str], instance_id: str, spec: instance.Spec,

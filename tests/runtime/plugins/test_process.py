@@ -436,3 +436,12 @@ def test_two_daemons_cannot_share_a_state_directory(tmp_path):
     with store.lock():  # released with its holder
         pass
 
+
+
+def test_argv_commands_expand_the_instances_variables_like_a_shell_would():
+    from infrakit_runtime.plugins.instance import process_props
+
+    props = process_props.parse({"Command": ["python3", "-m", "http.server", "$PORT", "${INFRAKIT_INSTANCE_ID}", "$$HOME", "$UNSET"]})
+    env = {"PORT": "8123", "INFRAKIT_INSTANCE_ID": "process-1"}
+    assert process_props.argv(props, "", env) == ["python3", "-m", "http.server", "8123", "process-1", "$HOME", ""]
+    assert process_props.argv(props, "export X=1", env)[-4:] == ["8123", "process-1", "$HOME", ""]
