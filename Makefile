@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | sha1
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -q
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv system-deps demo demo-down test test-runtime test-fuzz test-ansible test-e2e lint bench chaos clean
+.PHONY: venv system-deps demo demo-down test test-runtime test-fuzz test-chaos test-ansible test-e2e lint bench chaos soak clean
 
 $(STAMP): requirements/runtime.txt requirements/test.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test-runtime: venv system-deps
 test-fuzz: venv
 	@if [ -d tests/fuzz ]; then $(PYTEST) tests/fuzz; fi
 
+# Fault injection at fixed seeds (2 per scenario, a few minutes); `make chaos` runs more, with random seeds.
+test-chaos: venv system-deps
+	$(PYTEST) tests/chaos
+
 test-ansible: venv
 	@if [ -x tests/ansible/run-ansible-test.sh ]; then tests/ansible/run-ansible-test.sh sanity units integration; fi
 
@@ -48,7 +52,7 @@ test-e2e: venv
 	@if [ -d tests/e2e ]; then $(PYTEST) tests/e2e; fi
 
 # Every suite; CI runs exactly this.
-test: lint test-runtime test-fuzz test-ansible test-e2e
+test: lint test-runtime test-fuzz test-chaos test-ansible test-e2e
 
 # Longer fault and fuzz runs with random seeds (not part of `make test`).
 chaos: venv system-deps
@@ -59,6 +63,10 @@ bench: venv
 	$(BIN)/python -m bench.controller
 	$(BIN)/python -m bench.aws
 	$(BIN)/python -m bench.failover
+
+# 50 groups x 200 instances for 5 minutes under steady churn (not part of `make bench`).
+soak: venv
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) tests/output .pytest_cache .ruff_cache .hypothesis .demo
