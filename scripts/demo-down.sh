@@ -15,6 +15,8 @@ fi
 [[ -x $BIN/ansible-playbook ]] || make venv
 
 export ANSIBLE_COLLECTIONS_PATH=$DEMO/collections
+mkdir -p "$DEMO/tmp"
+export TMPDIR=$DEMO/tmp
 export ANSIBLE_LOCALHOST_WARNING=false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING=false
 unset INFRAKIT_HOME INFRAKIT_PLUGINS_DIR INFRAKIT_CONFIG
@@ -25,4 +27,6 @@ cd "$COLLECTION"
   -e "infrakit_prefix=$DEMO/root" -e infrakit_user_create=false \
   -e teardown_groups=destroy -e "teardown_remove_install=$remove" \
   -e "ansible_python_interpreter=$BIN/python" "$@"
-rm -rf "$DEMO/health-flags" "$DEMO/sampler.stop"
+rm -rf "$DEMO/health-flags" "$DEMO/sampler.stop" "$DEMO/tmp"
+# The role removed what it installed; drop the now empty prefix too.
+if [[ $remove == true ]]; then rm -rf "$DEMO/root"; fi

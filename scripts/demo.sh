@@ -12,13 +12,15 @@ BIN=$ROOT/.venv/bin
 
 started=$SECONDS
 rm -rf "$DEMO/dist"
-mkdir -p "$DEMO/dist" "$DEMO/collections"
+mkdir -p "$DEMO/dist" "$DEMO/collections" "$DEMO/tmp"
+# Temporary files (ansible-galaxy, pip builds) stay inside the checkout too.
+export TMPDIR=$DEMO/tmp
+export ANSIBLE_COLLECTIONS_PATH=$DEMO/collections
 "$BIN/ansible-galaxy" collection build --force --output-path "$DEMO/dist" "$ROOT" >/dev/null
 tarball=$(ls "$DEMO"/dist/infrakit-core-*.tar.gz)
 "$BIN/ansible-galaxy" collection install --force -p "$DEMO/collections" "$tarball" >/dev/null
 echo "installed $(basename "$tarball") into $DEMO/collections"
 
-export ANSIBLE_COLLECTIONS_PATH=$DEMO/collections
 export ANSIBLE_CALLBACK_RESULT_FORMAT=yaml
 export ANSIBLE_LOCALHOST_WARNING=false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING=false

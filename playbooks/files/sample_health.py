@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Count a group's healthy instances, continuously, until told to stop; print a JSON summary.
 
 Guarantee: each sample lists the group's instances from the instance plugin (the world, not the

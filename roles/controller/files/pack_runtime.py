@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Pack the runtime from a collection tree into a reproducible source archive pip can install.
 
 Guarantee: the same files give the same bytes (sorted entries, zero mtimes and owners, no gzip
