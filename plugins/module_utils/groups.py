@@ -47,6 +47,10 @@ class SpecError(ValueError):
 # --- scalar kinds ---------------------------------------------------------------------------
 
 
+# Longer than any sensible deadline; keeps arithmetic finite.
+MAX_DURATION = 10 * 365 * 24 * 3600
+
+
 def parse_duration(value, where="duration"):
     """Seconds in a Go duration (``1m30s``), a number of seconds, or a numeric string."""
     if value is None:
@@ -54,12 +58,16 @@ def parse_duration(value, where="duration"):
     if isinstance(value, bool):
         raise SpecError("%s must be a duration such as 30s or 10m, got %r" % (where, value))
     if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise SpecError("%s must be a finite duration such as 30s, got %r" % (where, value))
         if value < 0:
             raise SpecError("%s must not be negative, got %r" % (where, value))
+        if value > MAX_DURATION:
+            raise SpecError("%s must be at most %d seconds (about ten years), got %r" % (where, MAX_DURATION, value))
         return float(value)
     text = str(value).strip()
     if re.match(r"^\d+(\.\d+)?$", text):
-        return float(text)
+        return parse_duration(float(text), where)
     if text in ("0", ""):
         return 0.0
     pos, total = 0, 0.0
@@ -70,7 +78,7 @@ def parse_duration(value, where="duration"):
         pos = match.end()
     if pos != len(text) or not text:
         raise SpecError("%s must be a duration such as 30s, 1m30s or 10m, got %r" % (where, value))
-    return total
+    return parse_duration(total, where)
 
 
 def format_duration(seconds):
@@ -89,8 +97,10 @@ def parse_amount(value, where):
             raise SpecError("%s must not be negative, got %r" % (where, value))
         return value
     text = str(value).strip()
-    if re.match(r"^\d+$", text):
+    if re.match(r"^\d{1,18}$", text):
         return int(text)
+    if re.match(r"^\d+$", text):
+        raise SpecError("%s is too large, got a number of %d digits" % (where, len(text)))
     match = re.match(r"^(\d+(?:\.\d+)?)\s*%$", text)
     if match:
         number = float(match.group(1))
