@@ -163,26 +163,32 @@ class Soak:
             self._halt.wait(max(0.0, following - time.monotonic()))
 
     def watcher(self) -> None:
-        """Mark a deletion replaced once the controller lists its group at size again without it."""
+        """Mark deletions replaced as the controller's view of their group fills back up.
+
+        Kills in one group can overlap, so a group need not be whole again before an earlier
+        kill counts as replaced: with ``deficit = size - members`` observed, every pending kill
+        of that group whose victim is gone is replaced except the ``deficit`` most recent ones
+        (replacements are first come, first served).
+        """
         c = self.client()
         try:
             while not self._halt.is_set() or self.unreplaced:
                 with self._lock:
                     pending = dict(self.unreplaced)
-                for gid in {g for _, g in pending.values()}:
+                for gid in sorted({g for _, g in pending.values()}):
                     try:
                         desc = c.call("Group.DescribeGroup", {"Name": "group", "ID": gid})["Description"]
                     except Exception:
                         continue
                     members = {i["ID"] for i in desc["Instances"]}
                     now = time.monotonic()
-                    if len(members) == self.size:
-                        with self._lock:
-                            for iid, (t, g) in list(self.unreplaced.items()):
-                                if g == gid and iid not in members:
-                                    self.replaced.append(now - t)
-                                    del self.unreplaced[iid]
-                if self._halt.is_set() and pending and time.monotonic() > self._drain_deadline:
+                    deficit = max(0, self.size - len(members))
+                    with self._lock:
+                        mine = sorted((t, iid) for iid, (t, g) in self.unreplaced.items() if g == gid and iid not in members)
+                        for t, iid in mine[:max(0, len(mine) - deficit)]:
+                            self.replaced.append(now - t)
+                            del self.unreplaced[iid]
+                if self._halt.is_set() and time.monotonic() > self._drain_deadline:
                     return
                 time.sleep(0.02)
         finally:
@@ -316,8 +322,8 @@ def main() -> None:
                       "Manager, file and vanilla daemons are separate processes. RSS and CPU are the means of the "
                       "samples in the first and last quarter of the soak (after the warm-up): flat means no leak "
                       "and no creeping work. Replacement latency is measured from the deletion of an instance file "
-                      "until DescribeGroup lists the group at its size again without that instance (polled every "
-                      "20 ms); the file plugin's directory watch wakes the controller, so it does not wait for the "
+                      "until DescribeGroup lists the group without it and as many members short of its size as there "
+                      "are later deletions in that group still pending (kills overlap at this rate); the file plugin's directory watch wakes the controller, so it does not wait for the "
                       "poll interval.")
 
 
