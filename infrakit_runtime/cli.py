@@ -99,8 +99,7 @@ def cmd_plugin_run(args: argparse.Namespace, cfg: config.Config) -> int:
     specs = []
     for text in args.daemons:
         spec = DaemonSpec.parse(text)
-        configured = cfg.daemon(spec.name)
-        options = configured.options if configured and configured.kind == spec.kind else {}
+        options = effective_options(spec, cfg)
         if len(args.daemons) == 1:
             options = {**options, **_options(args)}
         specs.append(DaemonSpec(spec.kind, spec.name, options))
@@ -117,6 +116,16 @@ def cmd_plugin_run(args: argparse.Namespace, cfg: config.Config) -> int:
         _die_with_parent()
     asyncio.run(run_forever(specs, plugins_dir=cfg.plugins_dir, home=cfg.home, tcp=tcp))
     return 0
+
+
+def effective_options(spec: DaemonSpec, cfg: config.Config) -> dict[str, Any]:
+    """A daemon's options from the config file: its ``plugins`` entry, and for the manager the
+    file's top-level ``poll_interval`` and ``manager`` section as defaults under it."""
+    configured = cfg.daemon(spec.name)
+    options = dict(configured.options) if configured and configured.kind == spec.kind else {}
+    if spec.kind == "manager":
+        options = {**cfg.manager, "poll_interval": cfg.poll_interval, **options}
+    return options
 
 
 def _die_with_parent() -> None:
