@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,9 @@ class Supervisor:
         self.memory = Memory()
         self.last: Observation | None = None
         self._unseen: dict[instance.ID, tuple[float, instance.Description]] = {}
+        # Slots of cattle creates whose outcome is unknown (the call failed or timed out): the next
+        # creates reuse them, so a plugin with idempotent creates returns what the first call made.
+        self._retry_slots: list[str] = []
         self._wakeup = asyncio.Event()
         self._gate = asyncio.Semaphore(concurrency)
         self._sequence = itertools.count()
@@ -181,8 +185,14 @@ class Supervisor:
             *(self._relabel(a) for a in relabels),
         )
 
+    def _slot(self, create: Create) -> str:
+        if create.logical_id is not None:
+            return create.logical_id
+        return self._retry_slots.pop(0) if self._retry_slots else uuid.uuid4().hex[:16]
+
     def _base_spec(self, create: Create) -> instance.Spec:
-        tags = {instance.TAG_GROUP: self.spec.id, instance.TAG_CONFIG_HASH: self.spec.config_hash}
+        tags = {instance.TAG_GROUP: self.spec.id, instance.TAG_CONFIG_HASH: self.spec.config_hash,
+                instance.TAG_SLOT: self._slot(create)}
         if create.logical_id is not None:
             tags[instance.TAG_LOGICAL_ID] = create.logical_id
         return instance.Spec(properties=self.spec.instance.properties, tags=tags, logical_id=create.logical_id)
@@ -205,7 +215,7 @@ class Supervisor:
         ready: list[tuple[Create, instance.Spec]] = []
         for c, b, p in zip(creates, base, prepared, strict=True):
             if isinstance(p, Exception):
-                self._failed(c, f"flavor {spec.flavor.plugin} could not prepare the instance: {p}")
+                self._failed(c, f"flavor {spec.flavor.plugin} could not prepare the instance: {p}", b)
                 continue
             # The group's own tags win over anything the flavor set: membership depends on them.
             ready.append((c, dataclasses.replace(p, tags={**p.tags, **b.tags}, logical_id=b.logical_id)))
@@ -215,8 +225,8 @@ class Supervisor:
             try:
                 results = await self.instances.provision_many([s for _, s in ready])
             except PluginError as e:
-                for c, _ in ready:
-                    self._failed(c, str(e))
+                for c, s in ready:
+                    self._failed(c, str(e), s)
                 return
             for i, (c, s) in enumerate(ready):
                 r = results[i] if i < len(results) else None
@@ -224,7 +234,7 @@ class Supervisor:
                     self._provisioned(c, s, r.id)
                 else:
                     # A plugin that answered for fewer slots than asked left these unfilled.
-                    self._failed(c, (r.error if r else None) or "the plugin returned no instance ID for this slot")
+                    self._failed(c, (r.error if r else None) or "the plugin returned no instance ID for this slot", s)
             return
         await asyncio.gather(*(self._provision_one(c, s) for c, s in ready))
 
@@ -242,7 +252,7 @@ class Supervisor:
             try:
                 iid = await self.instances.provision(spec)
             except PluginError as e:
-                self._failed(create, str(e))
+                self._failed(create, str(e), spec)
                 return
         self._provisioned(create, spec, iid)
 
@@ -253,7 +263,11 @@ class Supervisor:
                                                        properties=spec.to_wire()))
         self.events.emit(ev.PROVISIONED, group=self.spec.id, instance=iid, reason=create.reason)
 
-    def _failed(self, create: Create, error: str) -> None:
+    def _failed(self, create: Create, error: str, spec: instance.Spec) -> None:
+        slot = spec.tags.get(instance.TAG_SLOT)
+        if create.logical_id is None and slot:
+            # Bounded: never more remembered slots than the group could need at once.
+            self._retry_slots = [*self._retry_slots, slot][-max(1, self.spec.size + self.spec.max_surge()):]
         text = f"provision failed for group {self.spec.id}: {error}"
         log.warning("%s", text)
         self.memory = self.memory.failed(create.slot, self.clock(), error)

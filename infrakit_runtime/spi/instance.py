@@ -19,6 +19,11 @@ INTERFACE = InterfaceSpec("Instance", "0.6.1")
 TAG_GROUP = "infrakit.group"
 TAG_CONFIG_HASH = "infrakit.config.hash"
 TAG_LOGICAL_ID = "infrakit.logical_id"
+# Request metadata a controller may send with Provision: which slot a create fills (stable while
+# its outcome is unknown, so a retry is recognisably the same request) and an attempt counter.
+# Plugins that support idempotent creates (aws: ClientToken) derive their token from them.
+TAG_SLOT = "infrakit.slot"
+TAG_ATTEMPT = "infrakit.attempt"
 # An instance tagged with this config hash is adopted by its group without a rollout.
 BOOTSTRAP_CONFIG_HASH = "bootstrap"
 

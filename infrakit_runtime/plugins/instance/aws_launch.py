@@ -39,8 +39,8 @@ from typing import Any
 
 from infrakit_runtime.spi import instance
 
-TAG_SLOT = "infrakit.slot"
-TAG_ATTEMPT = "infrakit.attempt"
+TAG_SLOT = instance.TAG_SLOT
+TAG_ATTEMPT = instance.TAG_ATTEMPT
 # Tags that steer the plugin and never reach EC2.
 REQUEST_TAGS = frozenset({TAG_SLOT, TAG_ATTEMPT})
 TOKEN_PREFIX = "ik1-"
