@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from urllib.parse import urlencode, urlsplit
 
 from infrakit_runtime import cli_render
 from infrakit_runtime.rpc import discovery
-from infrakit_runtime.rpc.client import SyncClient
+from infrakit_runtime.rpc.client import SyncClient, UnixHTTPConnection
 from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
 
 MANAGER_SOCKET = "group"
@@ -131,27 +130,11 @@ def _print_event(out: Any, event: dict[str, Any], fmt: str) -> None:
         out.print(cli_render.event_line(event))
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def http_get(address: discovery.Address, path: str, *, timeout: float | None) -> http.client.HTTPResponse:
     """``GET path`` on a daemon's HTTP app (Unix socket or TCP); the open response, status checked."""
     conn: http.client.HTTPConnection
     if address.unix_path is not None:
-        conn = _UnixConnection(str(address.unix_path), timeout)
+        conn = UnixHTTPConnection(str(address.unix_path), timeout)
     else:
         parts = urlsplit(address.url or "")
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection

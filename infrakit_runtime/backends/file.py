@@ -31,13 +31,13 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from infrakit_runtime import fsutil
 from infrakit_runtime.manager.backend import Backend, BackendError, LeaderTimings, Lease, LostLeadership
 
 log = logging.getLogger(__name__)
@@ -392,34 +392,15 @@ def _store_error(directory: Path, e: OSError, doing: str) -> BackendError:
 
 def _atomic_write(directory: Path, path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` all-or-nothing: a crash or a full disk leaves the old file."""
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        tmp = None
+        fsutil.atomic_write(path, data)
     except OSError as e:
         raise _store_error(directory, e, f"write {path}") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    _fsync_dir(directory, path.parent)
 
 
 def _fsync_dir(directory: Path, path: Path) -> None:
     """Make a rename or unlink in ``path`` durable."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsutil.fsync_dir(path)
     except OSError as e:
         raise _store_error(directory, e, f"sync the directory {path}") from None

@@ -165,7 +165,9 @@ class Client:
             self._session = None
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a Unix socket: the standard library's way to reach a plugin daemon."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("plugin", timeout=timeout)
         self._path = path
@@ -200,7 +202,7 @@ class SyncClient:
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             if self.address.unix_path is not None:
-                self._conn = _UnixHTTPConnection(str(self.address.unix_path), self.timeout)
+                self._conn = UnixHTTPConnection(str(self.address.unix_path), self.timeout)
             else:
                 parts = urlsplit(self.address.url or "")
                 cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection

@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from infrakit_runtime.rpc.client import UnixHTTPConnection
 from infrakit_runtime.rpc.dispatch import MAX_NESTING
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,25 +73,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 ANSWER_TIMEOUT = 20.0
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("plugin", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 class RawClient:
     """Sends whatever bytes it is given (no JSON-RPC framing of its own) and returns the raw answer."""
 
     def __init__(self, path: Path, timeout: float = ANSWER_TIMEOUT) -> None:
         self.path = path
         self.timeout = timeout
-        self._conn: _UnixConnection | None = None
+        self._conn: UnixHTTPConnection | None = None
 
     def request(self, body: bytes | None, *, method: str = "POST", target: str = "/",
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -99,7 +87,7 @@ class RawClient:
         hdrs = {"Content-Type": "application/json"} if headers is None else headers
         for attempt in (1, 2):
             if self._conn is None:
-                self._conn = _UnixConnection(str(self.path), self.timeout)
+                self._conn = UnixHTTPConnection(str(self.path), self.timeout)
             try:
                 self._conn.request(method, target, body=body, headers=hdrs)
                 resp = self._conn.getresponse()

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from infrakit_runtime import fsutil
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.rpc.services import InstanceService, ProvisionResult
 from infrakit_runtime.spi import instance
@@ -38,15 +39,14 @@ class FileInstancePlugin:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._cache: dict[str, tuple[int, int, dict[str, Any]]] = {}
+        self._store = fsutil.RecordDirectory(directory)
 
     async def validate(self, properties: JSON) -> None:
         """Any properties are accepted, as in InfraKit's file plugin."""
 
     def _write(self, path: Path, record: dict[str, Any]) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, path)
+        # Atomic but not fsynced: this plugin is for tests and demos, and speed matters at 10,000.
+        fsutil.atomic_write(path, json.dumps(record, indent=2).encode(), mode=0o644, durable=False)
 
     async def provision(self, spec: instance.Spec) -> instance.ID:
         instance_id = f"instance-{secrets.randbits(63)}"
@@ -90,30 +90,10 @@ class FileInstancePlugin:
             path.unlink()
         except FileNotFoundError:
             raise PluginError(f"remove {path}: no such file or directory") from None
-        self._cache.pop(instance_id, None)
+        self._store.forget(instance_id)
 
     def _records(self) -> list[dict[str, Any]]:
-        seen: dict[str, tuple[int, int, dict[str, Any]]] = {}
-        with os.scandir(self.directory) as entries:
-            for entry in entries:
-                if entry.name.startswith(".") or not entry.is_file():
-                    continue
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:
-                    continue
-                cached = self._cache.get(entry.name)
-                if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-                    seen[entry.name] = cached
-                    continue
-                try:
-                    record = json.loads(Path(entry.path).read_text())
-                except (FileNotFoundError, ValueError, UnicodeDecodeError):
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("ID"), str):
-                    seen[entry.name] = (st.st_mtime_ns, st.st_size, record)
-        self._cache = seen
-        return [v[2] for _, v in sorted(seen.items())]
+        return self._store.scan()
 
     def _revision(self) -> int:
         try:

@@ -117,26 +117,6 @@ def free_port(avoid: set[int]) -> int:
     raise OSError("no free TCP port on 127.0.0.1 after 64 tries")
 
 
-def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
-    """Replace ``path`` with ``record`` so that a crash leaves the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = json.dumps(record, indent=2, sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def open_pidfd(pid: int) -> int | None:
     """A pidfd for ``pid``, or None when the kernel (or Python) cannot make one."""
     pidfd_open = getattr(os, "pidfd_open", None)

@@ -24,6 +24,8 @@ ENV_PORT = "INFRAKIT_PORT"
 ENV_PLAIN_PORT = "PORT"
 ENV_GROUP = "INFRAKIT_GROUP"
 RESERVED_ENV = (ENV_INSTANCE_ID, ENV_LOGICAL_ID, ENV_PORT, ENV_GROUP)
+# The variables an argv Command may name with $NAME (filled in by the plugin, see ``expand``).
+PLUGIN_VARIABLES = frozenset((*RESERVED_ENV, ENV_PLAIN_PORT))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,15 +141,18 @@ _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z
 
 
 def expand(arg: str, env: dict[str, str]) -> str:
-    """``$NAME`` and ``${NAME}`` replaced from the instance's environment (unset: empty); ``$$`` is ``$``.
+    """The plugin's own variables (``$PORT``, ``${INFRAKIT_INSTANCE_ID}``...) filled in.
 
-    So an argv command can name its port (``["python3", "-m", "http.server", "$PORT"]``) as it
-    would in a shell, without a shell and without quoting problems.
+    So an argv command can name its port (``["python3", "-m", "http.server", "$PORT"]``)
+    without a shell. Only the variables this plugin sets are touched, with exactly the value
+    a shell would give them: ``$$``, ``$HOME`` and any other ``$`` text pass through
+    unchanged, so a ``["sh", "-c", "..."]`` script still means what it says.
     """
     def one(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        return env.get(m.group(1) or m.group(2), "")
+        name = m.group(1) or m.group(2)
+        if name in PLUGIN_VARIABLES and name in env:
+            return env[name]
+        return m.group(0)
 
     return _VARIABLE.sub(one, arg)
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from infrakit_runtime import fsutil
 from infrakit_runtime.plugins.instance import process_os
 from infrakit_runtime.spi.common import PluginError, ValidationError
 
@@ -40,7 +41,7 @@ class RecordStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self._cache: dict[str, tuple[int, int, dict[str, Any]]] = {}
+        self._records = fsutil.RecordDirectory(self.directory, accept=lambda name: name.endswith(".json"))
 
     def path(self, instance_id: str) -> Path:
         return self.directory / f"{instance_id}.json"
@@ -61,32 +62,11 @@ class RecordStore:
 
     def write(self, record: dict[str, Any]) -> None:
         """Replace a record atomically and durably (blocking: call it from a thread)."""
-        process_os.write_json_atomically(self.path(record["ID"]), record)
+        fsutil.atomic_write(self.path(record["ID"]), json.dumps(record, indent=2, sort_keys=True).encode(), mode=0o640)
 
     def scan(self) -> list[dict[str, Any]]:
         """Every readable record, sorted by ID; unreadable files are logged and skipped."""
-        seen: dict[str, tuple[int, int, dict[str, Any]]] = {}
-        with os.scandir(self.directory) as entries:
-            for entry in entries:
-                if entry.name.startswith(".") or not entry.name.endswith(".json"):
-                    continue
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:
-                    continue
-                cached = self._cache.get(entry.name)
-                if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-                    seen[entry.name] = cached
-                    continue
-                try:
-                    record = json.loads(Path(entry.path).read_text())
-                except (FileNotFoundError, ValueError, UnicodeDecodeError):
-                    log.warning("ignoring unreadable instance record %s", entry.path)
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("ID"), str):
-                    seen[entry.name] = (st.st_mtime_ns, st.st_size, record)
-        self._cache = seen
-        return [v[2] for _, v in sorted(seen.items())]
+        return self._records.scan()
 
     def tail(self, instance_id: str) -> str:
         """The last output of an instance (for the daemon log when it dies)."""
@@ -100,7 +80,7 @@ class RecordStore:
         for path in (self.path(instance_id), self.log_path(instance_id),
                      self.directory / f".{instance_id}.json.tmp"):
             path.unlink(missing_ok=True)
-        self._cache.pop(f"{instance_id}.json", None)
+        self._records.forget(f"{instance_id}.json")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
