@@ -11,6 +11,13 @@ config-hash tags, with no other state.
 Limit: between a leader's death and its successor's election nothing is enforced (at most
 the lease TTL with etcd, one lock poll with the file backend). Followers forward Group calls
 to the leader's advertised location, or refuse them naming it.
+
+Ordering: a change is applied only if it was sent (first received by any replica, carried in
+``X-Infrakit-Origin`` when forwarded) after the last change applied to the same group, and a
+call is forwarded at most once. So a commit stuck in a paused replica can never land after,
+and undo, a later one that was acknowledged; it is refused and its sender told to retry.
+Origins are wall-clock times: replicas' clocks must agree to well within the time between
+two changes of one group (NTP does).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,6 +36,7 @@ from infrakit_runtime.manager.backend import Backend, BackendError, Lease, LostL
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.discovery import Address
 from infrakit_runtime.rpc.remote import GroupClient
+from infrakit_runtime.rpc.server import request_header
 from infrakit_runtime.spi import group, instance
 from infrakit_runtime.spi.common import PluginError, ValidationError
 
@@ -35,6 +44,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # How long a call arriving before the first election waits for it.
 ELECTION_SETTLE = 3.0
+# Headers a follower adds when it forwards a Group call to the leader.
+FORWARDED_BY = "X-Infrakit-Forwarded-By"
+ORIGIN = "X-Infrakit-Origin"
+# A client stamp older than this is distrusted (its clock is off) rather than refused.
+MAX_CLIENT_SKEW = 300.0
 
 
 class NotLeader(PluginError):
@@ -60,6 +74,9 @@ class Manager:
         self._mutex = asyncio.Lock()
         self._forwarders: dict[str, GroupClient] = {}
         self._settled = asyncio.Event()
+        # Wall-clock origin of the last change applied per group, and when this replica took over.
+        self._applied: dict[str, float] = {}
+        self._took_over_at = 0.0
         self.backend_type = "etcd" if type(backend).__name__.lower().startswith("etcd") else "file"
 
     # -- leadership ------------------------------------------------------------------------
@@ -70,6 +87,7 @@ class Manager:
             try:
                 async with self.backend.leadership(candidate=self.candidate, location=self.location) as lease:
                     self.lease, self.problem = lease, None
+                    self._applied, self._took_over_at = {}, time.time()
                     self._settled.set()
                     self.leadership_changes += 1
                     self.events.emit(ev.LEADERSHIP_GAINED, reason=f"{self.candidate} leads (term {lease.term})")
@@ -143,6 +161,9 @@ class Manager:
             lease = await self._await_election()
         if lease is not None:
             return await local(lease)
+        if request_header(FORWARDED_BY):
+            raise NotLeader(f"this replica ({self.candidate}) is not the leader (any more) and does not forward a "
+                            f"call a second time; nothing was applied, retry against the current leader")
         location = await self.leader_location()
         if not self.forward or not location or location == self.location:
             where = f" the leader is at {location}" if location else " no leader is elected yet"
@@ -170,8 +191,51 @@ class Manager:
                 address = Address(unix_path=__import__("pathlib").Path(location[len("unix://"):]))
             else:
                 address = Address(url=location)
-            self._forwarders[location] = GroupClient(Client(address, name="leader", token=self.token))
+            self._forwarders[location] = GroupClient(Client(address, name="leader", token=self.token),
+                                                     headers=self._forward_headers)
         return self._forwarders[location]
+
+    def _forward_headers(self) -> dict[str, str]:
+        return {FORWARDED_BY: self.candidate, ORIGIN: repr(self._origin())}
+
+    @staticmethod
+    def _origin() -> float:
+        """When the call being served was sent: the forwarding replica's stamp, the client's, or now.
+
+        A replica's stamp is trusted (replicas keep NTP time). A client's is used only when it is
+        plausible: never in the future, and not older than ``MAX_CLIENT_SKEW`` (a client whose
+        clock is that far off loses the ordering guard, not its ability to commit).
+        """
+        now = time.time()
+        raw = request_header(ORIGIN)
+        if not raw:
+            return now
+        try:
+            origin = float(raw)
+        except ValueError:
+            return now
+        if origin != origin or origin > now:
+            return now
+        if request_header(FORWARDED_BY):
+            return origin
+        if now - origin > MAX_CLIENT_SKEW:
+            log.warning("a client's call is stamped %.0fs ago: its clock is off, or the call was delayed", now - origin)
+            return now
+        return origin
+
+    def _check_order(self, group_id: str) -> float:
+        """Refuse a change sent before one already applied to the group (call under the mutex)."""
+        origin = self._origin()
+        floor = self._applied.get(group_id, 0.0)
+        if request_header(FORWARDED_BY):
+            floor = max(floor, self._took_over_at)
+        if origin < floor:
+            raise PluginError(f"not applied: a newer change to group {group_id} was applied after this request was "
+                              f"sent (or leadership changed while it was forwarded); retry if it is still wanted")
+        return origin
+
+    def _applied_now(self, group_id: str, origin: float) -> None:
+        self._applied[group_id] = max(self._applied.get(group_id, 0.0), origin)
 
     async def _fenced(self, write: Callable[[], Awaitable[None]], *, group_id: str,
                       expected: dict[str, Any] | None) -> None:
@@ -205,8 +269,10 @@ class Manager:
             if pretend:
                 return await self.controller.plan_commit(parsed)
             async with self._mutex:
+                origin = self._check_order(parsed.id)
                 await self._fenced(lambda: self.backend.put(parsed.id, parsed.raw, lease), group_id=parsed.id,
                                   expected=parsed.raw)
+                self._applied_now(parsed.id, origin)
                 return await self._commit_leading(parsed, lease)
 
         return await self._leader_or_forward(local, lambda c: c.commit_group(spec, pretend))
@@ -215,7 +281,9 @@ class Manager:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 self._require(group_id)
+                origin = self._check_order(group_id)
                 await self._fenced(lambda: self.backend.delete(group_id, lease), group_id=group_id, expected=None)
+                self._applied_now(group_id, origin)
                 await self.controller.free_group(group_id)
 
         await self._leader_or_forward(local, lambda c: c.free_group(group_id))
@@ -224,7 +292,9 @@ class Manager:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 self._require(group_id)
+                origin = self._check_order(group_id)
                 await self._fenced(lambda: self.backend.delete(group_id, lease), group_id=group_id, expected=None)
+                self._applied_now(group_id, origin)
                 await self.controller.destroy_group(group_id)
 
         await self._leader_or_forward(local, lambda c: c.destroy_group(group_id))
@@ -236,8 +306,10 @@ class Manager:
                 if spec.is_pets:
                     raise ValidationError(f"group {group_id} is allocated by LogicalIDs; change its LogicalIDs instead of its size")
                 resized = spec.with_size(size)
+                origin = self._check_order(group_id)
                 await self._fenced(lambda: self.backend.put(group_id, resized.raw, lease), group_id=group_id,
                                   expected=resized.raw)
+                self._applied_now(group_id, origin)
                 await self._commit_leading(resized, lease)
 
         await self._leader_or_forward(local, lambda c: c.set_size(group_id, size))

@@ -110,7 +110,8 @@ class Client:
             self._session = aiohttp.ClientSession(connector=connector, headers=headers)
         return self._session
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None,
+                   headers: dict[str, str] | None = None) -> Any:
         """Call ``method``; raise ``RemoteError`` for an error answer, ``UnreachableError`` otherwise."""
         body = json.dumps(request(method, params=_params(params)), separators=(",", ":")).encode()
         if traffic.isEnabledFor(logging.DEBUG):
@@ -120,7 +121,7 @@ class Client:
         started = time.perf_counter()
         outcome = "unreachable"
         try:
-            result = await self._post(session, method, body, limit)
+            result = await self._post(session, method, body, limit, headers)
             outcome = "ok"
             return result
         except RemoteError:
@@ -130,10 +131,11 @@ class Client:
             if OBSERVERS:
                 _observe(self.name, method, time.perf_counter() - started, outcome)
 
-    async def _post(self, session: aiohttp.ClientSession, method: str, body: bytes, limit: float) -> Any:
+    async def _post(self, session: aiohttp.ClientSession, method: str, body: bytes, limit: float,
+                    headers: dict[str, str] | None = None) -> Any:
         try:
             async with asyncio.timeout(limit):
-                async with session.post(self._url(), data=body) as resp:
+                async with session.post(self._url(), data=body, headers=headers) as resp:
                     payload = await resp.read()
                     if resp.status != 200:
                         raise RemoteError(self.name, method, -32600, f"plugin {self.name} answered HTTP {resp.status}: {payload.decode(errors='replace').strip()}")
@@ -211,7 +213,8 @@ class SyncClient:
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         body = json.dumps(request(method, params=_params(params)), separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json"}
+        # When the call was made: the manager refuses a change older than one it already applied.
+        headers = {"Content-Type": "application/json", "X-Infrakit-Origin": repr(time.time())}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         for attempt in (1, 2):

@@ -6,6 +6,7 @@ controller drives a Go plugin, a Python daemon or an in-process object alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from infrakit_runtime.rpc.client import Client
@@ -176,13 +177,16 @@ class FlavorClient:
 class GroupClient:
     """``GroupPlugin`` over JSON-RPC, addressing the manager's ``group`` socket."""
 
-    def __init__(self, client: Client, name: str = "group") -> None:
+    def __init__(self, client: Client, name: str = "group",
+                 headers: Callable[[], dict[str, str]] | None = None) -> None:
         self.client = client
         self.name = name
+        self._headers = headers
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         try:
-            return await self.client.call(method, {"Name": self.name, **params})
+            return await self.client.call(method, {"Name": self.name, **params},
+                                          headers=self._headers() if self._headers else None)
         except RemoteError as e:
             _raise_plugin_error(e)
 

@@ -166,7 +166,9 @@ class ControllerClient:
         self._next_id += 1
         body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": request_id},
                           separators=(",", ":"), sort_keys=False)
-        headers = {"Content-Type": "application/json"}
+        # When the call was made: the controller refuses a change older than one it already applied
+        # (a request stuck in a paused replica must not undo a later one).
+        headers = {"Content-Type": "application/json", "X-Infrakit-Origin": repr(time.time())}
         if self.token:
             headers["Authorization"] = "Bearer %s" % self.token
         attempt = 0

@@ -38,7 +38,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.chaos.conftest import record
-from tests.chaos.world import WINDOW, StaleCommitApplied, World
+from tests.chaos.world import WINDOW, World
 from tests.runtime.etcd_cluster import NAMES, EtcdCluster
 
 Faults = Callable[[World, random.Random], None]
@@ -147,9 +147,6 @@ def etcd_backend(etcd: EtcdCluster) -> dict:
     return {"type": "etcd", "endpoints": etcd.endpoints, "prefix": f"/chaos-{uuid.uuid4().hex[:8]}/", "ttl": "3s"}
 
 
-@pytest.mark.xfail(strict=False, raises=StaleCommitApplied,
-                   reason="only the reported stale-forward bug is tolerated here (its strict reproduction is "
-                          "test_a_commit_stuck_in_a_paused_leader_...); it depends on where the pauses fall")
 def test_the_etcd_leader_paused_past_and_within_its_lease_pets(make_world, seed, etcd):
     """Three replicas on the real etcd cluster, lease TTL 3 s: pauses of 1-6 s, so some outlive it."""
     world = make_world("leader-pause-etcd", replicas=("group", "group-b", "group-c"), backend=etcd_backend(etcd),
@@ -229,16 +226,13 @@ def test_the_file_store_disk_filled_while_specs_are_committed(make_world, seed, 
 
 # -- a directed reproduction of what the etcd pause scenario found ------------------------------
 
-STALE_FORWARD = (
-    "BUG (manager forwarding, reported in issue 9): a CommitGroup forwarded by a follower to a leader "
-    "that is paused waits in the paused process; when it resumes without its lease it forwards the "
-    "request again to the new leader, which applies it after later, acknowledged commits, long after "
-    "the sender gave up: the acknowledged spec is overwritten by the unacknowledged one")
-
-
-@pytest.mark.xfail(strict=True, raises=StaleCommitApplied, reason=STALE_FORWARD)
 def test_a_commit_stuck_in_a_paused_leader_does_not_override_a_later_acknowledged_one(make_world, seed, etcd):
-    """Seed-independent: pause the leader, commit through a follower (times out), commit to the new leader, resume."""
+    """Seed-independent: pause the leader, commit through a follower (times out), commit to the new leader, resume.
+
+    Found by the etcd pause scenario: the stuck commit used to be forwarded a second time on
+    resume and applied after the later, acknowledged one. A call is now forwarded at most once
+    and a change older than one already applied to the group is refused.
+    """
     world = make_world("stale-forward", replicas=("group", "group-b", "group-c"), backend=etcd_backend(etcd))
     assert world.commit({"Size": 20}, "v1", timeout=30).acked, world.story()
     deadline = time.monotonic() + 30
