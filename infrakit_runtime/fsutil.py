@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,16 +55,42 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
         fsync_dir(path.parent)
 
 
+# A listing is reused only when the directory has not changed since a scan that began this long
+# after its last change: longer than any filesystem timestamp granularity (a jiffy, 1-10 ms).
+LISTING_GUARD_NS = 50_000_000
+
+
 class RecordDirectory:
-    """JSON records (objects with a string ``ID``), one per file, cached by (mtime, size)."""
+    """JSON records (objects with a string ``ID``), one per file, cached by (mtime, size).
+
+    Records are written by rename (``atomic_write``), which changes the directory's mtime; so
+    while the directory's mtime stands still the last listing is reused without a single
+    ``stat``, and fifty callers in one burst cost one scan. A record edited in place by some
+    other tool is seen once anything else in the directory changes.
+    """
 
     def __init__(self, directory: Path, *, accept: Callable[[str], bool] = lambda name: True) -> None:
         self.directory = directory
         self._accept = accept
         self._cache: dict[str, tuple[int, int, dict[str, Any]]] = {}
+        self._listing: list[dict[str, Any]] | None = None
+        self._listed_mtime = -1
+        self._listed_at = 0
 
     def scan(self) -> list[dict[str, Any]]:
-        """Every readable record, sorted by file name; hidden, rejected and unreadable files are skipped."""
+        """Every readable record, sorted by file name; hidden, rejected and unreadable files are skipped.
+
+        The list returned is shared with later callers until the directory changes: do not mutate it.
+        """
+        started = time.time_ns()
+        mtime = os.stat(self.directory).st_mtime_ns
+        if self._listing is not None and mtime == self._listed_mtime and self._listed_at - mtime > LISTING_GUARD_NS:
+            return self._listing
+        self._listing = self._scan()
+        self._listed_mtime, self._listed_at = mtime, started
+        return self._listing
+
+    def _scan(self) -> list[dict[str, Any]]:
         seen: dict[str, tuple[int, int, dict[str, Any]]] = {}
         with os.scandir(self.directory) as entries:
             for entry in entries:
@@ -91,3 +118,4 @@ class RecordDirectory:
 
     def forget(self, name: str) -> None:
         self._cache.pop(name, None)
+        self._listing = None

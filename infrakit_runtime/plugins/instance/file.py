@@ -40,6 +40,8 @@ class FileInstancePlugin:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._store = fsutil.RecordDirectory(directory)
+        self._index: dict[str, list[dict[str, Any]]] = {}
+        self._index_of: list[dict[str, Any]] | None = None
 
     async def validate(self, properties: JSON) -> None:
         """Any properties are accepted, as in InfraKit's file plugin."""
@@ -111,9 +113,22 @@ class FileInstancePlugin:
             current = self._revision()
         return current
 
+    def _candidates(self, tags: dict[str, str]) -> list[dict[str, Any]]:
+        """Records that may match: those of the group when ``tags`` names one (an index per listing)."""
+        records = self._records()
+        group_id = tags.get(instance.TAG_GROUP)
+        if group_id is None:
+            return records
+        if self._index_of is not records:
+            index: dict[str, list[dict[str, Any]]] = {}
+            for record in records:
+                index.setdefault((record.get("Tags") or {}).get(instance.TAG_GROUP, ""), []).append(record)
+            self._index, self._index_of = index, records
+        return self._index.get(group_id, [])
+
     async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:
         found = []
-        for record in self._records():
+        for record in self._candidates(tags):
             have = record.get("Tags") or {}
             if all(have.get(k) == v for k, v in tags.items()):
                 found.append(
