@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from infrakit_runtime.group import events as ev
@@ -188,7 +189,7 @@ class Manager:
     def _forwarder(self, location: str) -> GroupClient:
         if location not in self._forwarders:
             if location.startswith("unix://"):
-                address = Address(unix_path=__import__("pathlib").Path(location[len("unix://"):]))
+                address = Address(unix_path=Path(location.removeprefix("unix://")))
             else:
                 address = Address(url=location)
             self._forwarders[location] = GroupClient(Client(address, name="leader", token=self.token),
