@@ -55,10 +55,10 @@ def main() -> None:
         healthy = 0
         for d in before:
             address = (d.get("Properties") or {}).get("Address")
-            status, _ = get(f"http://{address}/healthz")
+            status = get(f"http://{address}/healthz")[0]
             if status == 200:
                 healthy += 1
-                _, body = get(f"http://{address}/")
+                body = get(f"http://{address}/")[1]
                 message = body.split(" from ")[0].strip()
                 messages[message] = messages.get(message, 0) + 1
         after = members(client, args.group)

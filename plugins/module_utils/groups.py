@@ -14,6 +14,7 @@ dropping ``null`` values.
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 # Defaults the controller applies to a section left out; a stored spec that spells
@@ -58,7 +59,7 @@ def parse_duration(value, where="duration"):
     if isinstance(value, bool):
         raise SpecError("%s must be a duration such as 30s or 10m, got %r" % (where, value))
     if isinstance(value, (int, float)):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise SpecError("%s must be a finite duration such as 30s, got %r" % (where, value))
         if value < 0:
             raise SpecError("%s must not be negative, got %r" % (where, value))
