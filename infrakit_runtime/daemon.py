@@ -122,9 +122,13 @@ def sd_notify(message: str) -> bool:
 
 async def _watchdog() -> None:
     """Ping systemd's watchdog at half its interval while the event loop is responsive."""
-    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-    if usec <= 0:
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    except ValueError:
         return
+    watched = os.environ.get("WATCHDOG_PID")
+    if usec <= 0 or (watched and watched != str(os.getpid())):
+        return  # no watchdog, or it watches another process (sd_watchdog_enabled's rule)
     interval = usec / 2e6
     while True:
         sd_notify("WATCHDOG=1")
