@@ -11,7 +11,8 @@ Options (``-o key=value`` or the config file's ``plugins[].options``)::
     poll_interval:  5s      (env INFRAKIT_GROUP_POLL_INTERVAL wins, as in InfraKit)
     listen:         HOST:PORT   TCP listener for follower forwarding and remote clients (off by default)
     advertise:      URL         the location followers forward to (default from listen, else the Unix socket)
-    tls:            {cert, key}  required for a listener off loopback
+    tls:            {cert, key, ca}  cert/key required for a listener off loopback; ca (a PEM bundle)
+                                 verifies the leader's certificate when forwarding (default: system CAs)
     token_file:     FILE         bearer token for the TCP listener and for forwarding to the leader
     forward:        true         followers forward Group calls to the leader (false: refuse, naming it)
     events_json:    false        also write every event as one JSON line: true for stderr, or a file path
@@ -96,10 +97,19 @@ def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
             if not _is_loopback(host or "127.0.0.1") and not options.get("token_file"):
                 problems.append(f"listen: {listen} is not loopback; a TCP listener off loopback requires token_file")
     out["ssl_context"] = None
+    out["forward_ssl"] = None
     if tls:
         if not isinstance(tls, dict) or not tls.get("cert") or not tls.get("key"):
             problems.append(f"tls must be a mapping with cert and key files, got {json_type(tls)}")
         else:
+            unknown = sorted(set(tls) - {"cert", "key", "ca"}, key=str)
+            if unknown:
+                problems.append(f"tls: unknown keys {', '.join(map(str, unknown))} (known: ca, cert, key)")
+            if tls.get("ca"):
+                try:
+                    out["forward_ssl"] = ssl.create_default_context(cafile=str(tls["ca"]))
+                except (OSError, ssl.SSLError) as e:
+                    problems.append(f"tls.ca: cannot load {tls['ca']}: {e}")
             try:
                 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                 ctx.load_cert_chain(tls["cert"], tls["key"])
@@ -219,7 +229,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
         location = f"unix://{ctx.plugins_dir / ctx.name}"
     manager = Manager(backend=opts["backend"], controller=controller,
                       candidate=f"{socket.gethostname()}:{os.getpid()}:{ctx.name}", location=location,
-                      forward=opts["forward"], token=opts["token"])
+                      forward=opts["forward"], token=opts["token"], forward_ssl=opts["forward_ssl"])
     plugins.guard = manager.acting_problem
     metrics.attach(controller=controller, manager=manager)
     task = asyncio.create_task(manager.run(), name=f"manager/{ctx.name}")

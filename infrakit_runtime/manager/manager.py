@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -60,13 +61,15 @@ class Manager:
     """``GroupPlugin`` + ``Manager`` for one replica."""
 
     def __init__(self, *, backend: Backend, controller: GroupController, candidate: str, location: str | None,
-                 forward: bool = True, token: str | None = None, retry_interval: float = 1.0) -> None:
+                 forward: bool = True, token: str | None = None, retry_interval: float = 1.0,
+                 forward_ssl: ssl.SSLContext | None = None) -> None:
         self.backend = backend
         self.controller = controller
         self.candidate = candidate
         self.location = location
         self.forward = forward
         self.token = token
+        self.forward_ssl = forward_ssl
         self.retry_interval = retry_interval
         self.events = controller.events
         self.lease: Lease | None = None
@@ -192,7 +195,8 @@ class Manager:
                 address = Address(unix_path=Path(location.removeprefix("unix://")))
             else:
                 address = Address(url=location)
-            self._forwarders[location] = GroupClient(Client(address, name="leader", token=self.token),
+            client = Client(address, name="leader", token=self.token, ssl_context=self.forward_ssl)
+            self._forwarders[location] = GroupClient(client,
                                                      headers=self._forward_headers)
         return self._forwarders[location]
 
