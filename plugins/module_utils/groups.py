@@ -394,7 +394,26 @@ def describe_group(group_id, description, spec=None):
         "last_error": status.get("LastError") if status else None,
         "counts": counts,
         "instances": instances,
+        "events": describe_events(status),
     }
+
+
+def describe_events(status):
+    """The group's recent controller events (newest last), or [] against Go InfraKit."""
+    events = (status or {}).get("Events")
+    if not isinstance(events, list):
+        return []
+    out = []
+    for event in events:
+        if isinstance(event, dict):
+            out.append({
+                "seq": event.get("Seq"),
+                "time": event.get("Time"),
+                "kind": event.get("Kind"),
+                "instance": event.get("Instance") or None,
+                "reason": event.get("Reason") or None,
+            })
+    return out
 
 
 def is_settled(description):

@@ -297,6 +297,14 @@ last_error:
   returned: state is present
   type: str
   sample: null
+events:
+  description:
+    - The group's most recent controller events, oldest first, each with C(seq), C(time), C(kind), C(instance) and C(reason).
+    - Empty against Go InfraKit.
+  returned: state is present
+  type: list
+  elements: dict
+  sample: [{seq: 7, time: 1795600019.0, kind: provisioned, instance: process-1, reason: increasing the group to 3 instances}]
 counts:
   description: Instance counts; only C(desired) and C(running) are known against Go InfraKit.
   returned: state is present

@@ -104,6 +104,13 @@ groups:
     last_error:
       description: The controller's last error acting on the group.
       type: str
+    events:
+      description:
+        - The group's most recent controller events, oldest first, each with C(seq), C(time) (Unix seconds),
+          C(kind) (for example C(instance_lost), C(provisioned), C(destroyed), C(brake_engaged)), C(instance) and C(reason).
+        - Empty against Go InfraKit, which reports no events.
+      type: list
+      elements: dict
     counts:
       description: C(desired), C(running), C(healthy), C(unhealthy), C(pending) and C(outdated) instance counts.
       type: dict
@@ -122,6 +129,8 @@ groups:
       reason: null
       plan: Managing 2 instances
       last_error: null
+      events:
+        - {seq: 7, time: 1795600019.0, kind: provisioned, instance: process-1, reason: increasing the group to 2 instances}
       counts: {desired: 2, running: 2, healthy: 2, unhealthy: 0, pending: 0, outdated: 0}
       instances:
         - {id: process-1, logical_id: null, tags: {infrakit.group: web}, properties: {Address: "127.0.0.1:40001"},

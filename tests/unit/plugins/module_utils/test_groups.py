@@ -104,7 +104,20 @@ def test_description_without_status_is_go_infrakit_shaped():
     assert {i["health"] for i in group["instances"]} == {"unknown"}
     assert {i["up_to_date"] for i in group["instances"]} == {None}
     assert group["instances"][0]["tags"]["tier"] == "web"
+    assert group["events"] == []
     assert groups.is_settled(description)
+
+
+def test_the_groups_recent_events_are_returned_oldest_first():
+    description = {"Converged": True, "Instances": [], "Status": {"Condition": "Converged", "Events": [
+        {"Seq": 3, "Time": 10.5, "Kind": "instance_lost", "Group": "web", "Instance": "i-1", "Reason": "gone"},
+        {"Seq": 4, "Time": 10.6, "Kind": "provisioning", "Group": "web", "Instance": "", "Reason": "replacing"},
+    ]}}
+    group = groups.describe_group("web", description)
+    assert group["events"] == [
+        {"seq": 3, "time": 10.5, "kind": "instance_lost", "instance": "i-1", "reason": "gone"},
+        {"seq": 4, "time": 10.6, "kind": "provisioning", "instance": None, "reason": "replacing"},
+    ]
 
 
 def test_unsettled_report_names_missing_outdated_and_unhealthy_instances():
