@@ -239,7 +239,13 @@ class Manager:
                               f"sent (or leadership changed while it was forwarded); retry if it is still wanted")
         return origin
 
-    def _applied_now(self, group_id: str, origin: float) -> None:
+    async def _store(self, group_id: str, spec: dict[str, Any] | None, lease: Lease) -> None:
+        """Write (or with ``spec`` None, delete) a group's spec: in order, fenced, known to have landed."""
+        origin = self._check_order(group_id)
+        if spec is None:
+            await self._fenced(lambda: self.backend.delete(group_id, lease), group_id=group_id, expected=None)
+        else:
+            await self._fenced(lambda: self.backend.put(group_id, spec, lease), group_id=group_id, expected=spec)
         self._applied[group_id] = max(self._applied.get(group_id, 0.0), origin)
 
     async def _fenced(self, write: Callable[[], Awaitable[None]], *, group_id: str,
@@ -274,10 +280,7 @@ class Manager:
             if pretend:
                 return await self.controller.plan_commit(parsed)
             async with self._mutex:
-                origin = self._check_order(parsed.id)
-                await self._fenced(lambda: self.backend.put(parsed.id, parsed.raw, lease), group_id=parsed.id,
-                                  expected=parsed.raw)
-                self._applied_now(parsed.id, origin)
+                await self._store(parsed.id, parsed.raw, lease)
                 return await self._commit_leading(parsed, lease)
 
         return await self._leader_or_forward(local, lambda c: c.commit_group(spec, pretend))
@@ -286,9 +289,7 @@ class Manager:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 self._require(group_id)
-                origin = self._check_order(group_id)
-                await self._fenced(lambda: self.backend.delete(group_id, lease), group_id=group_id, expected=None)
-                self._applied_now(group_id, origin)
+                await self._store(group_id, None, lease)
                 await self.controller.free_group(group_id)
 
         await self._leader_or_forward(local, lambda c: c.free_group(group_id))
@@ -297,9 +298,7 @@ class Manager:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 self._require(group_id)
-                origin = self._check_order(group_id)
-                await self._fenced(lambda: self.backend.delete(group_id, lease), group_id=group_id, expected=None)
-                self._applied_now(group_id, origin)
+                await self._store(group_id, None, lease)
                 await self.controller.destroy_group(group_id)
 
         await self._leader_or_forward(local, lambda c: c.destroy_group(group_id))
@@ -311,10 +310,7 @@ class Manager:
                 if spec.is_pets:
                     raise ValidationError(f"group {group_id} is allocated by LogicalIDs; change its LogicalIDs instead of its size")
                 resized = spec.with_size(size)
-                origin = self._check_order(group_id)
-                await self._fenced(lambda: self.backend.put(group_id, resized.raw, lease), group_id=group_id,
-                                  expected=resized.raw)
-                self._applied_now(group_id, origin)
+                await self._store(group_id, resized.raw, lease)
                 await self._commit_leading(resized, lease)
 
         await self._leader_or_forward(local, lambda c: c.set_size(group_id, size))

@@ -38,6 +38,7 @@ from infrakit_runtime.rpc.client import SyncClient
 from infrakit_runtime.rpc.discovery import Address
 from tests.chaos import ledger
 from tests.runtime.conftest import Daemons, wait_for_socket
+from tests.runtime.procs import marker_pids
 
 POLL = "0.5s"
 SIZE = 20
@@ -259,18 +260,7 @@ class World:
 
     def marker_pids(self) -> set[int]:
         """Live (non-zombie) processes carrying this trial's marker argument."""
-        pids = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-            except OSError:
-                continue
-            if self.marker.encode() in cmdline and state != "Z":
-                pids.add(int(entry.name))
-        return pids
+        return marker_pids(self.marker)
 
     def kill_instances(self) -> None:
         for pid in self.marker_pids():

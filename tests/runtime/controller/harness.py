@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.runtime.conftest import Daemons
+from tests.runtime.procs import marker_pids
 
 POLL = "0.5s"
 
@@ -120,18 +121,7 @@ class Stack:
 
     def live_processes(self) -> int:
         """Processes on this machine started for this test's groups (found by their marker argument)."""
-        count = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-            except OSError:
-                continue
-            if self.marker.encode() in cmdline and state != "Z":
-                count += 1
-        return count
+        return len(marker_pids(self.marker))
 
     def kill_instances(self) -> None:
         """SIGKILL every instance process of this test (cleanup)."""
