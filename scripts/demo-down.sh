@@ -24,7 +24,7 @@ remove=true
 [[ ${KEEP_INSTALL:-0} == 1 ]] && remove=false
 cd "$COLLECTION"
 "$BIN/ansible-playbook" playbooks/teardown.yml \
-  -e "infrakit_prefix=$DEMO/root" -e infrakit_user_create=false \
+  -e "controller_prefix=$DEMO/root" -e controller_user_create=false \
   -e teardown_groups=destroy -e "teardown_remove_install=$remove" \
   -e "ansible_python_interpreter=$BIN/python" "$@"
 rm -rf "$DEMO/health-flags" "$DEMO/sampler.stop" "$DEMO/tmp"

@@ -159,7 +159,7 @@ def test_the_supervisor_kills_and_replaces_a_hung_manager(e2e: E2E) -> None:
 
 def test_teardown_destroys_the_groups_stops_everything_and_a_rerun_changes_nothing(e2e: E2E) -> None:
     assert ours(str(e2e.prefix))
-    args = ("-e", f"infrakit_prefix={e2e.prefix / 'root'}", "-e", "infrakit_user_create=false",
+    args = ("-e", f"controller_prefix={e2e.prefix / 'root'}", "-e", "controller_user_create=false",
             "-e", "teardown_groups=destroy", "-e", "teardown_remove_install=true",
             "-e", f"ansible_python_interpreter={BIN / 'python'}")
     run = e2e.playbook("teardown.yml", *args)

@@ -70,7 +70,7 @@ def test_units_supervise_each_daemon_with_a_watchdog_and_a_sandbox(e2e: E2E, tmp
 
 
 def test_home_directories_are_only_made_read_only_when_the_install_lives_there(e2e: E2E, tmp_path: Path) -> None:
-    render(e2e, tmp_path, "-e", "infrakit_home=/home/ops/infrakit")
+    render(e2e, tmp_path, "-e", "controller_home=/home/ops/infrakit")
     assert "ProtectHome=read-only" in (tmp_path / "units" / "infrakit-group.service").read_text().splitlines()
 
 
@@ -85,9 +85,9 @@ def test_the_default_config_is_what_the_runtime_accepts(e2e: E2E, tmp_path: Path
 
 def test_an_etcd_config_with_a_listener_and_token_is_what_the_manager_accepts(e2e: E2E, tmp_path: Path) -> None:
     token = tmp_path / "root" / "etc" / "infrakit" / "token"
-    render(e2e, tmp_path, "-e", '{"infrakit_backend": "etcd", "infrakit_etcd_endpoints": ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]}',
-           "-e", "infrakit_listen=127.0.0.1:24864", "-e", "infrakit_token=s3cret", "-e", "infrakit_poll_interval=2s",
-           "-e", "infrakit_log_level=debug")
+    render(e2e, tmp_path, "-e", '{"controller_backend": "etcd", "controller_etcd_endpoints": ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]}',
+           "-e", "controller_listen=127.0.0.1:24864", "-e", "controller_token=s3cret", "-e", "controller_poll_interval=2s",
+           "-e", "controller_log_level=debug")
     raw = (tmp_path / "infrakit.yml").read_text()
     assert "s3cret" not in raw
     cfg = config.parse(yaml.safe_load(raw))
