@@ -126,8 +126,13 @@ class EtcdBackend(Backend):
         self._clients: list[Etcd3Client] = []
         for endpoint in endpoints:
             protocol, host, port = parse_endpoint(endpoint, tls=tls)
-            self._clients.append(etcd3gw.client(host=host, port=port, protocol=protocol, ca_cert=ca_cert,
-                                                cert_key=key, cert_cert=cert, timeout=timeout))
+            client = etcd3gw.client(host=host, port=port, protocol=protocol, ca_cert=ca_cert,
+                                    cert_key=key, cert_cert=cert, timeout=timeout)
+            if username is not None:
+                # Present from the start (None is never sent), so logging in only ever
+                # replaces a value: no thread ever sees the header appear or vanish.
+                client.session.headers["Authorization"] = None
+            self._clients.append(client)
         self._current = 0  # the endpoint that answered last; calls start there
         self._problem: str | None = None
 
@@ -140,7 +145,8 @@ class EtcdBackend(Backend):
         """Run ``fn`` against the endpoints in turn until one answers (blocking: call in a thread).
 
         Endpoints that cannot be reached or time out are skipped; an answer that
-        is an error (bad request, unknown lease) is not retried elsewhere.
+        is an error (bad request, unknown lease) is not retried elsewhere. With
+        authentication, a call refused for its token logs in again once and is retried.
         """
         failures: list[str] = []
         no_quorum = False
@@ -150,9 +156,10 @@ class EtcdBackend(Backend):
             index = (start + attempt) % n
             client = self._clients[index]
             for reauth in (False, True):
+                token = None
                 try:
-                    if self._username is not None and (reauth or "Authorization" not in client.session.headers):
-                        self._authenticate(client)
+                    if self._username is not None:
+                        token = self._token(client)
                     result = fn(client)
                     self._current = index
                     return result
@@ -165,8 +172,9 @@ class EtcdBackend(Backend):
                     failures.append(f"{self.endpoints[index]}: {detail}")
                 except etcd_errors.Etcd3Exception as e:
                     detail = _detail(e)
-                    if not reauth and self._username is not None and "token" in detail:
-                        continue  # the auth token expired: log in again and retry once
+                    if not reauth and token is not None and _token_refused(detail):
+                        self._renew_token(client, stale=token)  # expired, or etcd forgot it: log in, retry once
+                        continue
                     if "timed out" in detail or "no leader" in detail:
                         failures.append(f"{self.endpoints[index]}: {detail}")
                         no_quorum = True
@@ -178,12 +186,30 @@ class EtcdBackend(Backend):
         what = "etcd has no quorum" if no_quorum else "etcd is unreachable"
         raise BackendError(f"{what}: cannot {doing}: {'; '.join(failures)}")
 
-    def _authenticate(self, client: Etcd3Client) -> None:
+    # Authentication. The token lives in the Authorization header of the endpoint's session,
+    # which every thread using that client sends: renewals, writes and reads run at once. So
+    # the header is only ever *replaced*, never removed: a call in flight on another thread
+    # carries a token (an old one at worst, which it then renews), never none ("etcdserver:
+    # user name is empty", issue 12 #9). The login itself is sent without a token: a header
+    # given as None leaves the session's header out of that one request only.
+
+    def _token(self, client: Etcd3Client) -> str:
+        """The endpoint's current token, logging in first if there is none yet."""
+        token = client.session.headers.get("Authorization")
+        return str(token) if token else self._renew_token(client, stale=None)
+
+    def _renew_token(self, client: Etcd3Client, *, stale: str | None) -> str:
+        """Log in again unless another thread already replaced ``stale``; the token to use now."""
         with self._auth_lock:
-            client.session.headers.pop("Authorization", None)
+            current = client.session.headers.get("Authorization")
+            if current and current != stale:
+                return str(current)  # renewed meanwhile by another call: one login serves them all
             reply = client.post(client.get_url("/auth/authenticate"),
-                                json={"name": self._username, "password": self._password})
-            client.session.headers["Authorization"] = reply["token"]
+                                json={"name": self._username, "password": self._password},
+                                headers={"Authorization": None})
+            token = str(reply["token"])
+            client.session.headers["Authorization"] = token
+            return token
 
     def _txn(self, client: Etcd3Client, compare: list[dict[str, Any]], success: list[dict[str, Any]],
              failure: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -455,6 +481,11 @@ class EtcdBackend(Backend):
     async def close(self) -> None:
         for client in self._clients:
             client.session.close()
+
+
+def _token_refused(detail: str) -> bool:
+    """Whether etcd refused a call for its token (expired, forgotten after a restart, or missing)."""
+    return "token" in detail or "user name is empty" in detail or "auth store is old" in detail
 
 
 def _detail(e: etcd_errors.Etcd3Exception) -> str:

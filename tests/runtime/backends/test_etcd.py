@@ -309,3 +309,34 @@ def test_username_and_password_log_in_and_a_stale_token_is_renewed(etcd_with_aut
             await b.close()
 
     asyncio.run(scenario())
+
+
+def test_writes_and_renewals_sharing_a_session_survive_a_token_that_is_replaced_under_them(etcd_with_auth: str) -> None:
+    """Issue 12 #9: a put that re-authenticated must not be sent while another thread swaps the token.
+
+    Each round makes the session's token stale (as when etcd forgets it: a restart, its TTL),
+    then sends several fenced puts and reads at once while the lease renews every 20 ms:
+    every one of them must land after at most one fresh login, and the lease must hold.
+    """
+    timings = LeaderTimings(ttl=2.0, renew_interval=0.02, renew_deadline=1.2, retry_interval=0.3)
+
+    async def scenario() -> None:
+        backend = EtcdBackend([etcd_with_auth], "/race/", timings, username="root", password="s3cret", timeout=2.0)
+        try:
+            async with backend.leadership(candidate="x", location="here") as lease:
+                session = backend._clients[0].session
+                failures: list[str] = []
+                for round_ in range(40):
+                    session.headers["Authorization"] = f"forgotten-{round_}"
+                    writes = [backend.put(f"g{i}", {"ID": f"g{i}", "Properties": {"round": round_}}, lease)
+                              for i in range(4)]
+                    results = await asyncio.gather(*writes, backend.load_all(), return_exceptions=True)
+                    failures += [f"round {round_}: {r}" for r in results if isinstance(r, BaseException)]
+                assert failures == [], f"{len(failures)} calls failed, first: {failures[0]}"
+                stored = await backend.load_all()
+                assert stored == {f"g{i}": {"ID": f"g{i}", "Properties": {"round": 39}} for i in range(4)}
+                assert backend.holds(lease), "renewals failed while the token was replaced"
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
