@@ -108,14 +108,47 @@ def cmd_plugin_run(args: argparse.Namespace, cfg: config.Config) -> int:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise UsageError(f"two daemons would share a socket name: {', '.join(names)}")
-    tcp = None
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        tcp = (host or "127.0.0.1", int(port))
+    tcp, token, ssl_context = _tcp_listener(args)
     if os.environ.get("INFRAKIT_PARENT_DEATHSIG"):
         _die_with_parent()
-    asyncio.run(run_forever(specs, plugins_dir=cfg.plugins_dir, home=cfg.home, tcp=tcp))
+    asyncio.run(run_forever(specs, plugins_dir=cfg.plugins_dir, home=cfg.home, tcp=tcp, token=token,
+                            ssl_context=ssl_context))
     return 0
+
+
+def _tcp_listener(args: argparse.Namespace) -> tuple[tuple[str, int] | None, str | None, Any]:
+    """``--tcp`` with its bearer token (always) and TLS (required off loopback), checked before anything starts.
+
+    ``--token-file FILE`` stands for ``INFRAKIT_TOKEN_FILE=FILE``: the daemon's own clients (a
+    manager's forwarding, calls to plugins found through ``.listen`` files) send the same token.
+    """
+    import ssl
+
+    from infrakit_runtime.rpc import tokens
+
+    if args.token_file:
+        os.environ[tokens.ENV] = args.token_file
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if not args.tcp:
+        if args.tls_cert:
+            raise UsageError("--tls-cert/--tls-key configure the --tcp listener; add --tcp HOST:PORT")
+        return None, None, None
+    host, _, port = args.tcp.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--tcp {args.tcp!r} is not HOST:PORT")
+    token = tokens.from_environment()
+    if token is None:
+        raise UsageError(f"--tcp {args.tcp} requires a bearer token, loopback included (any local user can reach "
+                         f"loopback): {tokens.HOW}")
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise UsageError(f"--tls-cert/--tls-key: cannot load {args.tls_cert} / {args.tls_key}: {e}") from None
+    return (host or "127.0.0.1", int(port)), token, ssl_context
 
 
 def effective_options(spec: DaemonSpec, cfg: config.Config) -> dict[str, Any]:
@@ -312,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Declarative, self-healing infrastructure groups (InfraKit-compatible runtime).",
         epilog="Environment: INFRAKIT_HOME, INFRAKIT_PLUGINS_DIR, INFRAKIT_CLIENT_TIMEOUT, "
         "INFRAKIT_GROUP_POLL_INTERVAL, INFRAKIT_INSTANCE_FILE_DIR, INFRAKIT_CONFIG keep InfraKit's meaning; "
-        "INFRAKIT_LOG_LEVEL and INFRAKIT_LOG_FORMAT set --log-level and --log-format.",
+        "INFRAKIT_LOG_LEVEL and INFRAKIT_LOG_FORMAT set --log-level and --log-format; INFRAKIT_TOKEN_FILE names "
+        "the bearer token file of TCP listeners and of the clients that call them.",
     )
     p.add_argument("--version", action="version", version=f"infrakit {__version__}")
     p.add_argument("--config", help="configuration file (default $INFRAKIT_CONFIG or $INFRAKIT_HOME/infrakit.yml)")
@@ -328,7 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("daemons", nargs="+", metavar="KIND[:NAME]")
     run.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="a plugin option (repeatable)")
     run.add_argument("--options-file", metavar="FILE", help="YAML/JSON mapping of plugin options")
-    run.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (loopback unless TLS is configured)")
+    run.add_argument("--tcp", metavar="HOST:PORT",
+                     help="also listen on TCP: requires a bearer token (--token-file), and TLS off loopback")
+    run.add_argument("--token-file", metavar="FILE",
+                     help="file holding the bearer token of the TCP listener (mode 600 or 640; default "
+                          "$INFRAKIT_TOKEN_FILE or the config file's token_file); also sent by this daemon's clients")
+    run.add_argument("--tls-cert", metavar="FILE", help="certificate (PEM) of the TCP listener")
+    run.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of the TCP listener")
     run.set_defaults(func=cmd_plugin_run)
     start = psub.add_parser("start", help="run daemons as supervised children in the foreground",
                             description="Start each daemon as a child, restart any that dies (with backoff), "
@@ -396,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config.load(Path(args.config) if args.config else None, required=bool(args.config))
+        if cfg.token_file is not None:
+            # Read by every client of a TCP plugin and inherited by the daemons this command starts.
+            os.environ["INFRAKIT_TOKEN_FILE"] = str(cfg.token_file)
         logs.setup(args.log_level or os.environ.get("INFRAKIT_LOG_LEVEL") or cfg.log_level,
                    args.log_format or os.environ.get("INFRAKIT_LOG_FORMAT") or cfg.log_format)
         return int(args.func(args, cfg) or 0)

@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from infrakit_runtime import cli_render
-from infrakit_runtime.rpc import discovery
+from infrakit_runtime.rpc import discovery, tokens
 from infrakit_runtime.rpc.client import SyncClient, UnixHTTPConnection
 from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
+from infrakit_runtime.spi.common import ValidationError
 
 MANAGER_SOCKET = "group"
 RECONNECT_DELAY = 1.0
@@ -139,8 +140,16 @@ def http_get(address: discovery.Address, path: str, *, timeout: float | None) ->
         parts = urlsplit(address.url or "")
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         conn = cls(parts.hostname or "localhost", parts.port, timeout=timeout)
+    headers = {"Accept": "text/event-stream"}
+    if address.url is not None:
+        try:
+            token = tokens.from_environment()
+        except ValidationError as e:
+            raise UnreachableError(f"cannot reach {address}: {e}") from None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
     try:
-        conn.request("GET", path, headers={"Accept": "text/event-stream"})
+        conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
     except OSError as e:
         conn.close()

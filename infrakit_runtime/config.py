@@ -2,7 +2,8 @@
 
 Environment variables keep InfraKit's meaning and win over the file, so an
 InfraKit user's scripts keep working: ``INFRAKIT_HOME``, ``INFRAKIT_PLUGINS_DIR``,
-``INFRAKIT_CLIENT_TIMEOUT``, ``INFRAKIT_GROUP_POLL_INTERVAL``. The file is found
+``INFRAKIT_CLIENT_TIMEOUT``, ``INFRAKIT_GROUP_POLL_INTERVAL``; ours too: ``INFRAKIT_TOKEN_FILE``
+(the file's ``token_file``: the bearer token of TCP listeners and their clients). The file is found
 at ``--config``, ``$INFRAKIT_CONFIG``, or ``$INFRAKIT_HOME/infrakit.yml``.
 
 Every problem in the file is reported at once, by path, before anything starts.
@@ -23,7 +24,8 @@ from infrakit_runtime.logs import LEVELS
 from infrakit_runtime.rpc import discovery
 from infrakit_runtime.spi.common import ValidationError, json_type
 
-TOP_KEYS = {"home", "plugins_dir", "client_timeout", "log_level", "log_format", "poll_interval", "plugins", "manager"}
+TOP_KEYS = {"home", "plugins_dir", "client_timeout", "log_level", "log_format", "poll_interval", "plugins", "manager",
+            "token_file"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Config:
     poll_interval: float = 5.0
     plugins: tuple[DaemonSpec, ...] = ()
     manager: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The bearer token file of every TCP listener and of the clients that call one.
+    token_file: Path | None = None
     source: Path | None = None
 
     def daemon(self, name: str) -> DaemonSpec | None:
@@ -109,6 +113,9 @@ def parse(raw: Any, *, source: Path | None = None) -> Config:
     for key in ("home", "plugins_dir"):
         if raw.get(key) is not None and not _is_path(raw[key]):
             problems.append(f"{where}: {key} must be a directory path, got {raw[key]!r}")
+    if raw.get("token_file") is not None and not (_is_path(raw["token_file"]) and raw["token_file"]):
+        problems.append(f"{where}: token_file must be a file path, got {json_type(raw['token_file'])}")
+    token_file = os.environ.get("INFRAKIT_TOKEN_FILE") or _path_or_none(raw.get("token_file"))
     home = Path(os.environ.get("INFRAKIT_HOME") or _path_or_none(raw.get("home")) or discovery.infrakit_home())
     plugins_dir = Path(os.environ.get("INFRAKIT_PLUGINS_DIR") or _path_or_none(raw.get("plugins_dir")) or home / "plugins")
     timeout = _duration(os.environ.get("INFRAKIT_CLIENT_TIMEOUT") or raw.get("client_timeout"), f"{where}: client_timeout", problems, 30.0)
@@ -166,4 +173,5 @@ def parse(raw: Any, *, source: Path | None = None) -> Config:
     if problems:
         raise ValidationError(problems)
     return Config(home=home, plugins_dir=plugins_dir, client_timeout=timeout, log_level=level, log_format=fmt,
-                  poll_interval=poll, plugins=tuple(specs), manager=dict(manager), source=source)
+                  poll_interval=poll, plugins=tuple(specs), manager=dict(manager),
+                  token_file=Path(token_file) if token_file else None, source=source)

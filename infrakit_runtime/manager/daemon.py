@@ -1,8 +1,8 @@
 """The ``manager`` daemon kind: Group + Manager SPI on the well-known ``group`` socket.
 
 Guarantee: the daemon validates all of its options before starting anything, refuses a
-TCP listener off loopback without TLS and a token, and on shutdown stops its supervisors
-before resigning leadership so a follower takes over at once.
+TCP listener without a bearer token (loopback included) or off loopback without TLS, and on
+shutdown stops its supervisors before resigning leadership so a follower takes over at once.
 Limit: options are read once at start; change them and restart the daemon.
 
 Options (``-o key=value`` or the config file's ``plugins[].options``)::
@@ -13,7 +13,9 @@ Options (``-o key=value`` or the config file's ``plugins[].options``)::
     advertise:      URL         the location followers forward to (default from listen, else the Unix socket)
     tls:            {cert, key, ca}  cert/key required for a listener off loopback; ca (a PEM bundle)
                                  verifies the leader's certificate when forwarding (default: system CAs)
-    token_file:     FILE         bearer token for the TCP listener and for forwarding to the leader
+    token_file:     FILE         bearer token for the TCP listener and for forwarding to the leader (default
+                                 $INFRAKIT_TOKEN_FILE or the config file's token_file); required with listen,
+                                 loopback included; refused when other users can read it
     forward:        true         followers forward Group calls to the leader (false: refuse, naming it)
     events_json:    false        also write every event as one JSON line: true for stderr, or a file path
 
@@ -47,6 +49,7 @@ from infrakit_runtime.group.events import EventLog
 from infrakit_runtime.manager.fencing import FencedPlugins
 from infrakit_runtime.manager.manager import Manager
 from infrakit_runtime.metrics import CONTENT_TYPE, ControllerMetrics
+from infrakit_runtime.rpc import tokens
 from infrakit_runtime.rpc.client import default_timeout
 from infrakit_runtime.rpc.services import GroupService, ManagerService
 from infrakit_runtime.spi.common import ValidationError, json_type
@@ -86,6 +89,10 @@ def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
     out["tcp"] = None
     listen = options.get("listen")
     tls = options.get("tls")
+    token_file = options.get("token_file") or os.environ.get(tokens.ENV)
+    if token_file is not None and not isinstance(token_file, str):
+        problems.append(f"token_file must be a file path, got {json_type(token_file)}")
+        token_file = None
     if listen:
         host, _, port = str(listen).rpartition(":")
         if not port.isdigit() or not 0 < int(port) < 65536:
@@ -94,8 +101,10 @@ def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
             out["tcp"] = (host or "127.0.0.1", int(port))
             if not _is_loopback(host or "127.0.0.1") and not tls:
                 problems.append(f"listen: {listen} is not loopback; a TCP listener off loopback requires tls (cert, key)")
-            if not _is_loopback(host or "127.0.0.1") and not options.get("token_file"):
-                problems.append(f"listen: {listen} is not loopback; a TCP listener off loopback requires token_file")
+            if not token_file:
+                problems.append(f"listen: {listen} requires a bearer token, loopback included (any local user can "
+                                f"reach loopback): set token_file in the manager's options, or {tokens.ENV} or "
+                                "token_file in the config file, to a file only the daemons' user can read")
     out["ssl_context"] = None
     out["forward_ssl"] = None
     if tls:
@@ -117,13 +126,11 @@ def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
             except (OSError, ssl.SSLError) as e:
                 problems.append(f"tls: cannot load {tls.get('cert')} / {tls.get('key')}: {e}")
     out["token"] = None
-    if options.get("token_file"):
+    if token_file:
         try:
-            out["token"] = Path(options["token_file"]).read_text().strip() or None
-            if out["token"] is None:
-                problems.append(f"token_file {options['token_file']} is empty")
-        except OSError as e:
-            problems.append(f"token_file {options['token_file']}: {e.strerror}")
+            out["token"] = tokens.read(token_file)
+        except ValidationError as e:
+            problems.extend(f"token_file: {p}" for p in e.problems)
     forward = options.get("forward", True)
     if not isinstance(forward, bool):
         problems.append(f"forward must be true or false, got {forward!r}")

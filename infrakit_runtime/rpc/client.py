@@ -2,7 +2,8 @@
 
 Messages are built and parsed with jsonrpcclient; transport is aiohttp (async,
 kept-alive connections over a Unix socket or TCP) or ``http.client`` over
-AF_UNIX (sync). Every call has a timeout: a hung plugin must never hang its
+AF_UNIX (sync). A TCP plugin gets the bearer token of ``$INFRAKIT_TOKEN_FILE`` unless the
+caller gives one. Every call has a timeout: a hung plugin must never hang its
 caller. ``INFRAKIT_CLIENT_TIMEOUT`` (seconds, or Go durations like ``30s``)
 keeps its InfraKit meaning.
 """
@@ -26,9 +27,9 @@ import aiohttp
 from jsonrpcclient import Error, Ok, parse, request
 
 from infrakit_runtime.durations import parse_duration
-from infrakit_runtime.rpc import discovery, redact
+from infrakit_runtime.rpc import discovery, redact, tokens
 from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
-from infrakit_runtime.spi.common import InterfaceSpec
+from infrakit_runtime.spi.common import InterfaceSpec, ValidationError
 
 log = logging.getLogger(__name__)
 traffic = logging.getLogger("infrakit_runtime.rpc.traffic")
@@ -78,6 +79,16 @@ def _result(name: str, method: str, payload: bytes) -> Any:
     raise RemoteError(name, method, parsed.code, parsed.message, parsed.data)
 
 
+def _default_token(name: str, address: discovery.Address) -> str | None:
+    """The token a TCP plugin needs (``$INFRAKIT_TOKEN_FILE``); none for a Unix socket, whose mode guards it."""
+    if address.url is None:
+        return None
+    try:
+        return tokens.from_environment()
+    except ValidationError as e:
+        raise UnreachableError(f"cannot call plugin {name} at {address}: {e}") from None
+
+
 class Client:
     """An async JSON-RPC client for one plugin daemon, with kept-alive connections."""
 
@@ -105,8 +116,9 @@ class Client:
             else:
                 connector = aiohttp.TCPConnector(limit=64, ssl=self._ssl if self._ssl is not None else True)
             headers = {"Content-Type": "application/json"}
-            if self._token:
-                headers["Authorization"] = f"Bearer {self._token}"
+            token = self._token or _default_token(self.name, self.address)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
             self._session = aiohttp.ClientSession(connector=connector, headers=headers)
         return self._session
 
@@ -215,8 +227,9 @@ class SyncClient:
         body = json.dumps(request(method, params=_params(params)), separators=(",", ":")).encode()
         # When the call was made: the manager refuses a change older than one it already applied.
         headers = {"Content-Type": "application/json", "X-Infrakit-Origin": repr(time.time())}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        token = self._token or _default_token(self.name, self.address)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         for attempt in (1, 2):
             conn = self._connection()
             try:

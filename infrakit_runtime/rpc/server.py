@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hmac
 import ipaddress
 import json
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from infrakit_runtime.rpc import errors, redact
+from infrakit_runtime.rpc import errors, redact, tokens
 from infrakit_runtime.rpc.dispatch import Dispatcher, encode
 from infrakit_runtime.rpc.sockets import prepare_socket_path, secure_socket
 from infrakit_runtime.spi.common import ValidationError
@@ -101,17 +101,24 @@ async def _functions(request: web.Request) -> web.Response:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Bearer-token check for the TCP listener; the token is compared in constant time."""
-    token = request.app.get(TOKEN)
-    if token and request.transport is not None and request.transport.get_extra_info("sockname") and not isinstance(
-        request.transport.get_extra_info("sockname"), str
-    ):
-        offered = request.headers.get("Authorization", "")
-        expected = f"Bearer {token}"
-        if not hmac.compare_digest(offered.encode(), expected.encode()):
-            log.warning("refused a request from %s: missing or wrong bearer token", request.remote)
-            return web.Response(status=401, text="unauthorized: a valid bearer token is required")
+    """Bearer-token check on every route of a TCP listener; the Unix socket's file mode guards the rest.
+
+    Fails closed: a request whose transport is not known to be a Unix socket needs the token.
+    """
+    if not _on_unix_socket(request) and not tokens.matches(request.headers.get("Authorization", ""), request.app[TOKEN]):
+        log.warning("refused a request from %s: missing or wrong bearer token", request.remote)
+        return web.Response(status=401, text="unauthorized: a valid bearer token is required")
     return await handler(request)
+
+
+def _on_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        return bool(sock.family == socket.AF_UNIX)
+    return isinstance(transport.get_extra_info("sockname"), str)
 
 
 def is_loopback(host: str) -> bool:
@@ -149,8 +156,11 @@ async def serve(
     """Serve ``app`` until the context exits; the socket file is removed afterwards."""
     if socket_path is None and tcp is None:
         raise ValueError("serve needs a socket path, a TCP address, or both")
-    if tcp is not None and not is_loopback(tcp[0]) and (ssl_context is None or not app.get(TOKEN)):
-        # The last line of defence for every caller (``plugin run --tcp``, the manager's listen).
+    # The last line of defence for every caller (``plugin run --tcp``, the manager's listen, ...).
+    if tcp is not None and not app.get(TOKEN):
+        raise ValidationError(f"refusing to listen on {tcp[0]}:{tcp[1]}: every TCP listener requires a bearer token, "
+                              f"loopback included (any local user can reach loopback); {tokens.HOW}")
+    if tcp is not None and not is_loopback(tcp[0]) and ssl_context is None:
         raise ValidationError(f"refusing to listen on {tcp[0]}:{tcp[1]}: a TCP listener off loopback "
                               "requires TLS and a bearer token")
     # A short shutdown timeout: long polls (Instance.WaitChange) must not hold a stopping daemon.

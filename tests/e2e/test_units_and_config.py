@@ -97,6 +97,7 @@ def test_an_etcd_config_with_a_listener_and_token_is_what_the_manager_accepts(e2
     assert options["token_file"] == str(token)
     token.parent.mkdir(parents=True, exist_ok=True)
     token.write_text("s3cret\n")
+    token.chmod(0o640)  # as the role writes it: a token file other users can read is refused
     parsed = manager_daemon.parse_options(options, home=tmp_path)
     assert parsed["tcp"] == ("127.0.0.1", 24864)
     assert parsed["token"] == "s3cret"

@@ -38,3 +38,18 @@ def test_every_problem_in_the_file_is_reported_at_once():
     text = str(e.value)
     for words in ("unknown key 'bogus'", "log_level 'loud'", "'nope' is not one of", "unknown keys extra"):
         assert words in text
+
+
+def test_token_file_is_a_path_and_infrakit_token_file_wins_over_the_file(monkeypatch):
+    monkeypatch.delenv("INFRAKIT_TOKEN_FILE", raising=False)
+    assert config.parse({"token_file": "/etc/infrakit/token"}).token_file == Path("/etc/infrakit/token")
+    assert config.parse({}).token_file is None
+    monkeypatch.setenv("INFRAKIT_TOKEN_FILE", "/run/token")
+    assert config.parse({"token_file": "/etc/infrakit/token"}).token_file == Path("/run/token")
+
+
+@pytest.mark.parametrize("bad", [5, ["x"], "", "a\0b"])
+def test_a_token_file_that_is_not_a_path_is_refused_naming_the_key(bad, monkeypatch):
+    monkeypatch.delenv("INFRAKIT_TOKEN_FILE", raising=False)
+    with pytest.raises(ValidationError, match="token_file must be a file path"):
+        config.parse({"token_file": bad})

@@ -3,7 +3,7 @@
 Layout: one plugins dir holds ``process``, ``vanilla`` and one socket per replica
 (``group-a``, ``group-b``, ...; the well-known ``group`` name can only be one of them, so
 tests address replicas by socket name). Each replica also listens on its own loopback TCP
-port, which it advertises: that is where followers forward Group calls.
+port (with a shared bearer token), which it advertises: that is where followers forward Group calls.
 
 Every replica runs at ``--log-level debug``, so its own log holds each RPC it *sends*
 (``infrakit_runtime.rpc.traffic``: ``call process: {..."method":"Instance.Provision"...}``)
@@ -65,6 +65,10 @@ class Replicas(Stack):
         config = daemons.home / "debug.json"
         config.write_text(json.dumps({"log_level": "debug"}))
         self.config = config
+        # Every TCP listener needs a bearer token, loopback included; the replicas share one.
+        self.token_file = daemons.home / "token"
+        self.token_file.write_text("ha-replicas-token\n")
+        self.token_file.chmod(0o600)
         super().__init__(daemons, poll=poll)
 
     # -- processes --------------------------------------------------------------------------
@@ -75,7 +79,7 @@ class Replicas(Stack):
 
     def start_replica(self, name: str) -> None:
         options = {"backend": self.backend, "listen": f"127.0.0.1:{self.ports[name]}", "forward": self.forward,
-                   "events_json": True}
+                   "events_json": True, "token_file": str(self.token_file)}
         path = self.d.home / f"{name}.options.json"
         path.write_text(json.dumps(options))
         self.d.start(f"manager:{name}", "--options-file", str(path), env={**self.env, "INFRAKIT_CONFIG": str(self.config)})

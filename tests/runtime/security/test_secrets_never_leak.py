@@ -87,6 +87,7 @@ def test_no_secret_reaches_a_log_an_event_or_a_metric(moto_endpoint: str) -> Non
         cert, key = make_cert(root)
         token_file = root / "token"
         token_file.write_text(TOKEN + "\n")
+        token_file.chmod(0o600)
         daemons = Daemons(root / "home")
         env = {"INFRAKIT_LOG_LEVEL": "debug", "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",

@@ -40,6 +40,7 @@ def pair(daemons, tmp_path: Path):
     cert, key = make_cert(tmp_path)
     token = tmp_path / "token"
     token.write_text("s3cret-forwarding-token\n")
+    token.chmod(0o600)
     daemons.start("file")
     daemons.start("vanilla")
     store = daemons.home / "store"
@@ -64,6 +65,7 @@ def test_a_follower_with_the_wrong_token_is_refused_by_the_leader_and_nothing_ch
     leader, follower, cert, key, store = pair
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-token\n")
+    wrong.chmod(0o600)
     daemons.kill(follower)
     start_replica(daemons, follower, store=store, cert=cert, key=key, token_file=wrong)
     with pytest.raises(RemoteError) as e:
