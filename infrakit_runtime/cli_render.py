@@ -230,6 +230,9 @@ def manager_view(status: Mapping[str, Any]) -> Table:
             table.add_row(f"  {key}", str(value))
     if status.get("Groups") is not None:
         table.add_row("Groups", str(status["Groups"]))
+    for entry in status.get("Degraded") or ():
+        retry = f" (retry {entry.get('Failures', 0) + 1} in {age(entry.get('RetryIn'))})"
+        table.add_row(f"  {entry.get('Group')}", Text(f"Degraded: {entry.get('Reason')}{retry}", style="red"))
     table.add_row("Leadership changes", str(status.get("LeadershipChanges", 0)))
     if status.get("Problem"):
         table.add_row("Problem", Text(str(status["Problem"]), style="red"))

@@ -148,6 +148,16 @@ class _GroupCollector(Collector):
                 condition.add_metric([gid, name], 1.0 if name == state else 0.0)
             braked.add_metric([gid], 1.0 if last.plan.braked else 0.0)
             age.add_metric([gid], max(0.0, now - last.time))
+        # Groups the leader keeps but cannot enforce (a refused stored entry, an unreachable plugin).
+        degraded = manager.degraded if manager is not None and manager.lease is not None else None
+        for gid in degraded.ids() if degraded is not None else ():
+            if gid in controller.supervisors():
+                continue
+            converged.add_metric([gid], 0.0)
+            for name in CONDITIONS:
+                condition.add_metric([gid, name], 1.0 if name == DEGRADED else 0.0)
+            failure = degraded.memory.get(gid)
+            failures.add_metric([gid], float(failure.count if failure else 0))
         yield from counts.values()
         yield from (converged, condition, braked, backing_off, failures, age)
 

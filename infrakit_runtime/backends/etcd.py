@@ -41,7 +41,15 @@ import requests
 from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
 
-from infrakit_runtime.manager.backend import Backend, BackendError, LeaderTimings, Lease, LostLeadership
+from infrakit_runtime.manager.backend import (
+    Backend,
+    BackendError,
+    LeaderTimings,
+    Lease,
+    LostLeadership,
+    Stored,
+    check_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -422,23 +430,28 @@ class EtcdBackend(Backend):
 
     # ----------------------------------------------------------------- store
 
-    async def load_all(self) -> dict[str, dict[str, Any]]:
+    async def load_all(self) -> Stored:
+        """Every key under ``<prefix>groups/`` checked on its own: a bad key is refused by name."""
         def load(client: Etcd3Client) -> list[dict[str, Any]]:
             reply = client.post(client.get_url("/kv/range"),
                                 json={"key": _b64(self.groups_prefix), "range_end": _range_end(self.groups_prefix)})
             return list(reply.get("kvs") or [])
 
         specs: dict[str, dict[str, Any]] = {}
+        refused: dict[str, str] = {}
         for kv in await self._run("read the stored specs", load):
-            key = _unb64(kv["key"])
+            key = base64.b64decode(kv["key"]).decode(errors="replace")
+            group_id = key.removeprefix(self.groups_prefix)
             try:
-                spec = json.loads(_unb64(kv.get("value", "")))
-            except ValueError as e:
-                raise BackendError(f"the stored spec at etcd key {key} is not valid JSON ({e}); fix or remove it") from None
-            if not isinstance(spec, dict):
-                raise BackendError(f"the stored spec at etcd key {key} is not a JSON object; fix or remove it")
-            specs[key.removeprefix(self.groups_prefix)] = spec
-        return specs
+                data = base64.b64decode(kv.get("value", ""), validate=True)
+            except ValueError as e:  # the gateway always sends base64: this is a broken reply, not a bad entry
+                raise BackendError(f"etcd gave an unexpected answer for key {key}: {e}") from None
+            checked = check_entry(group_id, data, where=f"at etcd key {key}")
+            if isinstance(checked, str):
+                refused[group_id] = checked
+            else:
+                specs[group_id] = checked
+        return Stored(specs=specs, refused=refused)
 
     async def put(self, group_id: str, spec: dict[str, Any], lease: Lease) -> None:
         if not group_id:

@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from infrakit_runtime import fsutil
-from infrakit_runtime.manager.backend import Backend, BackendError, LeaderTimings, Lease, LostLeadership
+from infrakit_runtime.manager.backend import (
+    Backend,
+    BackendError,
+    LeaderTimings,
+    Lease,
+    LostLeadership,
+    Stored,
+    check_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -283,31 +291,40 @@ class FileBackend(Backend):
 
     # -------------------------------------------------------------------- store
 
-    async def load_all(self) -> dict[str, dict[str, Any]]:
+    async def load_all(self) -> Stored:
         return await asyncio.to_thread(self._load_all)
 
-    def _load_all(self) -> dict[str, dict[str, Any]]:
-        specs: dict[str, dict[str, Any]] = {}
+    def _load_all(self) -> Stored:
+        """Every ``<id>.json`` checked on its own: a bad file is refused by name, the others still load."""
         try:
             names = sorted(os.listdir(self.groups))
         except FileNotFoundError:
-            return specs
+            return Stored()
         except OSError as e:
             raise _store_error(self.directory, e, "list the stored specs") from None
+        claims: dict[str, list[str]] = {}
         for name in names:
-            if name.startswith(".") or not name.endswith(".json"):
+            if not name.startswith(".") and name.endswith(".json"):
+                claims.setdefault(decode_id(name), []).append(name)
+        specs: dict[str, dict[str, Any]] = {}
+        refused: dict[str, str] = {}
+        for group_id, files in claims.items():
+            if len(files) > 1:  # a%2Fb.json beside a%2fb.json: which one is meant is the operator's call
+                refused[group_id] = (f"several files in {self.groups} claim group {group_id!r} ({', '.join(files)}); "
+                                     f"keep only {encode_id(group_id)}")
                 continue
-            path = self.groups / name
+            path = self.groups / files[0]
             try:
-                spec = json.loads(path.read_bytes())
+                data = path.read_bytes()
             except OSError as e:
-                raise _store_error(self.directory, e, f"read {path}") from None
-            except ValueError as e:
-                raise BackendError(f"the stored spec {path} is not valid JSON ({e}); fix or remove it") from None
-            if not isinstance(spec, dict):
-                raise BackendError(f"the stored spec {path} is not a JSON object; fix or remove it")
-            specs[decode_id(name)] = spec
-        return specs
+                refused[group_id] = f"the stored spec {path} cannot be read: {e.strerror or e}"
+                continue
+            checked = check_entry(group_id, data, where=str(path))
+            if isinstance(checked, str):
+                refused[group_id] = checked
+            else:
+                specs[group_id] = checked
+        return Stored(specs=specs, refused=refused)
 
     async def put(self, group_id: str, spec: dict[str, Any], lease: Lease) -> None:
         held = self._held(lease)

@@ -150,9 +150,14 @@ class GroupController:
         members = await self._members(spec)
         return describe_commit(self._specs.get(spec.id), spec, members)
 
-    async def commit(self, spec: GroupSpec) -> str:
-        """Enforce an already validated spec; returns InfraKit's Details text."""
-        details = await self.plan_commit(spec)
+    async def commit(self, spec: GroupSpec, *, details: str | None = None) -> str:
+        """Enforce an already validated spec; returns InfraKit's Details text.
+
+        With ``details`` (from ``plan_commit``, computed before the manager's store write)
+        nothing here calls a plugin, so enforcing a stored spec cannot fail on one.
+        """
+        if details is None:
+            details = await self.plan_commit(spec)
         self._specs[spec.id] = spec
         supervisor = self._supervisors.get(spec.id)
         if supervisor is not None and self._same_plugins(supervisor.spec, spec):

@@ -38,6 +38,8 @@ RELABELLED = "relabelled"
 BRAKE_ENGAGED = "brake_engaged"
 LEADERSHIP_GAINED = "leadership_gained"
 LEADERSHIP_LOST = "leadership_lost"
+GROUP_DEGRADED = "group_degraded"  # a stored group the leader keeps but cannot enforce (reason says why)
+GROUP_RESTORED = "group_restored"  # a Degraded group enforced again
 
 
 @dataclasses.dataclass(frozen=True)

@@ -227,7 +227,8 @@ class GroupSpec:
 
 def parse_spec(spec: group.Spec | JSON) -> GroupSpec:
     """Validate a wire spec ``{ID, Properties}``; raise ``ValidationError`` listing every problem."""
-    raw = spec.to_wire() if isinstance(spec, group.Spec) else spec
+    # A wire Spec's additive Status (InspectGroups) is a report, not part of the declaration.
+    raw = {"ID": spec.id, "Properties": spec.properties} if isinstance(spec, group.Spec) else spec
     p = fields.Problems(known=_KNOWN)
     if not isinstance(raw, dict):
         raise ValidationError(f"spec must be an object, got {json_type(raw)}")

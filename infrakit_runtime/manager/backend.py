@@ -5,6 +5,10 @@ A backend provides two things: **leadership** (at most one replica acts) and a
 carries the ``Lease`` it was made under and must fail with ``LostLeadership``
 when that lease is no longer the current one (fencing), so a paused old leader
 can never overwrite the state of the new one.
+
+The store is not trusted blindly: ``load_all`` checks every entry with ``check_entry``
+(decodable, a JSON object, and naming the group its key or file names) and returns the
+entries it refuses beside the specs, so one bad entry costs one group, never the store.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import json
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -62,6 +68,44 @@ class Lease:
     handle: Any = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """One read of the store: the specs it vouches for and the entries it refuses, both by group ID.
+
+    The group ID is the one the entry is stored under (file name, etcd key), never the one its
+    content claims. A refused entry is reported, not dropped: the manager keeps its group
+    Degraded with ``refused[group_id]`` (a sentence naming the entry) and never rewrites it.
+    """
+
+    specs: Mapping[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def check_entry(group_id: str, data: bytes | str, *, where: str) -> dict[str, Any] | str:
+    """The spec stored under ``group_id``, or why it cannot be trusted (pure; never raises).
+
+    ``where`` names the entry for the operator (``/var/lib/infrakit/store/groups/web.json``,
+    ``etcd key /infrakit/groups/web``). Refused: bytes that are not UTF-8 JSON, JSON that is
+    not an object, and an object whose ``ID`` is not ``group_id`` (enforcing the ID it claims
+    would manage another group and abandon this one's instances).
+    """
+    fix = f"fix it, or commit group {group_id!r} again to replace it"
+    try:
+        spec = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        return f"the stored spec {where} is not valid JSON ({e}); {fix}"
+    except RecursionError:
+        return f"the stored spec {where} is not valid JSON (nested too deeply); {fix}"
+    if not isinstance(spec, dict):
+        return f"the stored spec {where} is not a JSON object; {fix}"
+    claimed = spec.get("ID")
+    if claimed != group_id:
+        said = f"its ID is {claimed!r}" if isinstance(claimed, str) else "it has no string ID"
+        return (f"the stored spec {where} is refused: it is stored as group {group_id!r} but {said}; "
+                f"rename the entry or correct its ID, or commit group {group_id!r} again to replace it")
+    return spec
+
+
 class Backend(abc.ABC):
     """Leadership + store. Implementations: ``backends.file.FileBackend``, ``backends.etcd.EtcdBackend``."""
 
@@ -96,8 +140,12 @@ class Backend(abc.ABC):
         """The current leader's advertised location, or None if there is no leader."""
 
     @abc.abstractmethod
-    async def load_all(self) -> dict[str, dict[str, Any]]:
-        """Every stored group spec (wire JSON ``{ID, Properties}``) by group ID."""
+    async def load_all(self) -> Stored:
+        """Every stored group spec (wire JSON ``{ID, Properties}``) by group ID, each checked by ``check_entry``.
+
+        An entry that fails the check is in ``Stored.refused``, not an error: only a store
+        that cannot be read at all (no quorum, the directory unreadable) raises ``BackendError``.
+        """
 
     @abc.abstractmethod
     async def put(self, group_id: str, spec: dict[str, Any], lease: Lease) -> None:

@@ -1,13 +1,18 @@
 """The manager: the Group SPI behind leadership and a durable spec store.
 
 Guarantee: every commit, free, destroy and resize is written to the store (fenced by the
-lease) before it is acted on, so nothing acknowledged is lost with a replica; only the
-leader runs supervisors, and it stops all of them the moment its lease is lost or cannot
-be renewed in time. Every change sent to a plugin is fenced as well: it goes out only while
+lease) before it is acted on, so nothing acknowledged is lost with a replica. Nothing is
+half-applied: a commit's answer (which asks the instance plugin) is computed before the
+store write, and after the write nothing turns the commit into a failure, so a commit is
+either stored and answered as success or not stored. Only the leader runs supervisors,
+and it stops all of them the moment its lease is lost or cannot be renewed in time. Every change sent to a plugin is fenced as well: it goes out only while
 the backend still trusts the lease locally (``manager.fencing``), so a replica resuming from
 a pause refuses its first action even before its leadership task notices the loss. A new
 leader loads every stored spec and enforces it, so unfinished rollouts continue from the
-config-hash tags, with no other state.
+config-hash tags, with no other state. One bad group costs one group: a stored entry the
+store refuses (``Backend.load_all``), a spec that no longer validates, or a group whose
+instance plugin cannot be reached is kept Degraded (``manager.degraded``), reported and
+retried with backoff, while the replica leads and enforces every other group.
 Limit: between a leader's death and its successor's election nothing is enforced (at most
 the lease TTL with etcd, one lock poll with the file backend). Followers forward Group calls
 to the leader's advertised location, or refuse them naming it.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import time
@@ -33,8 +39,9 @@ from typing import Any, TypeVar
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import GroupController
-from infrakit_runtime.group.spec import GroupSpec, parse_spec
+from infrakit_runtime.group.spec import GroupSpec
 from infrakit_runtime.manager.backend import Backend, BackendError, Lease, LostLeadership
+from infrakit_runtime.manager.degraded import DegradedGroups, StoredGroups
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.discovery import Address
 from infrakit_runtime.rpc.remote import GroupClient
@@ -81,6 +88,8 @@ class Manager:
         # Wall-clock origin of the last change applied per group, and when this replica took over.
         self._applied: dict[str, float] = {}
         self._took_over_at = 0.0
+        self.stored = StoredGroups(backend=backend, controller=controller, clock=controller.clock,
+                                   retry_interval=retry_interval)
         self.backend_type = "etcd" if type(backend).__name__.lower().startswith("etcd") else "file"
 
     # -- leadership ------------------------------------------------------------------------
@@ -95,12 +104,18 @@ class Manager:
                     self._settled.set()
                     self.leadership_changes += 1
                     self.events.emit(ev.LEADERSHIP_GAINED, reason=f"{self.candidate} leads (term {lease.term})")
+                    retries: asyncio.Task[None] | None = None
                     try:
                         await self._take_over(lease)
+                        retries = asyncio.create_task(self.stored.retry(self._mutex), name=f"degraded/{self.candidate}")
                         reason = await self.backend.wait_lost(lease)
                     finally:
                         self.lease = None
+                        if retries is not None:
+                            retries.cancel()
+                            await asyncio.gather(retries, return_exceptions=True)
                         await self.controller.stop_all()
+                        self.degraded.reset()
                     self.problem = f"lost leadership: {reason}"
                     self.leadership_changes += 1
                     self.events.emit(ev.LEADERSHIP_LOST, reason=reason)
@@ -116,14 +131,23 @@ class Manager:
             await asyncio.sleep(self.retry_interval)
 
     async def _take_over(self, lease: Lease) -> None:
-        """Enforce every stored spec (unfinished rollouts resume from the hash tags)."""
-        specs = await self.backend.load_all()
-        for group_id, raw in sorted(specs.items()):
-            try:
-                await self.controller.commit(parse_spec(raw))
-            except ValidationError as e:
-                log.error("stored spec of group %s is invalid and is not enforced: %s", group_id, e)
-        log.info("%s enforces %d group(s) as leader (term %d)", self.candidate, len(specs), lease.term)
+        """Enforce every stored spec (unfinished rollouts resume from the hash tags); never fail for one group.
+
+        The mutex keeps a commit arriving meanwhile from being overtaken by its stored
+        predecessor. Only a store that cannot be read at all stops the take-over.
+        """
+        async with self._mutex:
+            enforced = await self.stored.enforce_all()
+        if self.degraded.ids():
+            log.warning("%s enforces %d group(s) as leader (term %d); Degraded, retried with backoff: %s",
+                        self.candidate, enforced, lease.term, ", ".join(self.degraded.ids()))
+        else:
+            log.info("%s enforces %d group(s) as leader (term %d)", self.candidate, enforced, lease.term)
+
+    @property
+    def degraded(self) -> DegradedGroups:
+        """The groups this leader keeps but cannot enforce (empty on a follower)."""
+        return self.stored.degraded
 
     def acting_problem(self) -> str | None:
         """Why this replica must not change anything right now, or None (the plugin fence asks this).
@@ -139,18 +163,25 @@ class Manager:
             return f"the lease for term {lease.term} can no longer be trusted (its renewal deadline passed)"
         return None
 
-    async def _commit_leading(self, spec: GroupSpec, lease: Lease) -> str:
-        """Enforce ``spec`` after its store write; if leadership went meanwhile, stop again.
+    async def _enforce_committed(self, spec: GroupSpec, details: str) -> str:
+        """Enforce ``spec`` after its store write; nothing here turns the stored commit into a failure.
 
-        ``controller.commit`` awaits the plugins before it starts a supervisor, so leadership
-        can be lost (and every supervisor stopped) in between; a supervisor started after
-        that must not keep running on a follower.
+        ``details`` was computed before the write, so enforcing calls no plugin. Should it fail
+        anyway, the group is kept Degraded and retried: the store holds the spec, so the
+        answer is the commit's success. ``controller.commit`` may await, so leadership can be
+        lost meanwhile (every supervisor stopped); one started after that is stopped again.
         """
+        self.stored.restored(spec.id, "a new spec was committed")
         try:
-            return await self.controller.commit(spec)
+            await self.controller.commit(spec, details=details)
+        except Exception as e:
+            log.exception("group %s: the committed spec is stored but enforcing it failed", spec.id)
+            self.stored.degrade(spec.id, f"the committed spec of group {spec.id} is stored but not enforced yet: "
+                                   f"{type(e).__name__}: {e}", spec.raw)
         finally:
             if self.lease is None:
                 await self.controller.stop_all()
+        return details
 
     async def resign(self) -> None:
         """Graceful stop: supervisors first, then the lease, so a follower takes over at once."""
@@ -264,9 +295,12 @@ class Manager:
         except BackendError as e:
             failure = e
         try:
-            stored = (await self.backend.load_all()).get(group_id)
-        except BackendError:
-            stored = "unknown"
+            stored = (await self.backend.load_all()).specs.get(group_id)
+        except BackendError as e:
+            # Neither success nor "nothing stored" can be promised: say so, act on nothing.
+            raise PluginError(f"the spec store did not confirm the change ({failure}) and cannot be read back "
+                              f"({e}); nothing was enforced, but the store may still apply it: read the group's "
+                              f"stored spec (Manager.Specs, or infrakit group ls) before retrying") from None
         if stored == expected:
             log.warning("store write for %s reported %s but landed; going on", group_id, failure)
             return
@@ -280,14 +314,20 @@ class Manager:
             if pretend:
                 return await self.controller.plan_commit(parsed)
             async with self._mutex:
+                details = await self.controller.plan_commit(parsed)  # may fail: nothing is stored yet
                 await self._store(parsed.id, parsed.raw, lease)
-                return await self._commit_leading(parsed, lease)
+                return await self._enforce_committed(parsed, details)
 
         return await self._leader_or_forward(local, lambda c: c.commit_group(spec, pretend))
 
     async def free_group(self, group_id: group.ID) -> None:
         async def local(lease: Lease) -> None:
             async with self._mutex:
+                if group_id in self.degraded and self.controller.spec(group_id) is None:
+                    await self._store(group_id, None, lease)  # the operator's explicit way to drop a bad entry
+                    self.degraded.clear(group_id)
+                    self.events.emit(ev.GROUP_FREED, group=group_id, reason="its Degraded stored entry was removed")
+                    return
                 self._require(group_id)
                 await self._store(group_id, None, lease)
                 await self.controller.free_group(group_id)
@@ -297,7 +337,7 @@ class Manager:
     async def destroy_group(self, group_id: group.ID) -> None:
         async def local(lease: Lease) -> None:
             async with self._mutex:
-                self._require(group_id)
+                self._require(group_id)  # a Degraded group's members cannot be listed: refused, nothing stored
                 await self._store(group_id, None, lease)
                 await self.controller.destroy_group(group_id)
 
@@ -310,27 +350,51 @@ class Manager:
                 if spec.is_pets:
                     raise ValidationError(f"group {group_id} is allocated by LogicalIDs; change its LogicalIDs instead of its size")
                 resized = spec.with_size(size)
+                details = await self.controller.plan_commit(resized)  # may fail: nothing is stored yet
                 await self._store(group_id, resized.raw, lease)
-                await self._commit_leading(resized, lease)
+                await self._enforce_committed(resized, details)
 
         await self._leader_or_forward(local, lambda c: c.set_size(group_id, size))
 
     async def describe_group(self, group_id: group.ID) -> group.Description:
-        return await self._leader_or_forward(lambda _: self.controller.describe_group(group_id),
-                                             lambda c: c.describe_group(group_id))
+        async def local(_: Lease) -> group.Description:
+            if group_id in self.degraded and self.controller.spec(group_id) is None:
+                description = self.degraded.describe(group_id)
+                events = [e.to_wire() for e in self.events.recent(group=group_id, limit=20)]
+                return dataclasses.replace(description, status={**description.status, "Events": events})
+            return await self.controller.describe_group(group_id)
+
+        return await self._leader_or_forward(local, lambda c: c.describe_group(group_id))
 
     async def inspect_groups(self) -> list[group.Spec]:
-        return await self._leader_or_forward(lambda _: self.controller.inspect_groups(), lambda c: c.inspect_groups())
+        return await self._leader_or_forward(lambda _: self._inspect(), lambda c: c.inspect_groups())
+
+    async def _inspect(self) -> list[group.Spec]:
+        """The enforced groups and the Degraded ones (with their Status), by ID."""
+        specs = {s.id: s for s in await self.controller.inspect_groups()}
+        for gid in self.degraded.ids():
+            specs.setdefault(gid, self.degraded.inspect(gid))
+        return [specs[gid] for gid in sorted(specs)]
 
     async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID]) -> None:
-        await self._leader_or_forward(lambda _: self.controller.destroy_instances(group_id, instances),
-                                      lambda c: c.destroy_instances(group_id, instances))
+        async def local(_: Lease) -> None:
+            self._require(group_id)
+            await self.controller.destroy_instances(group_id, instances)
+
+        await self._leader_or_forward(local, lambda c: c.destroy_instances(group_id, instances))
 
     async def size(self, group_id: group.ID) -> int:
-        return await self._leader_or_forward(lambda _: self.controller.size(group_id), lambda c: c.size(group_id))
+        async def local(_: Lease) -> int:
+            return int(self._require(group_id).size)
+
+        return await self._leader_or_forward(local, lambda c: c.size(group_id))
 
     def _require(self, group_id: group.ID) -> Any:
         spec = self.controller.spec(group_id)
+        degraded = self.degraded.get(group_id)
+        if spec is None and degraded is not None:
+            raise PluginError(f"group {group_id} is Degraded and not enforced, so nothing was changed: "
+                              f"{degraded.reason}. Commit the group again, or free it to stop managing it")
         if spec is None:
             raise PluginError(f"Group '{group_id}' is not being watched")
         return spec
@@ -353,7 +417,8 @@ class Manager:
             stored = await self.backend.load_all()
         except BackendError as e:
             raise PluginError(f"cannot read the spec store: {e}") from None
-        return [group.Spec.from_wire(s) for _, s in sorted(stored.items())]
+        # Refused entries are not specs; Manager.Status and DescribeGroup report them.
+        return [group.Spec.from_wire(s) for _, s in sorted(stored.specs.items())]
 
     async def status(self) -> dict[str, Any]:
         """Leader, location, backend health and the reason a replica is not acting."""
@@ -379,7 +444,8 @@ class Manager:
             "Problem": self._status_problem(leading=leading, backend=backend, location=location),
             "LastLoss": self.problem,
             "Backend": backend,
-            "Groups": len(await self.controller.inspect_groups()) if self.lease else None,
+            "Groups": len(await self._inspect()) if self.lease else None,
+            "Degraded": self.degraded.summary() if self.lease else None,
             "LeadershipChanges": self.leadership_changes,
         }
 

@@ -21,18 +21,27 @@ ID = str
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A group declaration as it crosses the wire."""
+    """A group declaration as it crosses the wire.
+
+    ``status`` is our additive field, set only in InspectGroups answers for a group the
+    manager keeps but cannot enforce (``{Condition: Degraded, Reason}``); it is never part
+    of the declaration (the group parser reads ``ID`` and ``Properties`` only).
+    """
 
     id: ID
     properties: JSON = None
+    status: JSON = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"ID": self.id, "Properties": self.properties}
+        out = {"ID": self.id, "Properties": self.properties}
+        if self.status is not None:
+            out["Status"] = self.status
+        return out
 
     @classmethod
     def from_wire(cls, obj: JSON, where: str = "Spec") -> Spec:
         r = Reader(obj, where)
-        return cls(id=r.string("ID", required=True), properties=r.raw("Properties"))
+        return cls(id=r.string("ID", required=True), properties=r.raw("Properties"), status=r.raw("Status"))
 
 
 @dataclasses.dataclass(frozen=True)

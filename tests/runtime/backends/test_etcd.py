@@ -20,6 +20,9 @@ from infrakit_runtime.manager.backend import BackendError, LeaderTimings, Lease,
 from tests.runtime.backends.conftest import EtcdCluster, free_ports
 
 FAST = LeaderTimings(ttl=2.0, renew_interval=0.3, renew_deadline=1.2, retry_interval=0.3)
+# For tests about who wins rather than how fast a lost lease is noticed: a busy machine can
+# starve renewals for a second or two, which with FAST loses a lease no test asked to lose.
+STEADY = LeaderTimings(ttl=6.0, renew_interval=0.5, renew_deadline=4.0, retry_interval=0.3)
 
 
 class Campaign:
@@ -88,7 +91,7 @@ def prefix() -> str:
 
 def test_three_candidates_elect_one_leader_at_a_time_with_growing_terms(etcd: EtcdCluster, prefix: str) -> None:
     async def scenario() -> None:
-        async with candidates(etcd, prefix, ["a", "b", "c"]) as cs:
+        async with candidates(etcd, prefix, ["a", "b", "c"], STEADY) as cs:
             terms = []
             for round_ in range(3):
                 leader = await first_winner([c for c in cs if not c.task.done()], 5)
@@ -163,7 +166,7 @@ def test_a_paused_leaders_write_is_refused_by_etcd_and_changes_nothing(etcd: Etc
             with pytest.raises(LostLeadership, match="stale"):
                 await old.backend.put("web", {"ID": "web", "Properties": {"by": "old, resumed"}}, old.lease)
             assert key_meta(etcd, prefix + "groups/web") == before, "a fenced write changed the key"
-            assert (await new.backend.load_all())["web"]["Properties"] == {"by": "new"}
+            assert (await new.backend.load_all()).specs["web"]["Properties"] == {"by": "new"}
             assert "another replica leads" in await asyncio.wait_for(old.backend.wait_lost(old.lease), 1)
             with pytest.raises(LostLeadership):
                 await old.backend.delete("web", old.lease)
@@ -209,7 +212,7 @@ def test_losing_etcds_own_leader_member_changes_nothing_for_our_leader_or_follow
             successor = await first_winner(followers, 2)
             print(f"etcd takeover after a resign with one member down: {(successor.won_at or 0) - resigned:.2f}s")
             await successor.backend.put("db", {"ID": "db"}, successor.lease)
-            assert set(await successor.backend.load_all()) == {"web", "db"}
+            assert set((await successor.backend.load_all()).specs) == {"web", "db"}
 
     asyncio.run(scenario())
 
@@ -243,7 +246,7 @@ def test_without_quorum_nobody_acts_and_the_specs_survive_recovery(etcd: EtcdClu
                 recovered = time.monotonic()
                 await asyncio.wait_for(newcomer.task, 15)
                 print(f"etcd: a leader again {(newcomer.won_at or 0) - recovered:.2f}s after quorum returned")
-                stored = await newcomer.backend.load_all()
+                stored = dict((await newcomer.backend.load_all()).specs)
                 # A timed-out write has an unknown outcome: raft may commit it once quorum returns
                 # (still fenced: no other leader came in between). It is all there or not at all.
                 assert stored.pop("cache", attempted) == attempted
@@ -301,7 +304,7 @@ def test_username_and_password_log_in_and_a_stale_token_is_renewed(etcd_with_aut
             await backend.put("web", {"ID": "web"}, lease)
             backend._clients[0].session.headers["Authorization"] = "expired"  # as after etcd's token TTL
             await backend.put("web", {"ID": "web", "Properties": {"v": 2}}, lease)
-            assert await backend.load_all() == {"web": {"ID": "web", "Properties": {"v": 2}}}
+            assert (await backend.load_all()).specs == {"web": {"ID": "web", "Properties": {"v": 2}}}
             await asyncio.sleep(FAST.renew_deadline + 0.3)
             assert not lease.handle.lost.is_set(), "renewals failed under authentication"
         assert await backend.leader_location() is None
@@ -333,10 +336,35 @@ def test_writes_and_renewals_sharing_a_session_survive_a_token_that_is_replaced_
                     results = await asyncio.gather(*writes, backend.load_all(), return_exceptions=True)
                     failures += [f"round {round_}: {r}" for r in results if isinstance(r, BaseException)]
                 assert failures == [], f"{len(failures)} calls failed, first: {failures[0]}"
-                stored = await backend.load_all()
+                stored = (await backend.load_all()).specs
                 assert stored == {f"g{i}": {"ID": f"g{i}", "Properties": {"round": 39}} for i in range(4)}
                 assert backend.holds(lease), "renewals failed while the token was replaced"
         finally:
             await backend.close()
 
     asyncio.run(scenario())
+
+
+def test_a_key_whose_name_and_id_disagree_or_whose_value_is_not_json_is_refused_alone(etcd: EtcdCluster,
+                                                                                        prefix: str) -> None:
+    raw = raw_client(etcd)
+    raw.put(f"{prefix}groups/web", '{"ID": "web", "Properties": {}}')
+    raw.put(f"{prefix}groups/rt1", '{"ID": "other", "Properties": {}}')
+    raw.put(f"{prefix}groups/junk", "not json at all")
+    raw.put(f"{prefix}groups/bin", b"\xff\xfe{")
+
+    async def scenario() -> Any:
+        backend = EtcdBackend(etcd.endpoints, prefix, FAST, timeout=1.0)
+        try:
+            return await backend.load_all()
+        finally:
+            await backend.close()
+
+    stored = asyncio.run(scenario())
+    assert stored.specs == {"web": {"ID": "web", "Properties": {}}}
+    assert set(stored.refused) == {"rt1", "junk", "bin"}
+    assert f"etcd key {prefix}groups/rt1 is refused: it is stored as group 'rt1' but its ID is 'other'" \
+        in stored.refused["rt1"]
+    assert f"etcd key {prefix}groups/junk is not valid JSON" in stored.refused["junk"]
+    assert f"etcd key {prefix}groups/bin is not valid JSON" in stored.refused["bin"]
+    assert raw.get(f"{prefix}groups/rt1") == [b'{"ID": "other", "Properties": {}}']  # left as the operator wrote it

@@ -128,11 +128,11 @@ def test_specs_round_trip_with_awkward_ids_and_deletes_are_durable(tmp_path: Pat
         async with backend.leadership(candidate="me", location=None) as lease:
             for i, gid in enumerate(ids):
                 await backend.put(gid, {"ID": gid, "Properties": {"n": i}}, lease)
-            assert await backend.load_all() == {gid: {"ID": gid, "Properties": {"n": i}} for i, gid in enumerate(ids)}
+            assert (await backend.load_all()).specs == {gid: {"ID": gid, "Properties": {"n": i}} for i, gid in enumerate(ids)}
             await backend.delete("a/b", lease)
             await backend.delete("never-existed", lease)
         again = FileBackend(tmp_path)
-        stored = await again.load_all()
+        stored = (await again.load_all()).specs
         assert set(stored) == set(ids) - {"a/b"}
         assert not [p for p in (tmp_path / "groups").iterdir() if p.name.startswith(".")]
 
@@ -157,7 +157,7 @@ def test_a_lease_from_an_old_term_is_refused(tmp_path: Path) -> None:
             with pytest.raises(LostLeadership, match="not issued"):
                 await old_backend.put("web", {"ID": "web", "Properties": {"by": "foreign"}}, new)
             await new_backend.put("web", {"ID": "web", "Properties": {"by": "new"}}, new)
-        assert (await new_backend.load_all())["web"]["Properties"] == {"by": "new"}
+        assert (await new_backend.load_all()).specs["web"]["Properties"] == {"by": "new"}
 
     asyncio.run(scenario())
 
@@ -175,7 +175,7 @@ def test_a_crash_before_the_rename_leaves_the_old_spec(tmp_path: Path, candidate
     assert crasher.proc.wait(10) == 9
     assert list((tmp_path / "groups").glob(".*.tmp")), "the crash should have left its temp file"
     backend = FileBackend(tmp_path)
-    assert asyncio.run(backend.load_all()) == {"web": {"ID": "web", "Properties": {"version": 1}}}
+    assert asyncio.run(backend.load_all()).specs == {"web": {"ID": "web", "Properties": {"version": 1}}}
 
     async def next_leader_cleans_up() -> None:
         async with backend.leadership(candidate="next", location=None):
@@ -195,7 +195,9 @@ def test_sigkill_during_large_writes_never_leaves_a_partial_spec(tmp_path: Path,
         assert writer.expect("WROTE", 10)
         time.sleep(rng.uniform(0.01, 0.2))
         writer.kill()
-        stored = asyncio.run(backend.load_all())  # raises on a torn file
+        loaded = asyncio.run(backend.load_all())
+        assert loaded.refused == {}, "a torn file"
+        stored = loaded.specs
         assert set(stored) == {"big"}
         assert len(stored["big"]["Properties"]["pad"]) == 1 << 20
         seen.append(stored["big"]["Properties"]["version"])
@@ -225,7 +227,7 @@ def test_a_full_disk_is_a_backend_error_and_leaves_no_partial_file(small_tmpfs: 
             with pytest.raises(BackendError, match=r"the spec store at .*store is full: .*No space left"):
                 await backend.put("web", huge, lease)
             assert [p.name for p in (small_tmpfs / "store" / "groups").iterdir()] == ["web.json"]
-            assert await backend.load_all() == {"web": {"ID": "web", "Properties": {"version": 1}}}
+            assert (await backend.load_all()).specs == {"web": {"ID": "web", "Properties": {"version": 1}}}
             status = await backend.status()
             assert status["healthy"] is False and "is full" in status["reason"]
             await backend.put("db", {"ID": "db", "Properties": {}}, lease)  # room for a small one
@@ -236,7 +238,7 @@ def test_a_full_disk_is_a_backend_error_and_leaves_no_partial_file(small_tmpfs: 
                 await backend.put("web", {"ID": "web", "Properties": {"version": 3}}, lease)
             reason = await asyncio.wait_for(backend.wait_lost(lease), 2)
             assert "no longer writable" in reason
-        assert await FileBackend(small_tmpfs / "store").load_all() == {
+        assert (await FileBackend(small_tmpfs / "store").load_all()).specs == {
             "web": {"ID": "web", "Properties": {"version": 1}}, "db": {"ID": "db", "Properties": {}}}
 
     asyncio.run(scenario())
@@ -255,8 +257,28 @@ def test_wait_lost_returns_when_the_lock_file_is_replaced(tmp_path: Path) -> Non
     asyncio.run(scenario())
 
 
-def test_a_corrupt_spec_is_reported_by_name(tmp_path: Path) -> None:
-    (tmp_path / "groups").mkdir()
-    (tmp_path / "groups" / "web.json").write_text("{not json")
-    with pytest.raises(BackendError, match=r"web\.json is not valid JSON"):
-        asyncio.run(FileBackend(tmp_path).load_all())
+def test_each_bad_spec_file_is_refused_by_name_and_the_others_still_load(tmp_path: Path) -> None:
+    groups = tmp_path / "groups"
+    groups.mkdir()
+    files = {
+        "web.json": b'{"ID": "web", "Properties": {}}',
+        "torn.json": b"{not json",
+        "rt1.json": b'{"ID": "other", "Properties": {}}',
+        "list.json": b"[1, 2]",
+        "latin.json": b'{"ID": "latin\xe9"}',
+        "a%2Fb.json": b'{"ID": "a/b"}',
+        "a%2fb.json": b'{"ID": "a/b"}',
+        "notes.txt": b"ignored: not a spec file",
+    }
+    for name, data in files.items():
+        (groups / name).write_bytes(data)
+    stored = asyncio.run(FileBackend(tmp_path).load_all())
+    assert stored.specs == {"web": {"ID": "web", "Properties": {}}}
+    assert set(stored.refused) == {"torn", "rt1", "list", "latin", "a/b"}
+    assert "torn.json is not valid JSON" in stored.refused["torn"]
+    assert "rt1.json is refused: it is stored as group 'rt1' but its ID is 'other'" in stored.refused["rt1"]
+    assert "list.json is not a JSON object" in stored.refused["list"]
+    assert "latin.json is not valid JSON" in stored.refused["latin"]
+    assert "a%2Fb.json, a%2fb.json" in stored.refused["a/b"]
+    for name, data in files.items():  # the operator's files are left exactly as they were
+        assert (groups / name).read_bytes() == data
