@@ -2,7 +2,9 @@
 
 Guarantee: moto runs as its own process on a free loopback port (never in-process
 mocking), answers before the fixture yields, is emptied (``POST /moto-api/reset``) before
-every test that asks for ``moto``, and is terminated when the test module ends.
+every test that asks for ``moto``, and is terminated when the test module ends. It runs behind
+``moto_front`` (transparent until told otherwise): ``configure`` injects what moto cannot do
+itself (a subnet without capacity, refused spot, target health states, spot interruptions).
 Limit: one server per module: tests in a module share it and must not run in parallel.
 
 Import the fixtures a module needs by name (pytest finds fixtures in a module's globals).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import socket
 import subprocess
@@ -38,11 +41,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post(port: int, path: str) -> int:
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def post(port: int, path: str, body: bytes = b"") -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("POST", path)
+        conn.request("POST", path, body=body)
         return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def configure(endpoint: str, **state: Any) -> dict[str, Any]:
+    """Tell the front what to inject (see ``moto_front``); returns its state with request counts."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(endpoint.rsplit(":", 1)[1]), timeout=5)
+    try:
+        conn.request("POST" if state else "GET", "/moto-front", body=json.dumps(state).encode())
+        return json.loads(conn.getresponse().read())
     finally:
         conn.close()
 
@@ -54,10 +70,10 @@ def reset(endpoint: str) -> None:
 
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[str]:
-    """moto's standalone server on a free loopback port (AMI validation on, like EC2)."""
+    """moto's standalone server behind ``moto_front`` on a free loopback port (AMI validation on, like EC2)."""
     port = free_port()
     env = {**os.environ, "MOTO_ENABLE_AMI_VALIDATION": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.runtime.plugins.moto_front", str(port)], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
