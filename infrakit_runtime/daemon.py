@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from infrakit_runtime.metrics import DaemonMetrics
 from infrakit_runtime.rpc import discovery
 from infrakit_runtime.rpc.dispatch import Dispatcher
 from infrakit_runtime.rpc.server import make_app, serve
@@ -74,6 +75,8 @@ class DaemonContext:
     options: dict[str, Any]
     plugins_dir: Path
     home: Path
+    # The registry ``GET /metrics`` serves; a kind with metrics of its own adds them here.
+    metrics: DaemonMetrics = dataclasses.field(default_factory=DaemonMetrics)
 
     def state_dir(self, sub: str) -> Path:
         path = self.home / sub
@@ -149,7 +152,7 @@ async def running(spec: DaemonSpec, *, plugins_dir: Path | None = None, home: Pa
     ctx = DaemonContext(name=spec.name, options=spec.options, plugins_dir=plugins_dir, home=home)
     async with opener_for(spec.kind)(ctx) as served:
         dispatcher = Dispatcher(spec.name, served.services, vendor=served.vendor)
-        app = make_app(dispatcher, token=token or served.token, routes=served.routes)
+        app = make_app(dispatcher, token=token or served.token, routes=served.routes, daemon_metrics=ctx.metrics)
         async with serve(app, socket_path=plugins_dir / spec.name, tcp=tcp or served.tcp,
                          ssl_context=ssl_context or served.ssl_context):
             pid_file = pid_path(plugins_dir, spec.name)

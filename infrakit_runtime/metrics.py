@@ -1,261 +1,100 @@
-"""Prometheus metrics for one manager daemon: what the controller sees, decides and pays for.
+"""What every daemon exports on ``GET /metrics``: the process, the build, and the RPC calls it answered.
 
-Guarantee: group state (counts, condition, backoff, leadership) is read from the live
-supervisors and the manager at scrape time, so a gauge can never drift from what
-DescribeGroup would say; counters are bumped synchronously where the event happens (the
-event log, the supervisor's pass hook, the RPC client's observers), so none is lost to a
-slow consumer. Every daemon has its own ``CollectorRegistry``: two managers in one process
-(tests) never mix their numbers.
-Limit: counters start at zero when the daemon starts and only the leader has supervisors,
-so a follower exports leadership and RPC metrics but no group gauges; label values are
-bounded (plugin names, RPC methods, group IDs and a fixed vocabulary of reasons), never a
-free-text error message.
+Guarantee: each daemon has its own ``CollectorRegistry`` carrying the process collector
+(CPU, memory, file descriptors, start time), the platform collector (``python_info``),
+``infrakit_build_info`` and ``infrakit_rpc_server_duration_seconds`` by method and outcome;
+a daemon kind with more to say (the manager) adds its collectors to the same registry. No
+counter or histogram exports a ``_created`` series (one series per counter, not two).
+Limit: a request that is not JSON, or nested too deep, is refused before it names a method
+and is not counted; methods a socket does not have share the label ``other``, so a client
+cannot grow the series count. Several daemons in one process each report that process.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+import functools
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-from infrakit_runtime.group import controller as group_controller
-from infrakit_runtime.group import events as ev
-from infrakit_runtime.group.actions import (
-    CAUSE_DUPLICATE,
-    CAUSE_NOT_IN_ALLOCATION,
-    CAUSE_ROLLING_UPDATE,
-    CAUSE_SCALE_DOWN,
-    CAUSE_UNHEALTHY,
-    CONVERGED,
-    DEGRADED,
-    PROGRESSING,
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
 )
-from infrakit_runtime.rpc import client as rpc_client
 
-if TYPE_CHECKING:
-    from infrakit_runtime.group.spec import GroupSpec
-    from infrakit_runtime.group.supervisor import Observation
-    from infrakit_runtime.manager.manager import Manager
+from infrakit_runtime import __version__
+from infrakit_runtime.rpc import errors
 
-log = logging.getLogger(__name__)
+__all__ = ["CONTENT_TYPE", "RPC_BUCKETS", "DaemonMetrics", "build_info", "outcome"]
 
-__all__ = ["CONTENT_TYPE", "ControllerMetrics", "destroy_cause", "provision_failure_reason"]
+# Process-wide, before any metric exists: a _created series per counter doubles the count for
+# a timestamp Prometheus does not need (it detects counter resets itself).
+disable_created_metrics()
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-CONDITIONS = (CONVERGED, PROGRESSING, DEGRADED)
-
-# A reconcile pass is a describe, a health round and maybe a few provisions: milliseconds to a minute.
-RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # One RPC over a Unix socket is sub-millisecond; a cloud provision takes seconds.
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-# Destroy reasons as the planner words them (group/plan.py, group/pets.py), mapped back to its causes.
-_DESTROY_TEXTS: tuple[tuple[str, str], ...] = (
-    ("unhealthy for ", CAUSE_UNHEALTHY),
-    ("outdated: rolling update", CAUSE_ROLLING_UPDATE),
-    ("outdated; replaced for logical ID", CAUSE_ROLLING_UPDATE),
-    ("reducing the group size", CAUSE_SCALE_DOWN),
-    ("is not in the allocation", CAUSE_NOT_IN_ALLOCATION),
-    ("another member already holds", CAUSE_DUPLICATE),
-    ("destroyed on request", "request"),
-    ("group destroyed", "group_destroyed"),
-)
+UNKNOWN = "unknown"
 
 
-def destroy_cause(reason: str) -> str:
-    """The bounded label for a ``destroyed`` event's free-text reason (``other`` if unknown)."""
-    for text, cause in _DESTROY_TEXTS:
-        if text in reason:
-            return cause
-    return "other"
+@functools.cache
+def build_info() -> dict[str, str]:
+    """``version``, ``python`` and ``git_commit`` (``unknown`` outside a git checkout) of this runtime."""
+    return {"version": __version__, "python": platform.python_version(),
+            "git_commit": _git_commit(Path(__file__).resolve().parent.parent)}
 
 
-def provision_failure_reason(error: str) -> str:
-    """The bounded label for a failed provision: which side failed, never the message itself."""
-    if error.startswith("flavor ") and "could not prepare" in error:
-        return "flavor_prepare"
-    if "cannot reach plugin" in error or "did not answer" in error:
-        return "unreachable"
-    return "instance_plugin"
+def _git_commit(root: Path) -> str:
+    """HEAD of the checkout the runtime runs from; an installed wheel or a collection has no ``.git``."""
+    if not (root / ".git").exists():
+        return UNKNOWN
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit) else UNKNOWN
 
 
-class _GroupCollector(Collector):
-    """Group and leadership gauges computed from the live objects at each scrape."""
-
-    def __init__(self, owner: ControllerMetrics) -> None:
-        self._owner = owner
-
-    def describe(self) -> list[Metric]:  # no auto-describe: collect() needs a bound controller
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        controller, manager = self._owner.controller, self._owner.manager
-        if manager is not None:
-            leader = GaugeMetricFamily("infrakit_manager_leader", "1 when this replica holds the lease and acts")
-            leader.add_metric([], 1.0 if manager.lease is not None else 0.0)
-            yield leader
-            term = GaugeMetricFamily("infrakit_manager_leader_term", "Leadership term held by this replica (0 when following)")
-            term.add_metric([], float(manager.lease.term) if manager.lease is not None else 0.0)
-            yield term
-            changes = CounterMetricFamily("infrakit_manager_leadership_changes",
-                                          "Times this replica gained or lost leadership since it started")
-            changes.add_metric([], float(manager.leadership_changes))
-            yield changes
-        if controller is None:
-            return
-        now = controller.clock()
-        counts = {name: GaugeMetricFamily(f"infrakit_group_{name}_instances", text, labels=["group"])
-                  for name, text in (
-                      ("desired", "Instances the spec asks for"),
-                      ("running", "Members the instance plugin reports (plus ones just provisioned)"),
-                      ("healthy", "Members judged ready by their health checks"),
-                      ("unhealthy", "Members judged failed by their health checks"),
-                      ("pending", "Members still within their grace period or healthy threshold"),
-                      ("suspect", "Members past their grace period without enough healthy checks"),
-                      ("outdated", "Members whose config hash is not the spec's (a rollout is due)"),
-                  )}
-        converged = GaugeMetricFamily("infrakit_group_converged", "1 when the group matches its spec and is healthy",
-                                      labels=["group"])
-        condition = GaugeMetricFamily("infrakit_group_condition", "1 for the group's current condition",
-                                      labels=["group", "condition"])
-        braked = GaugeMetricFamily("infrakit_group_brake_engaged",
-                                   "1 while the max-unhealthy brake holds health replacements", labels=["group"])
-        backing_off = GaugeMetricFamily("infrakit_group_backoff_slots",
-                                        "Slots whose creates are backing off after failures", labels=["group"])
-        failures = GaugeMetricFamily("infrakit_group_consecutive_failures",
-                                     "Consecutive provision failures summed over failing slots", labels=["group"])
-        age = GaugeMetricFamily("infrakit_group_observation_age_seconds",
-                                "Seconds since the group's last completed observation", labels=["group"])
-        for gid, supervisor in sorted(controller.supervisors().items()):
-            counts["desired"].add_metric([gid], float(supervisor.spec.size))
-            memory = supervisor.memory
-            backing_off.add_metric([gid], float(sum(1 for slot, _ in memory.failures if memory.backing_off(slot, now))))
-            failures.add_metric([gid], float(sum(f.count for _, f in memory.failures)))
-            last = supervisor.last
-            if last is None:
-                continue
-            c = last.plan.counts
-            for name in ("running", "healthy", "unhealthy", "pending", "suspect", "outdated"):
-                counts[name].add_metric([gid], float(getattr(c, name)))
-            state, _ = group_controller.group_condition(last.plan, memory)
-            is_converged = state == CONVERGED
-            converged.add_metric([gid], 1.0 if is_converged else 0.0)
-            for name in CONDITIONS:
-                condition.add_metric([gid, name], 1.0 if name == state else 0.0)
-            braked.add_metric([gid], 1.0 if last.plan.braked else 0.0)
-            age.add_metric([gid], max(0.0, now - last.time))
-        # Groups the leader keeps but cannot enforce (a refused stored entry, an unreachable plugin).
-        degraded = manager.degraded if manager is not None and manager.lease is not None else None
-        for gid in degraded.ids() if degraded is not None else ():
-            if gid in controller.supervisors():
-                continue
-            converged.add_metric([gid], 0.0)
-            for name in CONDITIONS:
-                condition.add_metric([gid, name], 1.0 if name == DEGRADED else 0.0)
-            failure = degraded.memory.get(gid)
-            failures.add_metric([gid], float(failure.count if failure else 0))
-        yield from counts.values()
-        yield from (converged, condition, braked, backing_off, failures, age)
+def outcome(code: int | None) -> str:
+    """The bounded label for an answer: ``ok``, ``error`` (the plugin refused) or ``invalid`` (a bad request)."""
+    if code is None:
+        return "ok"
+    return "error" if code == errors.APPLICATION_ERROR else "invalid"
 
 
-class ControllerMetrics:
-    """One daemon's registry and the hooks that feed it.
-
-    Build it first, hand ``observe_pass`` to the ``GroupController``, then ``attach`` the
-    controller and manager; ``close`` unhooks the RPC observer.
-    """
+class DaemonMetrics:
+    """One daemon's registry with the series every daemon kind exports."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.controller: group_controller.GroupController | None = None
-        self.manager: Manager | None = None
         r = self.registry
-        self.reconcile = Histogram("infrakit_reconcile_duration_seconds", "Duration of one observe-plan-act pass",
-                                   ["group"], registry=r, buckets=RECONCILE_BUCKETS)
-        self.reconcile_errors = Counter("infrakit_reconcile_errors_total", "Passes that ended with an error",
-                                        ["group"], registry=r)
-        self.provisioned = Counter("infrakit_instances_provisioned_total", "Instances provisioned", ["group"], registry=r)
-        self.provision_failures = Counter("infrakit_provision_failures_total",
-                                          "Provisions that failed, by the side that failed", ["group", "reason"], registry=r)
-        self.destroyed = Counter("infrakit_instances_destroyed_total", "Instances destroyed, by why",
-                                 ["group", "reason"], registry=r)
-        self.destroy_failures = Counter("infrakit_destroy_failures_total", "Destroys the instance plugin refused",
-                                        ["group"], registry=r)
-        self.lost = Counter("infrakit_instances_lost_total", "Members that vanished from the instance plugin",
-                            ["group"], registry=r)
-        self.turned_unhealthy = Counter("infrakit_instances_unhealthy_total",
-                                        "Times a member's health check started failing", ["group"], registry=r)
-        self.brakes = Counter("infrakit_brake_engaged_total", "Times the max-unhealthy brake engaged", ["group"], registry=r)
-        self.events = Counter("infrakit_events_total", "Controller events, by kind", ["kind"], registry=r)
-        self.rpc = Histogram("infrakit_rpc_duration_seconds", "Plugin calls made by the controller",
-                             ["plugin", "method", "outcome"], registry=r, buckets=RPC_BUCKETS)
-        r.register(_GroupCollector(self))
-        self._observer: Callable[[str, str, float, str], None] | None = None
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        info = build_info()
+        Gauge("infrakit_build_info", "Always 1; the labels say which runtime this daemon runs",
+              sorted(info), registry=r).labels(**info).set(1)
+        self.served = Histogram("infrakit_rpc_server_duration_seconds",
+                                "JSON-RPC calls this daemon answered, by method and outcome",
+                                ["method", "outcome"], registry=r, buckets=RPC_BUCKETS)
+        self._children: dict[tuple[str, str], Any] = {}
 
-    # -- wiring ----------------------------------------------------------------------------
-
-    def attach(self, *, controller: group_controller.GroupController, manager: Manager | None = None) -> None:
-        """Read group state from ``controller`` and leadership from ``manager``; count their events and calls."""
-        self.controller, self.manager = controller, manager
-        self._count_events(controller.events)
-        self._observer = self.observe_call
-        rpc_client.OBSERVERS.append(self._observer)
-
-    def close(self) -> None:
-        """Stop observing RPC calls (the observer list is process-wide)."""
-        if self._observer is not None and self._observer in rpc_client.OBSERVERS:
-            rpc_client.OBSERVERS.remove(self._observer)
-        self._observer = None
-
-    def _count_events(self, log_: ev.EventLog) -> None:
-        """Wrap ``log_.emit`` so every event is counted as it is emitted (a queue could drop some)."""
-        emit = log_.emit
-
-        def counted(kind: str, **kwargs: Any) -> ev.Event:
-            event = emit(kind, **kwargs)
-            try:
-                self.observe_event(event)
-            except Exception:  # metrics must never break the controller
-                log.exception("counting event %s failed", kind)
-            return event
-
-        log_.emit = counted  # type: ignore[method-assign]
-
-    # -- hooks -----------------------------------------------------------------------------
-
-    def observe_pass(self, spec: GroupSpec, observation: Observation, seconds: float) -> None:
-        """The controller's ``on_pass``: one reconcile pass of ``spec``'s group took ``seconds``."""
-        self.reconcile.labels(spec.id).observe(max(0.0, seconds))
-        if observation.error:
-            self.reconcile_errors.labels(spec.id).inc()
-
-    def observe_call(self, plugin: str, method: str, seconds: float, outcome: str) -> None:
-        """An ``rpc.client.OBSERVERS`` callback."""
-        self.rpc.labels(plugin, method, outcome).observe(max(0.0, seconds))
-
-    def observe_event(self, event: ev.Event) -> None:
-        self.events.labels(event.kind).inc()
-        g = event.group
-        if event.kind == ev.PROVISIONED:
-            self.provisioned.labels(g).inc()
-        elif event.kind == ev.PROVISION_FAILED:
-            self.provision_failures.labels(g, provision_failure_reason(event.reason)).inc()
-        elif event.kind == ev.DESTROYED:
-            self.destroyed.labels(g, destroy_cause(event.reason)).inc()
-        elif event.kind == ev.DESTROY_FAILED:
-            self.destroy_failures.labels(g).inc()
-        elif event.kind == ev.INSTANCE_LOST:
-            self.lost.labels(g).inc()
-        elif event.kind == ev.INSTANCE_UNHEALTHY:
-            self.turned_unhealthy.labels(g).inc()
-        elif event.kind == ev.BRAKE_ENGAGED:
-            self.brakes.labels(g).inc()
-
-    # -- exposition ------------------------------------------------------------------------
+    def observe_rpc(self, method: str, code: int | None, seconds: float) -> None:
+        """A ``Dispatcher.observe`` callback: one answered call."""
+        key = (method, outcome(code))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.served.labels(*key)
+        child.observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         """The text exposition format, as ``GET /metrics`` serves it."""

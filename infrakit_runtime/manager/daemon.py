@@ -20,7 +20,7 @@ Options (``-o key=value`` or the config file's ``plugins[].options``)::
     events_json:    false        also write every event as one JSON line: true for stderr, or a file path
 
 Routes beside JSON-RPC: ``GET /events`` (Server-Sent Events) and ``GET /metrics``
-(Prometheus text format, from this daemon's own registry).
+(Prometheus text format: the controller's metrics join the series every daemon exports).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from infrakit_runtime.group.controller import GroupController
 from infrakit_runtime.group.events import EventLog
 from infrakit_runtime.manager.fencing import FencedPlugins
 from infrakit_runtime.manager.manager import Manager
-from infrakit_runtime.metrics import CONTENT_TYPE, ControllerMetrics
+from infrakit_runtime.manager.metrics import ControllerMetrics
 from infrakit_runtime.rpc import tokens
 from infrakit_runtime.rpc.client import default_timeout
 from infrakit_runtime.rpc.services import GroupService, ManagerService
@@ -169,15 +169,6 @@ def events_json_handler(target: bool | str) -> logging.Handler | None:
     return handler
 
 
-def metrics_route(metrics: ControllerMetrics) -> web.RouteDef:
-    """``GET /metrics``: the Prometheus text exposition of this daemon's registry."""
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
-
-    return web.get("/metrics", handler)
-
-
 def events_route(log: EventLog) -> web.RouteDef:
     """``GET /events``: Server-Sent Events, as InfraKit served them."""
 
@@ -224,7 +215,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     json_handler = events_json_handler(opts["events_json"])
     plugins = FencedPlugins(timeout=default_timeout())  # changes only under a trusted lease
     loop = asyncio.get_running_loop()
-    metrics = ControllerMetrics()
+    metrics = ControllerMetrics(ctx.metrics.registry)
     controller = GroupController(plugins=plugins, poll_interval=opts["poll_interval"], events=events, clock=loop.time,
                                  on_pass=metrics.observe_pass)
     if opts["advertise"]:
@@ -242,7 +233,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     task = asyncio.create_task(manager.run(), name=f"manager/{ctx.name}")
     try:
         served = Served(services=[GroupService({"": manager}), ManagerService({"": manager})],
-                        routes=[events_route(events), metrics_route(metrics)], tcp=opts["tcp"],
+                        routes=[events_route(events)], tcp=opts["tcp"],
                         ssl_context=opts["ssl_context"], token=opts["token"])
         yield served
     finally:

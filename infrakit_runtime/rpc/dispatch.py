@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from infrakit_runtime.rpc import errors
@@ -24,6 +26,9 @@ log = logging.getLogger(__name__)
 # Deeper JSON than this is refused before any handler sees it.
 MAX_NESTING = 64
 HANDSHAKE = "Handshake.Hello"
+# Told of every answered message: (method, or "other" when this socket has no such method;
+# the error code, None for a result; seconds). Metrics subscribe here. Must not raise.
+Observer = Callable[[str, int | None, float], None]
 
 
 def _depth_ok(value: JSON, limit: int) -> bool:
@@ -67,6 +72,7 @@ class Dispatcher:
             for method_name, method in service.methods.items():
                 self._methods[method_name] = (service, method)
         self._service_names = {m.split(".", 1)[0] for m in self._methods} | {"Handshake"}
+        self.observe: Observer | None = None
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -119,6 +125,17 @@ class Dispatcher:
         return encode(answer) if answer is not None else None
 
     async def handle_message(self, message: JSON) -> dict[str, Any] | None:
+        if self.observe is None:
+            return await self._answer(message)
+        started = time.perf_counter()
+        answer = await self._answer(message)
+        method = message.get("method") if isinstance(message, dict) else None
+        known = isinstance(method, str) and (method == HANDSHAKE or method in self._methods)
+        code = answer["error"]["code"] if answer is not None and "error" in answer else None
+        self.observe(method if known else "other", code, time.perf_counter() - started)
+        return answer
+
+    async def _answer(self, message: JSON) -> dict[str, Any] | None:
         if not isinstance(message, dict):
             return self._error(None, errors.RpcError(errors.INVALID_REQUEST, f"a request must be an object, got {json_type(message)}"))
         has_id = "id" in message

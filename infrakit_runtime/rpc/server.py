@@ -4,7 +4,8 @@ Lifecycle is explicit (``AppRunner.setup`` → ``UnixSite.start`` → ``cleanup`
 the socket is checked for staleness before binding and removed on the way out.
 HTTP behaviour mirrors InfraKit's recordings: every JSON-RPC outcome is HTTP
 200, a non-POST is 405, a Content-Type other than ``application/json`` is 415
-(a missing one is accepted), unknown paths are 404.
+(a missing one is accepted), unknown paths are 404. ``GET /metrics`` serves the daemon's
+Prometheus registry, behind the same bearer token as every route on TCP.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from infrakit_runtime import metrics
 from infrakit_runtime.rpc import errors, redact, tokens
 from infrakit_runtime.rpc.dispatch import Dispatcher, encode
 from infrakit_runtime.rpc.sockets import prepare_socket_path, secure_socket
@@ -45,6 +47,7 @@ SHUTDOWN_TIMEOUT = 1.0
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 EXTRA_ROUTES = web.AppKey("extra_routes", list)
 TOKEN = web.AppKey("token", str)
+METRICS = web.AppKey("metrics", metrics.DaemonMetrics)
 
 _JSON_TYPES = ("application/json", "application/json-rpc", "application/jsonrequest")
 
@@ -94,6 +97,10 @@ async def _api(request: web.Request) -> web.Response:
     return _json_response(encode(request.app[DISPATCHER].api()))
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
 async def _functions(request: web.Request) -> web.Response:
     # InfraKit lists its template functions here; our plugins have none.
     return _json_response(encode({}))
@@ -131,8 +138,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_app(dispatcher: Dispatcher, *, token: str | None = None, routes: list[web.RouteDef] | None = None) -> web.Application:
-    """The aiohttp application serving one dispatcher (and optional extra routes such as /events)."""
+def make_app(dispatcher: Dispatcher, *, token: str | None = None, routes: list[web.RouteDef] | None = None,
+             daemon_metrics: metrics.DaemonMetrics | None = None) -> web.Application:
+    """The aiohttp application serving one dispatcher (and optional extra routes such as /events).
+
+    With ``daemon_metrics``, every answered call is counted there and ``GET /metrics`` serves it.
+    """
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_auth] if token else [])
     app[DISPATCHER] = dispatcher
     if token:
@@ -140,6 +151,10 @@ def make_app(dispatcher: Dispatcher, *, token: str | None = None, routes: list[w
     app.router.add_route("*", "/", _rpc)
     app.router.add_get("/info/api.json", _api)
     app.router.add_get("/info/functions.json", _functions)
+    if daemon_metrics is not None:
+        app[METRICS] = daemon_metrics
+        dispatcher.observe = daemon_metrics.observe_rpc
+        app.router.add_get("/metrics", _metrics)
     if routes:
         app.router.add_routes(routes)
     return app

@@ -35,6 +35,7 @@ def test_metrics_follow_a_scale_up_and_a_killed_instance(stack):
     assert value(m, "infrakit_manager_leader") == 1
     assert value(m, "infrakit_manager_leadership_changes_total") == 1
     assert value(m, "infrakit_group_desired_instances", group="web") == 2
+    assert value(m, "infrakit_group_poll_interval_seconds", group="web") == 0.5  # the stack's POLL
     assert value(m, "infrakit_group_converged", group="web") == 1
     assert value(m, "infrakit_group_condition", group="web", condition="Converged") == 1
     assert value(m, "infrakit_instances_provisioned_total", group="web") == 2

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import group_condition
 from infrakit_runtime.group.memory import CATTLE_SLOT, Memory
 from infrakit_runtime.group.plan import Destroy, plan_group
-from infrakit_runtime.metrics import ControllerMetrics, destroy_cause, provision_failure_reason
+from infrakit_runtime.manager.metrics import ControllerMetrics, destroy_cause, provision_failure_reason
 from tests.runtime.group import world
 
 
@@ -94,7 +95,7 @@ def test_events_are_counted_as_they_are_emitted_and_histograms_fill_from_the_hoo
         metrics.observe_call("process", "Instance.Provision", 0.002, "error")
         assert len(controller.events.recent(limit=0)) == 3, "wrapping emit keeps the ring intact"
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                   for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples}
+                   for f in text_string_to_metric_families(generate_latest(metrics.registry).decode()) for s in f.samples}
         assert samples[("infrakit_instances_provisioned_total", (("group", "g"),))] == 1
         assert samples[("infrakit_instances_destroyed_total", (("group", "g"), ("reason", "unhealthy")))] == 1
         assert samples[("infrakit_provision_failures_total", (("group", "g"), ("reason", "instance_plugin")))] == 1
