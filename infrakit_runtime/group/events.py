@@ -3,6 +3,8 @@
 Guarantee: memory is bounded (``capacity`` events, oldest dropped first) and a slow
 subscriber can never block the controller: each subscriber has its own bounded queue and
 loses its oldest events, counted in ``dropped``, rather than stalling ``emit``.
+Each event is also logged at info on ``infrakit_runtime.events`` as a sentence, with
+``group``, ``instance`` and ``event`` (its kind) as structured extras for JSON logs.
 Limit: the ring lives in one process; after a restart history starts empty (the plugins
 and the store hold the truth, events only explain it).
 """
@@ -13,7 +15,6 @@ import asyncio
 import collections
 import dataclasses
 import itertools
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -55,6 +56,12 @@ class Event:
         return {"Seq": self.seq, "Time": self.time, "Kind": self.kind, "Group": self.group,
                 "Instance": self.instance, "Reason": self.reason}
 
+    def sentence(self) -> str:
+        """As ``infrakit events`` prints it: kind, group/instance, reason."""
+        where = "/".join(x for x in (self.group, self.instance) if x)
+        text = f"{self.kind} {where}" if where else self.kind
+        return f"{text}: {self.reason}" if self.reason else text
+
 
 class EventLog:
     """A bounded ring of events with fan-out to subscribers."""
@@ -65,13 +72,13 @@ class EventLog:
         self._clock = clock
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self.dropped = 0
-        self.json_lines = False
 
     def emit(self, kind: str, *, group: str = "", instance: str = "", reason: str = "") -> Event:
         event = Event(seq=next(self._seq), time=self._clock(), kind=kind, group=group, instance=instance, reason=reason)
         self._ring.append(event)
-        if self.json_lines:
-            event_log.info("%s", json.dumps(event.to_wire(), ensure_ascii=False))
+        if event_log.isEnabledFor(logging.INFO):
+            event_log.info("%s", event.sentence(), extra={"group": group, "instance": instance, "event": kind,
+                                                          "wire": event.to_wire()})
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()

@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from infrakit_runtime import logs
 from infrakit_runtime.backends import open_backend
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
@@ -149,10 +150,11 @@ def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
 
 
 def events_json_handler(target: bool | str) -> logging.Handler | None:
-    """Route the event logger to bare JSON lines (stderr or an appended file), whatever the log format.
+    """Also write each event as its bare wire object (stderr or an appended file), whatever the log format.
 
-    The events logger stops propagating so each event is one clean JSON line, not a JSON
-    document inside a text log line; the handler is returned so the daemon can remove it.
+    On stderr the JSON line replaces the event's ordinary log line (the events logger stops
+    propagating), so nothing is said twice there; a file gets the JSON lines and the log keeps
+    its own. The handler is returned so the daemon can remove it.
     """
     if not target:
         return None
@@ -162,10 +164,10 @@ def events_json_handler(target: bool | str) -> logging.Handler | None:
         handler = logging.FileHandler(target, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(logs.EventWireFormatter())
     ev.event_log.addHandler(handler)
     ev.event_log.setLevel(logging.INFO)
-    ev.event_log.propagate = False
+    ev.event_log.propagate = isinstance(target, str)
     return handler
 
 
@@ -211,7 +213,6 @@ async def _events(request: web.Request, log: EventLog) -> web.StreamResponse:
 async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     opts = parse_options(ctx.options, home=ctx.home)
     events = EventLog()
-    events.json_lines = bool(opts["events_json"])
     json_handler = events_json_handler(opts["events_json"])
     plugins = FencedPlugins(timeout=default_timeout())  # changes only under a trusted lease
     loop = asyncio.get_running_loop()
