@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | sha1
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -q
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv system-deps demo demo-down test test-runtime test-fuzz test-chaos test-ansible test-e2e lint bench chaos soak clean
+.PHONY: venv system-deps demo demo-down test test-runtime test-fuzz test-chaos test-ansible test-e2e test-alerts lint bench chaos soak clean
 
 $(STAMP): requirements/runtime.txt requirements/test.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
 	@# The package enables an etcd service; our tests run their own cluster on other ports.
 	@-systemctl disable --now etcd >/dev/null 2>&1 || true
+	@# promtool (Debian's prometheus package) checks and unit-tests docs/alerts.yml; no server is run.
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing prometheus (Debian) for promtool"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  systemctl disable --now prometheus >/dev/null 2>&1 || true; }
 
 demo: venv
 	bash scripts/demo.sh
@@ -51,8 +56,13 @@ test-ansible: venv
 test-e2e: venv
 	@if [ -d tests/e2e ]; then $(PYTEST) tests/e2e; fi
 
+# The alert rules are valid and each alert's unit tests pass (tests/runtime/observability checks the rest).
+test-alerts: system-deps
+	promtool check rules docs/alerts.yml
+	promtool test rules tests/runtime/observability/alerts.test.yml
+
 # Every suite; CI runs exactly this.
-test: lint test-runtime test-fuzz test-chaos test-ansible test-e2e
+test: lint test-alerts test-runtime test-fuzz test-chaos test-ansible test-e2e
 
 # Longer fault and fuzz runs with random seeds (not part of `make test`).
 chaos: venv system-deps

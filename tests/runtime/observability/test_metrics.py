@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import time
-from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.runtime.conftest import REPO
 from tests.runtime.observability.conftest import value
-
-DASHBOARD = REPO / "docs" / "grafana-dashboard.json"
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "a condition"):
@@ -75,44 +67,3 @@ def test_metrics_follow_a_scale_up_and_a_killed_instance(stack):
     assert value(m, "infrakit_instances_destroyed_total", group="web", reason="scale_down") == 1
     assert value(m, "infrakit_group_desired_instances", group="web") == 3
 
-
-def _exported_names(text: str) -> set[str]:
-    """Every series name the exposition declares (histograms expand to _bucket/_sum/_count)."""
-    names: set[str] = set()
-    for family in text_string_to_metric_families(text):
-        names.add(family.name)
-        if family.type == "counter":
-            names.update({family.name + "_total", family.name + "_created"})
-        elif family.type == "histogram":
-            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count", "_created"))
-        names.update(s.name for s in family.samples)
-    return names
-
-
-def _expressions(node) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
-        if isinstance(node.get("query"), str):
-            found.append(node["query"])
-        return found + [e for v in node.values() for e in _expressions(v)]
-    if isinstance(node, list):
-        return [e for v in node for e in _expressions(v)]
-    return []
-
-
-def test_the_dashboard_queries_only_metrics_the_manager_exports(stack):
-    stack.commit(stack.spec(size=1))
-    stack.wait_converged(1)
-    exported = _exported_names(stack.metrics_text())
-    dashboard = json.loads(Path(DASHBOARD).read_text())
-    exprs = _expressions(dashboard)
-    assert len(exprs) >= 8, "the dashboard should show groups, reconcile latency, replacements and leadership"
-    used: set[str] = set()
-    for expr in exprs:
-        used.update(re.findall(r"\binfrakit_[a-z0-9_]+", expr))
-    assert used, "no infrakit metric in the dashboard"
-    unknown = sorted(used - exported)
-    assert not unknown, f"the dashboard queries metrics the manager does not export: {unknown}"
-    for needed in ("infrakit_group_healthy_instances", "infrakit_reconcile_duration_seconds_bucket",
-                   "infrakit_instances_destroyed_total", "infrakit_manager_leader"):
-        assert needed in used, f"the dashboard does not show {needed}"
