@@ -37,3 +37,19 @@ def test_metrics_over_tcp_need_the_bearer_token_and_the_unix_socket_does_not(dae
     assert any(name == f"{SERVED}_count" for name, _ in m)
     assert "infrakit_build_info" in scrape_unix(daemons.plugins_dir / "group")
     assert TOKEN not in daemons.log("group")
+
+
+def test_a_plugin_daemons_tcp_listener_guards_metrics_with_its_token(daemons: Daemons) -> None:
+    token_file = daemons.home / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    daemons.start("vanilla", "--tcp", f"127.0.0.1:{port}", "--token-file", str(token_file))
+
+    assert _get(port, {})[0] == 401
+    assert _get(port, {"Authorization": f"Bearer {WRONG_TOKEN}"})[0] == 401
+    status, body = _get(port, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+    m = samples(body)
+    assert any(name == "process_resident_memory_bytes" for name, _ in m)
+    assert any(name == f"{SERVED}_count" and dict(labels).get("method") == "Handshake.Hello" for name, labels in m)
