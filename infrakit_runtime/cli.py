@@ -203,22 +203,32 @@ def _add_probe_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_up(args: argparse.Namespace, cfg: config.Config) -> int:
-    from infrakit_runtime.launcher import supervise
+    from infrakit_runtime import keeper
+    from infrakit_runtime.launcher import UP_STOPPED, LockHeld, supervise, up_lock
 
     if not cfg.plugins:
         raise UsageError(f"no plugins configured in {cfg.source or config.default_path()}; add a 'plugins' list")
-    if args.detach:
-        _detach(args.log_file or str(cfg.home / "infrakit-up.log"))
-    os.environ["INFRAKIT_PARENT_DEATHSIG"] = "1"
     if args.config:
         os.environ["INFRAKIT_CONFIG"] = str(Path(args.config).resolve())
-    pid_file = cfg.plugins_dir / "infrakit-up.pid"
-    cfg.plugins_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    pid_file.write_text(f"{os.getpid()}\n")
+    if args.detach or args.keeper:
+        if args.detach:
+            _detach(args.log_file or str(cfg.home / "infrakit-up.log"))
+        probe = ["--probe-interval", str(args.probe_interval), "--probe-timeout", str(args.probe_timeout),
+                 "--probe-failures", str(args.probe_failures)]
+        argv = keeper.supervisor_argv(config=args.config, log_level=args.log_level, log_format=args.log_format,
+                                      probe=probe)
+        return keeper.keep(argv, plugins_dir=cfg.plugins_dir)
+    os.environ["INFRAKIT_PARENT_DEATHSIG"] = "1"
+    lock = up_lock(cfg.plugins_dir)
     try:
-        asyncio.run(supervise(list(cfg.plugins), plugins_dir=cfg.plugins_dir, liveness=_liveness(args)))
+        lock.acquire()
+    except LockHeld as e:
+        raise UsageError(f"{e}; stop it first (kill {e.pid})" if e.pid else str(e)) from None
+    try:
+        asyncio.run(supervise(list(cfg.plugins), plugins_dir=cfg.plugins_dir, liveness=_liveness(args),
+                              stopped_marker=cfg.plugins_dir / UP_STOPPED))
     finally:
-        pid_file.unlink(missing_ok=True)
+        lock.release()
     return 0
 
 
@@ -384,8 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     ls.set_defaults(func=cmd_plugin_ls)
 
-    up = sub.add_parser("up", help="run the daemons of the configuration file under supervision")
-    up.add_argument("--detach", action="store_true", help="run in the background (double fork)")
+    up = sub.add_parser("up", help="run the daemons of the configuration file under supervision",
+                        description="Run every daemon of the configuration file as a child, restart any that dies "
+                        "(with backoff, never giving up) and stop them all on SIGTERM/SIGINT. One supervisor per "
+                        "plugin directory. With --keeper (implied by --detach) a small keeper process runs the "
+                        "supervisor and restarts it if it dies, until it is stopped on request.")
+    up.add_argument("--detach", action="store_true",
+                    help="run in the background (double fork), under a keeper that restarts the supervisor")
+    up.add_argument("--keeper", action="store_true",
+                    help="run the supervisor under a keeper in the foreground (for a container's entrypoint)")
     up.add_argument("--log-file", help="log file when detached (default $INFRAKIT_HOME/infrakit-up.log)")
     _add_probe_options(up)
     up.set_defaults(func=cmd_up)

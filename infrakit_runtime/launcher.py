@@ -7,6 +7,14 @@ supervised). A child that stops answering its handshake within a deadline is
 killed and restarted, so a hung daemon is treated like a dead one. On SIGTERM or
 SIGINT every child is stopped (SIGTERM, then SIGKILL after a grace period) and
 its socket removed; the supervisor never leaves orphans behind.
+
+One ``infrakit up`` per plugin directory: it holds an exclusive lock (``infrakit-up.lock``)
+that the kernel releases when it dies, so its pid file is only ever believed while the lock
+is held; a stale one is replaced. A supervisor that died without stopping its children
+(SIGKILL: they get SIGTERM from the kernel, see ``plugin run``) may leave one still running
+or hung; its successor stops such a leftover before starting the daemon again, so no daemon
+runs twice. Pid files are never trusted alone: a pid is signalled only while it still runs the
+infrakit program the file says. ``keeper.py`` restarts a supervisor that dies.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import random
@@ -25,6 +34,7 @@ from pathlib import Path
 from infrakit_runtime.daemon import DaemonSpec, pid_path
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.discovery import Address
+from infrakit_runtime.spi.common import PluginError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +48,8 @@ class Backoff:
     stable: float = 60.0
 
     def delay(self, failures: int) -> float:
-        base = min(self.maximum, self.initial * (2 ** max(0, failures - 1)))
+        # The exponent is capped: after ~1,000 restarts 2**n no longer fits a float, and "never gives up" means never.
+        base = min(self.maximum, self.initial * (2 ** min(max(0, failures - 1), 62)))
         return base * random.uniform(0.8, 1.2)
 
 
@@ -77,6 +88,7 @@ class Child:
         """Keep the daemon running until cancelled."""
         failures = 0
         loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._stop_leftover)
         while True:
             started = loop.time()
             self.process = await asyncio.create_subprocess_exec(*self.argv, env=self.env, start_new_session=True)
@@ -131,6 +143,15 @@ class Child:
         finally:
             await client.close()
 
+    def _stop_leftover(self) -> None:
+        """Stop this daemon's process left by a supervisor that died (SIGKILL) without stopping it."""
+        pid = _read_pid(pid_path(self.plugins_dir, self.spec.name))
+        if pid is None or not is_leftover_daemon(pid, self.spec):
+            return
+        log.warning("%s: pid %d, left running by a supervisor that died, is stopped before a new one starts",
+                    self.spec.name, pid)
+        terminate(pid, timeout=self.stop_timeout)
+
     def _stop_requested(self) -> bool:
         marker = stop_marker(self.plugins_dir, self.spec.name)
         if marker.exists():
@@ -184,8 +205,13 @@ def child_argv(spec: DaemonSpec, extra: list[str]) -> list[str]:
 
 async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: list[str] | None = None,
                     backoff: Backoff | None = None, liveness: Liveness | None = Liveness(),
-                    stop_timeout: float = 10.0, ready: asyncio.Event | None = None) -> None:
-    """Run every daemon until SIGTERM/SIGINT, then stop them all."""
+                    stop_timeout: float = 10.0, ready: asyncio.Event | None = None,
+                    stopped_marker: Path | None = None) -> None:
+    """Run every daemon until SIGTERM/SIGINT, then stop them all.
+
+    ``stopped_marker`` is touched as soon as the stop is requested, before the daemons are
+    stopped: a keeper reads it as "stopped on purpose, do not restart".
+    """
     env = dict(os.environ)
     env["INFRAKIT_PLUGINS_DIR"] = str(plugins_dir)
     children = [
@@ -201,6 +227,10 @@ async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: l
     for c in children:
         stop_marker(plugins_dir, c.spec.name).unlink(missing_ok=True)
     plugins_dir.mkdir(parents=True, exist_ok=True, mode=0o750)  # noqa: ASYNC240
+    for stale in plugins_dir.glob("infrakit-supervisor.*.pid"):  # noqa: ASYNC240
+        pid = _read_pid(stale)
+        if pid is None or not (runs_infrakit(pid, "up") or runs_infrakit(pid, "start")):
+            stale.unlink(missing_ok=True)  # left by a supervisor that was killed
     own_pid = supervisor_pid_file(plugins_dir, os.getpid())
     own_pid.write_text(f"{os.getpid()}\n")
     tasks = [asyncio.create_task(c.run(), name=f"child/{c.spec.name}") for c in children]
@@ -208,6 +238,8 @@ async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: l
         ready.set()
     try:
         await stop.wait()
+        if stopped_marker is not None:
+            stopped_marker.touch()  # noqa: ASYNC240
     finally:
         own_pid.unlink(missing_ok=True)
         log.info("stopping %d plugin(s)", len(children))
@@ -223,12 +255,13 @@ def stop_supervisors(plugins_dir: Path, *, timeout: float = 20.0) -> int:
     """SIGTERM every supervisor (``plugin start``, ``up``) serving this directory; how many were running."""
     stopped = 0
     for pid_file in sorted(plugins_dir.glob("infrakit-supervisor.*.pid")):
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
+        pid = _read_pid(pid_file)
+        if pid is None:
             continue
-        if terminate(pid, timeout=timeout):
-            stopped += 1
+        # A file left by a supervisor that was killed may name a pid reused by another program.
+        if runs_infrakit(pid, "up") or runs_infrakit(pid, "start"):
+            if terminate(pid, timeout=timeout):
+                stopped += 1
         pid_file.unlink(missing_ok=True)
     return stopped
 
@@ -239,12 +272,11 @@ def stop_plugin(plugins_dir: Path, name: str, *, timeout: float = 10.0) -> bool:
     A supervised daemon stopped this way stays stopped: the marker tells its supervisor.
     """
     pid_file = pid_path(plugins_dir, name)
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
+    pid = _read_pid(pid_file)
+    if pid is None:
         return False
-    if not process_alive(pid):
-        pid_file.unlink(missing_ok=True)
+    if not process_alive(pid) or not runs_infrakit(pid, "run"):
+        pid_file.unlink(missing_ok=True)  # stale: that daemon is gone (the pid may be another program's now)
         return False
     stop_marker(plugins_dir, name).touch()
     return terminate(pid, timeout=timeout)
@@ -274,3 +306,114 @@ def process_alive(pid: int) -> bool:
         return False
     # The state follows the parenthesised command name, which may itself hold spaces.
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def runs_infrakit(pid: int, command: str) -> bool:
+    """True when ``pid`` is alive and runs ``infrakit ... COMMAND`` (``python -m infrakit_runtime`` or the script)."""
+    argv = _cmdline(pid)
+    if not argv or not process_alive(pid):
+        return False
+    program = next((i for i, a in enumerate(argv[:3]) if a == "infrakit_runtime" or Path(a).name == "infrakit"), None)
+    return program is not None and command in argv[program + 1:]
+
+
+def is_leftover_daemon(pid: int, spec: DaemonSpec) -> bool:
+    """True when ``pid`` is a daemon a supervisor started for ``spec`` and that supervisor is gone."""
+    if not runs_infrakit(pid, "run") or f"{spec.kind}:{spec.name}" not in _cmdline(pid):
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    if b"INFRAKIT_PARENT_DEATHSIG=1" not in environ:
+        return False  # started by hand, not by a supervisor: not ours to stop
+    return ppid != os.getpid() and not (runs_infrakit(ppid, "up") or runs_infrakit(ppid, "start"))
+
+
+class LockHeld(PluginError):
+    """Another live process holds the lock."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class ProcessLock:
+    """An exclusive lock on a file, held for the life of the process, and a pid file beside it.
+
+    The kernel releases the lock when the holder dies, however it dies: the pid file is
+    believed only while the lock is held (``holder``), and a stale one is overwritten.
+    """
+
+    def __init__(self, path: Path, pid_file: Path, *, what: str) -> None:
+        self.path = path
+        self.pid_file = pid_file
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock and write our pid; ``LockHeld`` naming the holder when another process has it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = _read_pid(self.pid_file)
+            raise LockHeld(f"another {self.what} (pid {pid or 'unknown'}) already runs for {self.path.parent}", pid) from None
+        self._fd = fd
+        tmp = self.pid_file.with_name(f".{self.pid_file.name}.{os.getpid()}")
+        tmp.write_text(f"{os.getpid()}\n")
+        tmp.chmod(0o644)
+        os.replace(tmp, self.pid_file)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if _read_pid(self.pid_file) == os.getpid():
+            self.pid_file.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def held(self) -> bool:
+        """True while some live process holds the lock; when False, any pid file beside it is stale."""
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the shared lock the probe may have taken
+        return False
+
+
+UP_LOCK = "infrakit-up.lock"
+UP_PID = "infrakit-up.pid"
+UP_STOPPED = "infrakit-up.stopped"
+
+
+def up_lock(plugins_dir: Path) -> ProcessLock:
+    """The lock that makes ``infrakit up`` the only supervisor of ``plugins_dir``."""
+    return ProcessLock(plugins_dir / UP_LOCK, plugins_dir / UP_PID, what="infrakit up supervisor")
