@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from infrakit_runtime.launcher import UP_STOPPED, Backoff, LockHeld, ProcessLock, up_lock
+from infrakit_runtime.launcher import UP_STOPPED, Backoff, LockHeld, ProcessLock, read_pid, runs_infrakit, up_lock
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class Keeper:
         self.backoff = backoff or Backoff()
         self.clock = clock
         self.child: subprocess.Popen[bytes] | None = None
+        # A supervisor this keeper found running (not its child): signalled with it on a stop.
+        self.adopted: int | None = None
         self.stopping = False
         self.starts = 0
 
@@ -80,6 +82,9 @@ class Keeper:
         if self.child is not None and self.child.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.child.send_signal(signum)
+        elif self.adopted is not None and runs_infrakit(self.adopted, "up"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.adopted, signum)
 
     def run(self) -> int:
         """Keep the supervisor running; 0 once it (or this keeper) was stopped on request."""
@@ -119,7 +124,10 @@ class Keeper:
         supervisor = up_lock(self.plugins_dir)
         while not self.stopping:
             if supervisor.held():
-                log.info("a supervisor already runs for %s; keeping it", self.plugins_dir)
+                pid = read_pid(supervisor.pid_file)
+                self.adopted = pid if pid is not None and runs_infrakit(pid, "up") else None
+                log.info("a supervisor already runs for %s (pid %s); keeping it", self.plugins_dir,
+                         self.adopted or "unknown")
                 while supervisor.held() and not self.stopping:
                     self._sleep(POLL)
                 started = None
@@ -132,7 +140,10 @@ class Keeper:
                     self._sleep(POLL)
             if self.stopping:
                 self._wait_child()
+                while supervisor.held() and self.adopted is not None and runs_infrakit(self.adopted, "up"):
+                    time.sleep(POLL)  # the adopted supervisor got the signal too: let it stop its daemons
                 return
+            self.adopted = None
             code = self.child.returncode if started is not None and self.child is not None else None
             requested = code == 0 or self.stopped_marker.exists()
             lived = self.clock() - started if started is not None else self.backoff.stable

@@ -145,7 +145,7 @@ class Child:
 
     def _stop_leftover(self) -> None:
         """Stop this daemon's process left by a supervisor that died (SIGKILL) without stopping it."""
-        pid = _read_pid(pid_path(self.plugins_dir, self.spec.name))
+        pid = read_pid(pid_path(self.plugins_dir, self.spec.name))
         if pid is None or not is_leftover_daemon(pid, self.spec):
             return
         log.warning("%s: pid %d, left running by a supervisor that died, is stopped before a new one starts",
@@ -228,7 +228,7 @@ async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: l
         stop_marker(plugins_dir, c.spec.name).unlink(missing_ok=True)
     plugins_dir.mkdir(parents=True, exist_ok=True, mode=0o750)  # noqa: ASYNC240
     for stale in plugins_dir.glob("infrakit-supervisor.*.pid"):  # noqa: ASYNC240
-        pid = _read_pid(stale)
+        pid = read_pid(stale)
         if pid is None or not (runs_infrakit(pid, "up") or runs_infrakit(pid, "start")):
             stale.unlink(missing_ok=True)  # left by a supervisor that was killed
     own_pid = supervisor_pid_file(plugins_dir, os.getpid())
@@ -255,7 +255,7 @@ def stop_supervisors(plugins_dir: Path, *, timeout: float = 20.0) -> int:
     """SIGTERM every supervisor (``plugin start``, ``up``) serving this directory; how many were running."""
     stopped = 0
     for pid_file in sorted(plugins_dir.glob("infrakit-supervisor.*.pid")):
-        pid = _read_pid(pid_file)
+        pid = read_pid(pid_file)
         if pid is None:
             continue
         # A file left by a supervisor that was killed may name a pid reused by another program.
@@ -272,7 +272,7 @@ def stop_plugin(plugins_dir: Path, name: str, *, timeout: float = 10.0) -> bool:
     A supervised daemon stopped this way stays stopped: the marker tells its supervisor.
     """
     pid_file = pid_path(plugins_dir, name)
-    pid = _read_pid(pid_file)
+    pid = read_pid(pid_file)
     if pid is None:
         return False
     if not process_alive(pid) or not runs_infrakit(pid, "run"):
@@ -308,7 +308,7 @@ def process_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
@@ -376,7 +376,7 @@ class ProcessLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            pid = _read_pid(self.pid_file)
+            pid = read_pid(self.pid_file)
             raise LockHeld(f"another {self.what} (pid {pid or 'unknown'}) already runs for {self.path.parent}", pid) from None
         self._fd = fd
         tmp = self.pid_file.with_name(f".{self.pid_file.name}.{os.getpid()}")
@@ -387,7 +387,7 @@ class ProcessLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        if _read_pid(self.pid_file) == os.getpid():
+        if read_pid(self.pid_file) == os.getpid():
             self.pid_file.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None

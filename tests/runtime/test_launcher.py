@@ -331,6 +331,17 @@ def test_a_new_keeper_adopts_a_running_supervisor_and_restarts_it_when_it_dies(d
                what="the adopted supervisor to be replaced")
 
 
+def test_sigterm_to_a_keeper_that_adopted_a_supervisor_stops_that_supervisor_too(daemons, kept):
+    before = roles(daemons)
+    os.kill(before["keeper"][0], signal.SIGKILL)
+    wait_until(lambda: "keeper" not in roles(daemons), timeout=30, what="the keeper to die")
+    infrakit(daemons, "--config", str(kept), "up", "--detach", *PROBE)
+    wait_until(lambda: "keeping it" in (daemons.home / "infrakit-up.log").read_text(), timeout=30,
+               what="the new keeper to adopt the supervisor")
+    os.kill(pid_of(daemons, "infrakit-keeper"), signal.SIGTERM)
+    wait_until(lambda: not ours(daemons), timeout=30, what="keeper, adopted supervisor and daemons to stop")
+
+
 def test_a_stale_pid_file_is_replaced_and_the_program_it_names_is_never_signalled(daemons):
     """A killed supervisor's pid files may name a pid the system gave to another program since."""
     bystander = subprocess.Popen(["sleep", "600"])
