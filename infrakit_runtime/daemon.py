@@ -41,6 +41,7 @@ KINDS: dict[str, str] = {
     "weighted": "infrakit_runtime.plugins.instance.selector.daemon:open_weighted",
     "vanilla": "infrakit_runtime.plugins.flavor.vanilla:open_daemon",
     "combo": "infrakit_runtime.plugins.flavor.combo:open_daemon",
+    "targetgroup": "infrakit_runtime.plugins.flavor.targetgroup:open_daemon",
     "manager": "infrakit_runtime.manager.daemon:open_daemon",
 }
 # The socket a kind listens on unless told otherwise (the manager is InfraKit's ``group``).

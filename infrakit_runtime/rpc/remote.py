@@ -21,6 +21,10 @@ from infrakit_runtime.rpc.services import (
 from infrakit_runtime.spi import flavor, group, instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
 
+# Drain may rightly take as long as a load balancer's deregistration delay (300 s by default) or a
+# flavor's drain hook: the call waits up to this long, whatever the client's usual timeout.
+DRAIN_TIMEOUT = 900.0
+
 
 def _raise_plugin_error(e: RemoteError) -> None:
     raise PluginError(e.message) from None
@@ -144,9 +148,9 @@ class FlavorClient:
                 out.append(flavor.Health.UNKNOWN)
         return out
 
-    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+    async def _call(self, method: str, params: dict[str, Any], timeout: float | None = None) -> Any:
         try:
-            return await self.client.call(method, {"Type": self.type, **params})
+            return await self.client.call(method, {"Type": self.type, **params}, timeout=timeout)
         except RemoteError as e:
             if method == "Flavor.Validate":
                 raise ValidationError(e.message) from None
@@ -171,7 +175,8 @@ class FlavorClient:
             return flavor.Health.UNKNOWN
 
     async def drain(self, properties: JSON, description: instance.Description) -> None:
-        await self._call("Flavor.Drain", {"Properties": properties, "Instance": description.to_wire()})
+        await self._call("Flavor.Drain", {"Properties": properties, "Instance": description.to_wire()},
+                         timeout=max(self.client.timeout, DRAIN_TIMEOUT))
 
 
 class GroupClient:

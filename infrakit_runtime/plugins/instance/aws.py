@@ -230,7 +230,7 @@ _OPTIONS = {
 }
 
 
-def _options(raw: dict[str, Any]) -> dict[str, Any]:
+def check_options(raw: dict[str, Any]) -> dict[str, Any]:
     """Daemon options, type-checked, with every problem listed."""
     problems, out = [], {}
     for key, value in raw.items():
@@ -261,13 +261,18 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def connection(o: dict[str, Any], *, max_workers: int = 16) -> Settings:
+    """How to reach AWS from checked options (``check_options``); credentials stay with boto3's chain."""
+    return Settings(region=o.get("region"), profile=o.get("profile"), endpoint_url=o.get("endpoint_url"),
+                    retry_mode=o.get("retry_mode", "standard"), max_attempts=o.get("max_attempts", 5),
+                    max_workers=max_workers)
+
+
 def build(options: dict[str, Any]) -> AwsInstancePlugin:
     """A plugin from daemon options (not yet connected: await ``plugin.ec2.connect()``)."""
-    o = _options(options)
+    o = check_options(options)
     concurrency = o.get("concurrency", 16)
-    settings = Settings(region=o.get("region"), profile=o.get("profile"), endpoint_url=o.get("endpoint_url"),
-                        retry_mode=o.get("retry_mode", "standard"), max_attempts=o.get("max_attempts", 5),
-                        max_workers=concurrency)
+    settings = connection(o, max_workers=concurrency)
     defaults = Backoff()
     backoff = Backoff(retries=o.get("throttle_retries", defaults.retries), base=o.get("throttle_base", defaults.base),
                       cap=o.get("throttle_cap", defaults.cap))
@@ -278,7 +283,7 @@ def build(options: dict[str, Any]) -> AwsInstancePlugin:
 @contextlib.asynccontextmanager
 async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     """Serve the aws plugin; options as in the module docstring, credentials from boto3's chain."""
-    o = _options(ctx.options)
+    o = check_options(ctx.options)
     plugin = build(ctx.options)
     # botocore's DEBUG lines carry signed headers (the access key ID) and whole request bodies:
     # keep them out of the daemon's log even when the daemon itself logs at debug.

@@ -76,15 +76,17 @@ class AwsError(PluginError):
 class Ec2:
     """One EC2 client shared by every call, run in a private thread pool.
 
+    ``service`` is boto3's name for the API (``ec2``; the targetgroup flavor uses ``elbv2``).
     ``sleep`` and ``rng`` are injected so the backoff can be tested without waiting.
     """
 
     def __init__(self, settings: Settings, *, backoff: Backoff | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, service: str = "ec2") -> None:
         if settings.retry_mode not in RETRY_MODES:
             raise ValueError(f"retry_mode must be one of {', '.join(RETRY_MODES)}, got {settings.retry_mode!r}")
         self.settings = settings
+        self.service = service
         self.backoff = backoff or Backoff()
         self._sleep = sleep
         self._rng = rng
@@ -105,16 +107,16 @@ class Ec2:
             max_pool_connections=self.settings.max_workers,
             user_agent_extra="infrakit-aws",
         )
-        client = session.client("ec2", endpoint_url=self.settings.endpoint_url, config=config)
+        client = session.client(self.service, endpoint_url=self.settings.endpoint_url, config=config)
         creds = session.get_credentials()
         if creds is not None:
             frozen = creds.get_frozen_credentials()
             self._secrets = tuple(s for s in (frozen.secret_key, frozen.token, frozen.access_key) if s)
-        client.meta.events.register("before-send.ec2.*", self._count)
+        client.meta.events.register(f"before-send.{self.service}.*", self._count)
         return client
 
     def _count(self, request: Any = None, **kwargs: Any) -> None:
-        name = kwargs.get("event_name", "before-send.ec2.?").rsplit(".", 1)[-1]
+        name = kwargs.get("event_name", "before-send.?.?").rsplit(".", 1)[-1]
         with self._lock:
             self.requests[name] = self.requests.get(name, 0) + 1
 
@@ -123,7 +125,7 @@ class Ec2:
         try:
             self._client = await self._in_pool(self._connect)
         except botocore.exceptions.BotoCoreError as e:
-            raise AwsError(self.scrub(f"cannot set up the EC2 client: {e}")) from None
+            raise AwsError(self.scrub(f"cannot set up the {self.service} client: {e}")) from None
 
     @property
     def client(self) -> Any:

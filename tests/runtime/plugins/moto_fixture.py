@@ -53,6 +53,16 @@ def post(port: int, path: str, body: bytes = b"") -> int:
         conn.close()
 
 
+def front_events(endpoint: str) -> list[tuple[float, str, list[str]]]:
+    """Every TerminateInstances, RegisterTargets and DeregisterTargets the front saw: (time, action, IDs)."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(endpoint.rsplit(":", 1)[1]), timeout=5)
+    try:
+        conn.request("GET", "/moto-front/events")
+        return [tuple(e) for e in json.loads(conn.getresponse().read())]
+    finally:
+        conn.close()
+
+
 def configure(endpoint: str, **state: Any) -> dict[str, Any]:
     """Tell the front what to inject (see ``moto_front``); returns its state with request counts."""
     conn = http.client.HTTPConnection("127.0.0.1", int(endpoint.rsplit(":", 1)[1]), timeout=5)

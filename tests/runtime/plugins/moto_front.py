@@ -20,7 +20,9 @@ only these behaviours are added, each one what EC2 or ELBv2 does and moto 5.2 do
 
 Control: ``POST /moto-front`` with a JSON object sets any of the keys above; ``GET /moto-front``
 returns them with per-action request counts; ``GET|POST /moto-front/records`` returns (and with
-POST clears) one ``[action, first page, start, end]`` record per request, for benchmarks.
+POST clears) one ``[action, first page, start, end]`` record per request, for benchmarks;
+``GET /moto-front/events`` returns ``[time, action, IDs]`` for every TerminateInstances,
+RegisterTargets and DeregisterTargets, so a test can check what happened in which order.
 ``POST /moto-api/reset`` empties moto and the front alike.
 """
 
@@ -83,6 +85,7 @@ class Front:
         self.draining: dict[tuple[str, str], tuple[float, int]] = {}  # -> (until, port)
         self.records: list[tuple[str, bool, float, float]] = []
         self.counts: dict[str, int] = {}
+        self.events: list[tuple[float, str, list[str]]] = []  # (time, action, target or instance IDs)
 
     # -- control -------------------------------------------------------------------------------
 
@@ -93,6 +96,8 @@ class Front:
                 out: Any = self.records
                 if method == "POST":
                     self.records = []
+            elif path == "/moto-front/events":
+                out = self.events
             else:
                 if method == "POST":
                     self._configure(json.loads(body or b"{}"))
@@ -168,6 +173,10 @@ class Front:
                 f'</Response>').encode()
 
     def _after(self, action: str, query: dict[str, list[str]], region: str) -> None:
+        ids = _members(query, "InstanceId") if action == "TerminateInstances" else _members(query, "Targets.member", ".Id")
+        if action in ("TerminateInstances", "RegisterTargets", "DeregisterTargets"):
+            with self.lock:
+                self.events.append((time.time(), action, ids))
         if action == "TerminateInstances":
             self._release_addresses(region, _members(query, "InstanceId"))
         elif action in ("RegisterTargets", "DeregisterTargets"):
