@@ -26,14 +26,16 @@ throttling, after botocore's retries).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import datetime
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from infrakit_runtime.daemon import DaemonContext, Served
-from infrakit_runtime.plugins.instance import aws_launch, aws_validate
+from infrakit_runtime.plugins.instance import aws_launch, aws_pets, aws_validate
 from infrakit_runtime.plugins.instance.aws_ec2 import RETRY_MODES, AwsError, Backoff, Ec2, Settings
 from infrakit_runtime.rpc.services import InstanceService, ProvisionResult
 from infrakit_runtime.spi import instance
@@ -50,6 +52,8 @@ NOT_FOUND = "InvalidInstanceID.NotFound"
 BATCH_MIN_COUNTS = ("one", "all")
 # Longest chain of already-terminated answers followed before giving up (see aws_launch.chained_token).
 MAX_TOKEN_CHAIN = 5
+# Instances whose tags and attachments are remembered from DescribeInstances (for Destroy's checks).
+SEEN_LIMIT = 50_000
 
 
 def _jsonable(value: Any) -> JSON:
@@ -79,6 +83,7 @@ def describe(raw: dict[str, Any], properties: bool) -> instance.Description:
             "ImageId": raw.get("ImageId"),
             "SubnetId": raw.get("SubnetId"),
             "VpcId": raw.get("VpcId"),
+            "Volumes": {d: v for d, v in aws_pets.attached(raw).items() if d != raw.get("RootDeviceName")},
         })
     # Pets launched here always carry the tag; an IP logical ID is also the private IP.
     return instance.Description(id=raw["InstanceId"], logical_id=tags.get(instance.TAG_LOGICAL_ID),
@@ -97,7 +102,10 @@ class AwsInstancePlugin:
         self.ec2 = ec2
         self.max_batch = max_batch
         self.batch_min_count = batch_min_count
+        self.pets = aws_pets.Pets(ec2)
         self._slots = asyncio.Semaphore(concurrency)
+        # Instance ID -> {Tags, BlockDeviceMappings} as last described (bounded, oldest dropped first).
+        self._seen: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 
     async def validate(self, properties: JSON) -> None:
         """Offline shape check against botocore's model; no API call, no credentials needed."""
@@ -124,12 +132,30 @@ class AwsInstancePlugin:
 
     async def provision(self, spec: instance.Spec) -> instance.ID:
         properties = aws_validate.validate(spec.properties, "Spec.Properties")
+        if "Volumes" in properties:
+            return await self._provision_pet(properties, spec)
         launched = await self._launch(aws_launch.run_params(properties, spec), 1, aws_launch.client_token(spec))
         if not launched:
             raise PluginError("RunInstances failed: EC2 launched no instance")
         instance_id = launched[0]["InstanceId"]
         log.info("launched %s (group %s, logical ID %s)", instance_id, spec.tags.get(instance.TAG_GROUP, "-"),
                  spec.logical_id or "-")
+        return instance_id
+
+    async def _provision_pet(self, properties: dict[str, Any], spec: instance.Spec) -> instance.ID:
+        """A pet with kept volumes: find or create them, launch, attach (see ``aws_pets``)."""
+        pairs = await self.pets.volumes_for(properties, spec)
+        spec = dataclasses.replace(spec, tags={**spec.tags, aws_pets.TAG_ATTACH: aws_pets.attach_tag(pairs)})
+        launched = await self._launch(aws_launch.run_params(properties, spec), 1, aws_launch.client_token(spec))
+        if not launched:
+            raise PluginError("RunInstances failed: EC2 launched no instance")
+        instance_id = launched[0]["InstanceId"]
+        log.info("launched %s for logical ID %s of group %s with volumes %s", instance_id, spec.logical_id,
+                 spec.tags.get(instance.TAG_GROUP, "-"), ", ".join(v for _, v in pairs))
+        try:
+            await self.pets.attach(instance_id, pairs)
+        except AwsError as e:
+            log.warning("volumes of %s are attached at the next describe: %s", instance_id, e)
         return instance_id
 
     async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
@@ -140,10 +166,19 @@ class AwsInstancePlugin:
         """
         results: list[ProvisionResult] = [ProvisionResult(error="not attempted")] * len(specs)
         launches: list[tuple[int, dict[str, Any], instance.Spec]] = []
+        pets: list[tuple[int, dict[str, Any], instance.Spec]] = []
         for i, spec in enumerate(specs):
             try:
-                launches.append((i, aws_validate.validate(spec.properties, f"Specs[{i}].Properties"), spec))
+                properties = aws_validate.validate(spec.properties, f"Specs[{i}].Properties")
             except ValidationError as e:
+                results[i] = ProvisionResult(error=str(e))
+                continue
+            (pets if "Volumes" in properties else launches).append((i, properties, spec))
+
+        async def pet(i: int, properties: dict[str, Any], spec: instance.Spec) -> None:
+            try:
+                results[i] = ProvisionResult(id=await self._provision_pet(properties, spec))
+            except PluginError as e:
                 results[i] = ProvisionResult(error=str(e))
 
         async def run(batch: aws_launch.Batch) -> None:
@@ -165,6 +200,8 @@ class AwsInstancePlugin:
         async with asyncio.TaskGroup() as tg:
             for n, batch in enumerate(batches):
                 tg.create_task(run(batch), name=f"aws/run-instances/{n}")
+            for i, properties, spec in pets:
+                tg.create_task(pet(i, properties, spec), name=f"aws/pet/{spec.logical_id}")
         log.info("provisioned %d of %d slots in %d RunInstances calls",
                  sum(r.id is not None for r in results), len(specs), len(batches))
         return results
@@ -179,9 +216,38 @@ class AwsInstancePlugin:
             if e.code == NOT_FOUND:
                 raise PluginError(f"instance {instance_id} not found: {e}") from None
             raise
+        seen = self._seen.get(instance_id)
+        if seen is not None:
+            seen["Tags"] = [*(t for t in seen.get("Tags") or [] if t["Key"] not in labels),
+                            *({"Key": k, "Value": v} for k, v in labels.items())]
+
+    def _remember(self, raw: dict[str, Any]) -> None:
+        self._seen[raw["InstanceId"]] = {"InstanceId": raw["InstanceId"], "Tags": raw.get("Tags") or [],
+                                         "BlockDeviceMappings": raw.get("BlockDeviceMappings") or []}
+        self._seen.move_to_end(raw["InstanceId"])
+        while len(self._seen) > SEEN_LIMIT:
+            self._seen.popitem(last=False)
+
+    async def _last_seen(self, instance_id: instance.ID) -> dict[str, Any] | None:
+        raw = self._seen.get(instance_id)
+        if raw is not None:
+            return raw
+        try:
+            answer = await self.ec2.call("DescribeInstances", InstanceIds=[instance_id])
+        except AwsError as e:
+            if e.code == NOT_FOUND:
+                return None
+            raise
+        return next((i for r in answer.get("Reservations") or [] for i in r.get("Instances") or []), None)
 
     async def destroy(self, instance_id: instance.ID, context: instance.Context) -> None:
-        """Terminate; an instance EC2 no longer knows is already destroyed, not an error."""
+        """Terminate; an instance EC2 no longer knows is already destroyed, not an error.
+
+        Kept volumes stay, unless the instance was labelled ``infrakit.delete-volumes=true``.
+        """
+        raw = await self._last_seen(instance_id)
+        tags = {t["Key"]: t.get("Value", "") for t in (raw or {}).get("Tags") or []}
+        leftover = await self.pets.before_terminate(instance_id, tags, raw) if raw else []
         try:
             await self.ec2.call("TerminateInstances", InstanceIds=[instance_id])
         except AwsError as e:
@@ -189,6 +255,13 @@ class AwsInstancePlugin:
                 raise
             log.info("destroy %s: already gone (%s)", instance_id, e.code)
             return
+        finally:
+            self._seen.pop(instance_id, None)
+        for volume in leftover:
+            try:
+                await self.ec2.call("DeleteVolume", VolumeId=volume)
+            except AwsError as e:
+                log.warning("cannot delete volume %s of %s: %s", volume, instance_id, e)
         log.info("terminated %s (%s)", instance_id, context.reason)
 
     async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:
@@ -203,6 +276,9 @@ class AwsInstancePlugin:
                     # EC2 filter values treat * and ? as wildcards: keep exact matches only.
                     if all(description.tags.get(k) == v for k, v in tags.items()):
                         found.append(description)
+                        self._remember(raw)
+                        if aws_pets.TAG_ATTACH in description.tags:
+                            await self.pets.reconcile(raw)
         return found
 
 

@@ -37,6 +37,7 @@ import json
 import secrets
 from typing import Any
 
+from infrakit_runtime.plugins.instance.aws_validate import EXTENSIONS
 from infrakit_runtime.spi import instance
 
 TAG_SLOT = instance.TAG_SLOT
@@ -109,7 +110,7 @@ def run_params(properties: dict[str, Any], spec: instance.Spec) -> dict[str, Any
     Instance and volume tags are the spec's; a user TagSpecification for volumes is
     merged under them (the spec wins on a shared key), other resource types pass through.
     """
-    params = {k: v for k, v in properties.items() if k != "TagSpecifications"}
+    params = {k: v for k, v in properties.items() if k != "TagSpecifications" and k not in EXTENSIONS}
     tags = ec2_tags(spec)
     specs: list[dict[str, Any]] = []
     volume_extra: dict[str, str] = {}

@@ -3,7 +3,9 @@
 Guarantee: ``Properties`` that pass here are shaped exactly as EC2's RunInstances input
 expects (member names, JSON types, nesting, required members, enum values), using the
 service model shipped with the installed botocore, so the check follows the SDK the
-plugin calls with. It makes no API call and needs no credentials.
+plugin calls with. Our one addition, ``Volumes`` (EBS volumes kept per logical ID), is
+checked the same way against CreateVolume's model. It makes no API call and needs no
+credentials.
 
 Limit: this is a shape check. Whether ``ami-123`` exists, the subnet is in the right
 VPC or the account may launch ``p5.48xlarge`` only EC2 can say, at Provision time.
@@ -31,18 +33,26 @@ CONTROLLED: dict[str, str] = {
 }
 # TagSpecifications for these resource types are built from the spec's Tags.
 CONTROLLED_TAG_RESOURCES = {"instance": "instance tags come from the group spec (Tags), applied at launch"}
+# Our Properties beside RunInstances' own: a pet's kept EBS volumes (see aws_pets).
+EXTENSIONS = ("Volumes",)
+# CreateVolume members a kept volume may set; the plugin sets the zone, tags and token itself.
+VOLUME_FIELDS = ("Encrypted", "Iops", "KmsKeyId", "Size", "SnapshotId", "Throughput", "VolumeType")
 # Numeric-looking shapes (botocore type names) and the JSON values they accept.
 _INTEGERS = {"integer", "long"}
 _FLOATS = {"float", "double"}
 
 
 @functools.cache
-def run_instances_shape() -> StructureShape:
-    """RunInstances' input shape from the installed botocore (loaded once; pure file reads)."""
+def input_shape(operation: str) -> StructureShape:
+    """An EC2 operation's input shape from the installed botocore (loaded once; pure file reads)."""
     model = botocore.session.get_session().get_service_model("ec2")
-    shape = model.operation_model("RunInstances").input_shape
+    shape = model.operation_model(operation).input_shape
     assert isinstance(shape, StructureShape)
     return shape
+
+
+def run_instances_shape() -> StructureShape:
+    return input_shape("RunInstances")
 
 
 def _close(name: str, choices: list[str]) -> str:
@@ -119,7 +129,7 @@ def problems(properties: JSON, where: str = "Properties") -> list[str]:
         if key in properties:
             found.append(f"{where}.{key} cannot be set: {why}")
     shape = run_instances_shape()
-    checked = {k: v for k, v in properties.items() if k not in CONTROLLED}
+    checked = {k: v for k, v in properties.items() if k not in CONTROLLED and k not in EXTENSIONS}
     sub: list[str] = []
     _check(checked, shape, where, sub)
     found += [p for p in sub if not any(p == f"{where}.{k} is required" for k in CONTROLLED)]
@@ -131,6 +141,58 @@ def problems(properties: JSON, where: str = "Properties") -> list[str]:
         if isinstance(ts, dict) and ts.get("ResourceType") in CONTROLLED_TAG_RESOURCES:
             found.append(f"{where}.TagSpecifications[{i}] cannot tag resource type {ts['ResourceType']!r}: "
                          f"{CONTROLLED_TAG_RESOURCES[ts['ResourceType']]}")
+    if "Volumes" in properties:
+        found += volume_problems(properties["Volumes"], properties, f"{where}.Volumes")
+    return found
+
+
+def zone_source(properties: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Where a launch's zone is named: (subnet ID, availability zone); either may be None."""
+    placement = properties.get("Placement")
+    zone = placement.get("AvailabilityZone") if isinstance(placement, dict) else None
+    subnet = properties.get("SubnetId")
+    nics = properties.get("NetworkInterfaces")
+    if not subnet and isinstance(nics, list) and nics and isinstance(nics[0], dict):
+        subnet = nics[0].get("SubnetId")
+    return (subnet if isinstance(subnet, str) and subnet else None), (zone if isinstance(zone, str) and zone else None)
+
+
+def volume_problems(volumes: JSON, properties: dict[str, Any], where: str) -> list[str]:
+    """Every problem with ``Volumes``: a list of {Device, Tags, <CreateVolume fields>}."""
+    if not isinstance(volumes, list) or not volumes:
+        return [f"{where} must be a list of volumes {{Device, Size, VolumeType, ...}}, got {json_type(volumes)}"]
+    found: list[str] = []
+    shape = input_shape("CreateVolume")
+    devices: list[str] = []
+    for i, v in enumerate(volumes):
+        at = f"{where}[{i}]"
+        if not isinstance(v, dict):
+            found.append(f"{at} must be an object {{Device, Size, VolumeType, ...}}, got {json_type(v)}")
+            continue
+        device = v.get("Device")
+        if not isinstance(device, str) or not device.startswith(("/dev/", "xvd")):
+            found.append(f"{at}.Device must be the device name the instance sees (/dev/sdf, xvdf), got {device!r}")
+        elif device in devices:
+            found.append(f"{at}.Device {device!r} is used by another volume")
+        else:
+            devices.append(device)
+        for key, value in v.items():
+            if key == "Device":
+                continue
+            if key == "Tags":
+                if not isinstance(value, dict) or not all(isinstance(x, str) for x in value.values()):
+                    found.append(f"{at}.Tags must be an object of strings, got {json_type(value)}")
+            elif key not in VOLUME_FIELDS:
+                known = ["Device", "Tags", *VOLUME_FIELDS]
+                found.append(f"{at}.{key} is not a field of a kept volume{_close(key, known) or '; known fields: ' + ', '.join(known)}")
+            else:
+                _check(value, shape.members[key], f"{at}.{key}", found)
+        if "Size" not in v and "SnapshotId" not in v:
+            found.append(f"{at}.Size is required unless {at}.SnapshotId is given")
+    subnet, zone = zone_source(properties)
+    if not subnet and not zone:
+        found.append(f"{where}: a volume lives in one availability zone: give SubnetId (or "
+                     "Placement.AvailabilityZone) so every instance of a logical ID launches where its volume is")
     return found
 
 

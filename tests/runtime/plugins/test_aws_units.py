@@ -111,3 +111,37 @@ def test_options_are_checked_and_credentials_are_not_options():
     with pytest.raises(ValidationError) as err:
         aws.build({"aws_secret_access_key": "x", "retry_mode": "legacy", "max_batch": 0})
     assert len(err.value.problems) == 3
+
+
+def test_kept_volumes_are_checked_against_create_volume_and_need_a_zone():
+    assert problems({"ImageId": "a", "SubnetId": "subnet-1", "Volumes": [
+        {"Device": "/dev/sdf", "Size": 20, "VolumeType": "gp3", "Iops": 3000, "Encrypted": True, "Tags": {"k": "v"}},
+        {"Device": "xvdg", "SnapshotId": "snap-1"}]}) == []
+    assert problems({"ImageId": "a", "Placement": {"AvailabilityZone": "us-east-1a"},
+                     "Volumes": [{"Device": "/dev/sdf", "Size": 1}]}) == []
+    found = problems({"ImageId": "a", "Volumes": [
+        {"Device": "sdf", "Size": "8", "VolumeType": "gp4", "Iopz": 3, "AvailabilityZone": "x", "Tags": {"a": 1}},
+        {"Device": "/dev/sdg"}, {"Device": "/dev/sdg", "Size": 1}, 7]})
+    assert found == [
+        "Properties.Volumes[0].Device must be the device name the instance sees (/dev/sdf, xvdf), got 'sdf'",
+        "Properties.Volumes[0].Size must be an integer, got string",
+        "Properties.Volumes[0].VolumeType 'gp4' is not a valid VolumeType (did you mean gp3, gp2?); allowed: standard, "
+        "io1, io2, gp2, sc1, st1, gp3",
+        "Properties.Volumes[0].Iopz is not a field of a kept volume (did you mean Iops?)",
+        "Properties.Volumes[0].AvailabilityZone is not a field of a kept volume; known fields: Device, Tags, Encrypted, "
+        "Iops, KmsKeyId, Size, SnapshotId, Throughput, VolumeType",
+        "Properties.Volumes[0].Tags must be an object of strings, got object",
+        "Properties.Volumes[1].Size is required unless Properties.Volumes[1].SnapshotId is given",
+        "Properties.Volumes[2].Device '/dev/sdg' is used by another volume",
+        "Properties.Volumes[3] must be an object {Device, Size, VolumeType, ...}, got number",
+        "Properties.Volumes: a volume lives in one availability zone: give SubnetId (or Placement.AvailabilityZone) "
+        "so every instance of a logical ID launches where its volume is",
+    ]
+    assert problems({"ImageId": "a", "Volumes": {}}) == [
+        "Properties.Volumes must be a list of volumes {Device, Size, VolumeType, ...}, got object"]
+
+
+def test_kept_volumes_never_reach_run_instances():
+    params = aws_launch.run_params({"ImageId": "ami-1", "SubnetId": "s", "Volumes": [{"Device": "/dev/sdf", "Size": 1}]},
+                                   spec(logical_id="10.0.0.5"))
+    assert "Volumes" not in params and params["PrivateIpAddress"] == "10.0.0.5"
