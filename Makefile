@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | sha1
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -q
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv system-deps demo demo-down test test-runtime test-fuzz test-chaos test-ansible test-e2e test-alerts lint bench chaos soak clean
+.PHONY: venv system-deps demo demo-down test test-runtime test-fuzz test-chaos test-ansible test-e2e test-alerts lint bench chaos soak clean \
+	gates-venv core-venvs test-gates lint-ansible galaxy-import ee tarball role-readme role-readme-check wheelhouse
 
 $(STAMP): requirements/runtime.txt requirements/test.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +18,33 @@ $(STAMP): requirements/runtime.txt requirements/test.txt pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+# The Ansible ecosystem's gates (galaxy-importer, ansible-lint, ansible-builder) in a venv of their own:
+# galaxy-importer's pins (attrs<24) clash with the project's.
+GATES := .venv-gates
+GATES_STAMP := $(GATES)/.installed-$(shell cat requirements/gates.txt | sha1sum | cut -c1-12)
+$(GATES_STAMP): requirements/gates.txt
+	test -x $(GATES)/bin/python || $(PYTHON) -m venv $(GATES)
+	$(GATES)/bin/pip install -q --disable-pip-version-check -r requirements/gates.txt
+	rm -f $(GATES)/.installed-*
+	touch $@
+
+gates-venv: $(GATES_STAMP)
+
+# One venv per ansible-core line that requires_ansible (meta/runtime.yml) claims, besides the project's
+# own (2.19, requirements/test.txt): ansible-test sanity and units run on each.
+CORE_LINES := 2.16 2.17 2.18
+core_stamp = .venv-core/$(1)/.installed-$(shell cat requirements/ansible-core-$(1).txt | sha1sum | cut -c1-12)
+define core_venv
+$(call core_stamp,$(1)): requirements/ansible-core-$(1).txt
+	test -x .venv-core/$(1)/bin/python || $$(PYTHON) -m venv .venv-core/$(1)
+	.venv-core/$(1)/bin/pip install -q --disable-pip-version-check -r requirements/ansible-core-$(1).txt
+	rm -f .venv-core/$(1)/.installed-*
+	touch $$@
+endef
+$(foreach v,$(CORE_LINES),$(eval $(call core_venv,$(v))))
+
+core-venvs: $(foreach v,$(CORE_LINES),$(call core_stamp,$(v)))
 
 # Debian's etcd-server for the HA tests (a real 3-member cluster on loopback), installed when missing.
 system-deps:
@@ -50,8 +78,34 @@ test-fuzz: venv
 test-chaos: venv system-deps
 	$(PYTEST) tests/chaos
 
-test-ansible: venv
-	@if [ -x tests/ansible/run-ansible-test.sh ]; then tests/ansible/run-ansible-test.sh sanity units integration; fi
+# ansible-test on every ansible-core line requires_ansible claims: sanity, units and integration on the
+# project's (2.19); sanity of the Ansible content and units on the others (the bundled runtime's trees
+# are no Ansible content: their sanity pass runs once). Every line runs even when one fails; then it fails.
+test-ansible: venv core-venvs
+	@status=0; \
+	tests/ansible/run-ansible-test.sh sanity units integration || status=1; \
+	for v in $(CORE_LINES); do tests/ansible/run-ansible-test.sh --core .venv-core/$$v --content-only sanity units || status=1; done; \
+	exit $$status
+
+# The built collection as Galaxy, ansible-lint and ansible-builder see it (tests/gates/run.py), and the role
+# README in sync with its argument spec.
+test-gates: gates-venv role-readme-check
+	$(GATES)/bin/python tests/gates/run.py all
+
+lint-ansible galaxy-import ee tarball: gates-venv
+	$(GATES)/bin/python tests/gates/run.py $(subst lint-ansible,lint,$@)
+
+role-readme: venv
+	$(BIN)/python scripts/role_readme.py
+
+role-readme-check: venv
+	$(BIN)/python scripts/role_readme.py --check
+
+# An offline wheelhouse for the controller role (controller_wheelhouse): every pinned dependency of the
+# runtime as a wheel for this machine's Python and platform (docs/operations.md, "Offline installs").
+WHEELHOUSE ?= wheelhouse
+wheelhouse: venv
+	$(BIN)/python -m pip download --disable-pip-version-check --only-binary :all: -r requirements/runtime.txt -d $(WHEELHOUSE)
 
 test-e2e: venv
 	@if [ -d tests/e2e ]; then $(PYTEST) tests/e2e; fi
@@ -62,7 +116,7 @@ test-alerts: system-deps
 	promtool test rules tests/runtime/observability/alerts.test.yml
 
 # Every suite; CI runs exactly this.
-test: lint test-alerts test-runtime test-fuzz test-chaos test-ansible test-e2e
+test: lint test-gates test-alerts test-runtime test-fuzz test-chaos test-ansible test-e2e
 
 # Longer fault and fuzz runs with random seeds (not part of `make test`).
 chaos: venv system-deps
@@ -79,4 +133,4 @@ soak: venv
 	$(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) tests/output .pytest_cache .ruff_cache .hypothesis .demo
+	rm -rf $(VENV) $(GATES) .venv-core tests/output .pytest_cache .ruff_cache .hypothesis .demo

@@ -5,10 +5,15 @@
 # untracked-but-not-ignored files are copied into a temporary tree first; nothing is written into
 # the working copy except the ansible-test pip bootstrap stand-in in ~/.ansible/test/cache.
 #
-# Usage: tests/ansible/run-ansible-test.sh [sanity] [units] [integration] [-- extra ansible-test args]
+# Usage: tests/ansible/run-ansible-test.sh [--core VENV] [--content-only] [sanity] [units] [integration] [-- extra ansible-test args]
 #   With no test names: sanity and units, plus integration when INFRAKIT_ANSIBLE_INTEGRATION=1.
+#   --content-only: sanity skips its second pass (the bundled runtime's trees, which are no Ansible
+#   content: `make test-ansible` gives them that pass on the project's own ansible-core line only).
+#   --core VENV: the virtual environment of the ansible-core line to test with (its bin/ansible-test);
+#   default <repo>/.venv, the project's own (ansible-core of requirements/test.txt). `make test-ansible`
+#   runs every line requires_ansible claims, each from requirements/ansible-core-<line>.txt.
 # Environment:
-#   ANSIBLE_TEST                 ansible-test to use (default: <repo>/.venv/bin/ansible-test)
+#   ANSIBLE_TEST                 ansible-test to use (default: <core venv>/bin/ansible-test)
 #   ANSIBLE_TEST_PYTHON          Python version to test with (default 3.11)
 #   INFRAKIT_ANSIBLE_INTEGRATION 1 to add integration to the default set
 #   INFRAKIT_ANSIBLE_KEEP        1 to keep the temporary tree (its path is printed)
@@ -16,7 +21,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 venv_bin="$repo/.venv/bin"
-ansible_test=${ANSIBLE_TEST:-$venv_bin/ansible-test}
+core_bin=$venv_bin
+content_only=0
 python_version=${ANSIBLE_TEST_PYTHON:-3.11}
 
 tests=()
@@ -24,11 +30,15 @@ extra=()
 while (($#)); do
   case $1 in
     sanity|units|integration) tests+=("$1") ;;
+    --core) shift; core_bin="$(cd "$1" && pwd)/bin" ;;
+    --content-only) content_only=1 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "usage: $0 [sanity] [units] [integration] [-- ansible-test args]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--core VENV] [--content-only] [sanity] [units] [integration] [-- ansible-test args]" >&2; exit 2 ;;
   esac
   shift
 done
+ansible_test=${ANSIBLE_TEST:-$core_bin/ansible-test}
+core_version=$("$core_bin/python" -c 'import ansible.release; print(ansible.release.__version__)')
 if ((${#tests[@]} == 0)); then
   tests=(sanity units)
   if [[ ${INFRAKIT_ANSIBLE_INTEGRATION:-0} == 1 ]]; then tests+=(integration); fi
@@ -43,7 +53,7 @@ fi
 write_get_pip() {
   local pip_version cache
   # The pip version ansible-test bootstraps (24.2 for ansible-core 2.19), asked from ansible-test itself.
-  pip_version=$("$venv_bin/python" -c '
+  pip_version=$("$core_bin/python" -c '
 from ansible_test._internal.python_requirements import get_venv_packages
 class Python:
     version = "'"$python_version"'"
@@ -105,10 +115,10 @@ done
 mkdir -p "$dest/tests/integration"
 printf 'infrakit_bin: %s\n' "$venv_bin/infrakit" >"$dest/tests/integration/integration_config.yml"
 
-export PATH="$venv_bin:$PATH"
+export PATH="$core_bin:$venv_bin:$PATH"
 status=0
 for t in "${tests[@]}"; do
-  echo "=== ansible-test $t (python $python_version)"
+  echo "=== ansible-test $t (ansible-core $core_version, python $python_version)"
   case $t in
     sanity)
       # Sanity's own tools (pylint, yamllint, voluptuous, antsibull-changelog...) are not in the
@@ -121,6 +131,7 @@ for t in "${tests[@]}"; do
       # Pass 2: the bundled runtime (a separate pip package, Python 3.11+, linted by ruff from
       # pyproject.toml via `make lint`) gets every sanity test except pep8 and pylint, whose
       # Ansible-plugin conventions (no `_` names, 160 columns...) are not its style rules.
+      if ((content_only)); then continue; fi
       targets=()
       for p in "${runtime_paths[@]}"; do targets+=("$p"); done
       (cd "$dest" && "$ansible_test" "${args[@]}" --skip-test pep8 --skip-test pylint "${targets[@]}" "${extra[@]}") || status=1
@@ -128,7 +139,7 @@ for t in "${tests[@]}"; do
     units)
       # --local needs pytest-xdist (ansible-test always passes -n auto) and pytest-mock in the project
       # venv; without them, ansible-test builds a venv with its units requirements from PyPI.
-      if "$venv_bin/python" -c 'import xdist, pytest_mock' 2>/dev/null; then where=(--local); else where=(--venv --requirements); fi
+      if "$core_bin/python" -c 'import xdist, pytest_mock' 2>/dev/null; then where=(--local); else where=(--venv --requirements); fi
       (cd "$dest" && "$ansible_test" units --python "$python_version" "${where[@]}" --color no "${extra[@]}") || status=1
       ;;
     integration)
