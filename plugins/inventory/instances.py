@@ -66,11 +66,9 @@ seealso:
 """
 
 EXAMPLES = r"""
-# infrakit.yml: every instance of every group, named by logical ID or instance ID
-plugin: infrakit.core.instances
-
----
-# web.infrakit.yml: only the web group, named by a tag, with constructed groups and variables
+# web.infrakit.yml: only the web group, named by a tag, with constructed groups and variables.
+# (The smallest source, infrakit.yml, is the plugin line alone: every instance of every group,
+# named by logical ID or instance ID.)
 plugin: infrakit.core.instances
 group_ids: [web]
 group_prefix: infrakit_
@@ -90,12 +88,9 @@ cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: /tmp/infrakit-inventory
 cache_timeout: 60
-
----
-# remote.infrakit.yml: a controller over TLS (token from INFRAKIT_CONTROLLER_TOKEN)
-plugin: infrakit.core.instances
-controller_url: https://infrakit.example.com:24864
-strict: true
+# A controller over TLS (token from INFRAKIT_CONTROLLER_TOKEN) instead of the local socket:
+# controller_url: https://infrakit.example.com:24864
+# strict: true
 """
 
 import re
