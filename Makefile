@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements/runtime.txt requirements/test.txt pyproject.toml | sha1sum | cut -c1-12)
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -q
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
