@@ -166,7 +166,7 @@ REQUIRED = ("MANIFEST.json", "FILES.json", "README.md", "LICENSE", "meta/runtime
             "roles/controller/README.md", "roles/controller/meta/argument_specs.yml", "pyproject.toml",
             "requirements/runtime.txt", "infrakit_runtime/__init__.py", "infrakit_runtime/launcher.py",
             "plugins/modules/group.py", "tests/sanity", "tests/unit", "tests/integration/targets", "changelogs")
-FORBIDDEN = re.compile(r"^(bench|scripts|tests/(runtime|chaos|fuzz|e2e|ansible|gates|output)|\.venv[^/]*|\.git|\.ci|\.demo|\.tour|"
+FORBIDDEN = re.compile(r"^(bench|scripts|wheelhouse|tests/(runtime|chaos|fuzz|e2e|ansible|gates|output)|\.venv[^/]*|\.git|\.ci|\.demo|\.tour|"
                        r"docs/benchmarks\.md|Makefile|execution-environment\.yml|requirements/(test|gates|ansible-core-.*)\.txt|"
                        r"web\.yml)(/|$)|__pycache__|\.pyc$")
 
