@@ -2,7 +2,9 @@
 
 ``GET /`` answers the message and the instance ID; ``GET /healthz`` answers 200, or 500
 while a file named after the instance exists in ``$HEALTH_FLAG_DIR`` (how a demo or a
-test makes one instance unhealthy without killing it). Listens on 127.0.0.1:``$PORT``.
+test makes one instance unhealthy without killing it); any other path answers 404 (a
+health check pointed at the wrong path fails, as it would on a real service).
+Listens on 127.0.0.1:``$PORT``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             flags = os.environ.get("HEALTH_FLAG_DIR")
             sick = bool(flags) and (Path(flags) / instance_id).exists()
             self._answer(500 if sick else 200, "unhealthy\n" if sick else "ok\n")
+            return
+        if self.path.split("?")[0] != "/":
+            self._answer(404, "not found\n")
             return
         self._answer(200, f"{os.environ.get('MESSAGE', 'hello')} from {instance_id}\n")
 

@@ -77,7 +77,8 @@ Action = Create | Destroy | Relabel
 
 @dataclasses.dataclass(frozen=True)
 class Counts:
-    """The group at a glance (``suspect``: past grace without enough HEALTHY checks, e.g. UNKNOWN)."""
+    """The group at a glance (``suspect``: past grace without enough HEALTHY checks, e.g. UNKNOWN;
+    ``unjudged``: made by an earlier spec whose probe is unknown here, presumed serving)."""
 
     desired: int = 0
     running: int = 0
@@ -86,6 +87,7 @@ class Counts:
     pending: int = 0
     suspect: int = 0
     outdated: int = 0
+    unjudged: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,7 @@ class Plan:
     converged: bool = False
     condition: str = PROGRESSING
     reason: str = ""
-    braked: bool = False  # the max-unhealthy brake is holding FAILED members (condition Degraded)
+    braked: bool = False  # the max-unhealthy brake holds: no destroy rests on a health verdict (condition Degraded)
 
     @property
     def is_noop(self) -> bool:
@@ -110,5 +112,5 @@ class Plan:
         return {
             "Condition": self.condition, "Reason": self.reason, "Summary": self.summary, "Braked": self.braked,
             "Desired": c.desired, "Running": c.running, "Healthy": c.healthy, "Unhealthy": c.unhealthy,
-            "Pending": c.pending, "Suspect": c.suspect, "Outdated": c.outdated,
+            "Pending": c.pending, "Suspect": c.suspect, "Outdated": c.outdated, "Unjudged": c.unjudged,
         }

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from infrakit_runtime.group import events as ev
-from infrakit_runtime.group.health import Verdict, verdict
+from infrakit_runtime.group.health import Verdict
 from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.plan import DEGRADED, PROGRESSING, Plan, plan_group
+from infrakit_runtime.group.plan import DEGRADED, PROGRESSING, Plan, judge_members, plan_group
 from infrakit_runtime.group.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.summary import describe_commit
 from infrakit_runtime.group.supervisor import Observation, Supervisor
@@ -185,13 +185,14 @@ class GroupController:
         now = self.clock()
         plan = plan_group(spec=spec, observed=members, health=supervisor.health, memory=supervisor.memory, now=now)
         rows = []
+        verdicts = judge_members(spec=spec, observed=members, health=supervisor.health, now=now)
         for d in members:
             record = supervisor.health.get(d.id)
-            v = verdict(record, spec.health, now)
+            v = verdicts.get(d.id, Verdict.PENDING)
             health = {Verdict.READY: "healthy", Verdict.FAILED: "unhealthy"}.get(v, "unknown")
             # The last check failed: say so, unless the instance is still inside its grace period
             # (then it is starting, and "unknown" is the honest answer).
-            if v is not Verdict.PENDING and record is not None and record.last == flavor.Health.UNHEALTHY:
+            if v not in (Verdict.PENDING, Verdict.UNJUDGED) and record is not None and record.last == flavor.Health.UNHEALTHY:
                 health = "unhealthy"
             rows.append({
                 "ID": d.id, "LogicalID": d.logical_id, "Health": health, "Verdict": v.value,

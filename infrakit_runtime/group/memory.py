@@ -4,7 +4,11 @@ Guarantee: ``Memory`` is a frozen value; ``failed``/``succeeded``/``progressed``
 values, and ``retry_at`` is a pure function of (slot, failure count, time of failure), so the
 same history always gives the same schedule - tests can predict it, and no random state is
 consumed. Delays grow exponentially from ``base_delay`` to ``max_delay`` with jitter in
-[50%, 100%] of the nominal delay, spreading retries of many slots apart.
+[50%, 100%] of the nominal delay, spreading retries of many slots apart. A slot fails when
+a create is refused (``PROVISION``) or when the member it made dies or is condemned before
+it has proved itself (``START``: a crash loop, a version that never passes its probe); a
+create that returns an ID ends only a ``PROVISION`` streak, so a crash loop keeps backing
+off, and a member that proves itself ends either (``succeeded``).
 Limit: memory lives in the supervisor's process; after a restart every slot starts fresh
 (one extra attempt per slot, never a storm: creates are still bounded by the plan).
 """
@@ -14,11 +18,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-__all__ = ["CATTLE_SLOT", "Memory", "Slot", "SlotFailure"]
+__all__ = ["CATTLE_SLOT", "PROVISION", "START", "Memory", "Slot", "SlotFailure"]
 
 # A slot is what a create fills: a logical ID for pets, CATTLE_SLOT for any cattle member.
 Slot = str
 CATTLE_SLOT: Slot = "*"
+
+# What failed to fill a slot.
+PROVISION = "provision"  # the create itself was refused
+START = "start"          # the member made died, or was condemned, before it proved itself
 
 DEFAULT_BASE_DELAY = 1.0
 DEFAULT_MAX_DELAY = 300.0
@@ -32,6 +40,7 @@ class SlotFailure:
     last_failure: float
     retry_at: float
     error: str
+    kind: str = PROVISION
 
 
 def backoff_delay(slot: Slot, count: int, *, base: float = DEFAULT_BASE_DELAY, cap: float = DEFAULT_MAX_DELAY) -> float:
@@ -57,20 +66,31 @@ class Memory:
                 return failure
         return None
 
-    def failed(self, slot: Slot, now: float, error: str = "") -> Memory:
+    def failed(self, slot: Slot, now: float, error: str = "", kind: str = PROVISION) -> Memory:
         """Record one more failure to fill ``slot`` at ``now``."""
         previous = self.get(slot)
         count = previous.count + 1 if previous else 1
-        failure = SlotFailure(count=count, last_failure=now, error=error,
+        failure = SlotFailure(count=count, last_failure=now, error=error, kind=kind,
                               retry_at=now + backoff_delay(slot, count, base=self.base_delay, cap=self.max_delay))
         rest = tuple((k, f) for k, f in self.failures if k != slot)
         return dataclasses.replace(self, failures=tuple(sorted((*rest, (slot, failure)), key=lambda kv: kv[0])))
 
     def succeeded(self, slot: Slot) -> Memory:
-        """Forget ``slot``'s failures: it was filled."""
+        """Forget ``slot``'s failures: it was filled by a member that proved itself."""
         if self.get(slot) is None:
             return self
         return dataclasses.replace(self, failures=tuple((k, f) for k, f in self.failures if k != slot))
+
+    def provisioned(self, slot: Slot) -> Memory:
+        """A create into ``slot`` returned an ID: a refused-create streak ends, a start-failure streak does not."""
+        failure = self.get(slot)
+        if failure is None or failure.kind != PROVISION:
+            return self
+        return self.succeeded(slot)
+
+    def forgotten(self) -> Memory:
+        """No failure remembered (a new spec deserves a fresh try); progress and delays kept."""
+        return dataclasses.replace(self, failures=())
 
     def progressed(self, now: float) -> Memory:
         """Note that an action succeeded at ``now`` (what ``ProgressDeadline`` measures from)."""

@@ -55,7 +55,8 @@ def plan_pets(step: Step, members: Sequence[Member]) -> None:
             for extra in current[1:]:
                 step.destroy_unbudgeted(extra, CAUSE_DUPLICATE, f"another member already holds logical ID {lid!r}")
             for old in outdated:
-                if keeper.verdict is Verdict.READY or not old.verdict.available:
+                # A predecessor its own probe calls dead goes at once - unless the brake distrusts the checks.
+                if keeper.verdict is Verdict.READY or (not old.verdict.available and not step.brake):
                     step.destroy_unbudgeted(old, CAUSE_ROLLING_UPDATE, f"outdated; replaced for logical ID {lid!r}")
         elif outdated:
             for extra in outdated[1:]:

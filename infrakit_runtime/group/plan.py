@@ -4,29 +4,39 @@ Guarantee: ``plan_group`` is pure, synchronous and total - no I/O, no clock (``n
 argument), no exception for any observed world - and the plan it returns, applied in any
 order, keeps the group within its rollout bounds: never more than ``size + MaxSurge``
 members (instances destroyed by the same plan still count), and never a destroy that takes
-the ready-or-pending members below ``size - MaxUnavailable``. The supervisor acts; this
-module only decides. A converged group plans nothing: empty actions, summary "Noop".
+the serving members below ``size - MaxUnavailable``, whatever the new spec says about
+health: a member is judged by the probe of the spec that made it (the probe a newer spec
+brought judges it only once that probe has passed on a member the newer spec made), and
+when more members look dead than ``Health.MaxUnhealthy`` allows, no destroy of any cause
+rests on a health verdict. The supervisor acts; this module only decides. A converged group
+plans nothing: empty actions, summary "Noop".
 Limit: one plan is one step. A rollout, a heal or a resize is the sequence of plans the
-supervisor makes as the world changes; the planner trusts ``observed`` to be complete.
+supervisor makes as the world changes; the planner trusts ``observed`` to be complete, and
+a probe that says HEALTHY of an instance that does not serve.
 
 Rules, in the order the planner applies them:
 
 1. Members are the observed instances tagged ``infrakit.group=<spec.id>``; a member whose
    ``infrakit.config.hash`` is the spec's is up to date, one tagged ``bootstrap`` is adopted
-   by a ``Relabel`` (never rolled), any other is outdated.
-2. A member judged FAILED (``Health.UnhealthyThreshold`` UNHEALTHY checks after its grace
-   period) is destroyed - unless more than ``Health.MaxUnhealthy`` are FAILED at once: then
-   the brake holds them all and the plan says Degraded.
+   by a ``Relabel`` (never rolled), any other is outdated. Each gets a verdict from the
+   health records of its own probe (``health.judge``): an outdated member whose probe is
+   unknown here is UNJUDGED (presumed serving) until the current probe has passed once.
+2. The brake, before anything is planned: if more members are not available (SUSPECT or
+   FAILED) than ``Health.MaxUnhealthy`` allows, the plan distrusts every verdict - FAILED
+   members are held, and every destroy below (outdated, scale-down) is paid from the
+   availability budget as if the member served - and says Degraded. Otherwise a FAILED
+   member (``Health.UnhealthyThreshold`` UNHEALTHY checks after its grace period) is destroyed.
 3. Outdated members go before up-to-date ones, those not available (suspect, held) first,
    oldest first; each only while the members left stay at or above ``size - MaxUnavailable``
-   and, for an available one, while up-to-date READY members plus available outdated ones do.
+   and, for a serving one, while up-to-date READY members plus serving outdated ones do.
 4. Up-to-date members beyond ``size`` go: FAILED, suspect, pending, ready; newest first.
 5. Creates fill the missing up-to-date members, up to ``size + MaxSurge`` members in all,
    except into a slot whose backoff has not expired (the plan then says Degraded).
 
 Pets (``LogicalIDs``) follow the same rules per logical ID: members with an unknown or no
 logical ID are destroyed, one member per ID is kept (up to date, then healthiest, then
-oldest), and an outdated member gives way once its up-to-date successor is READY.
+oldest), and an outdated member gives way once its up-to-date successor is READY (or, if
+the brake does not hold, once its own probe says it does not serve).
 """
 
 from __future__ import annotations
@@ -60,7 +70,7 @@ from infrakit_runtime.spi import instance
 __all__ = [
     "CAUSE_DUPLICATE", "CAUSE_NOT_IN_ALLOCATION", "CAUSE_ROLLING_UPDATE", "CAUSE_SCALE_DOWN", "CAUSE_UNHEALTHY",
     "CONVERGED", "DEGRADED", "PROGRESSING", "Action", "Counts", "Create", "Destroy", "HealthRecord", "Member",
-    "Memory", "Plan", "Relabel", "describe_commit", "plan_group",
+    "Memory", "Plan", "Relabel", "describe_commit", "judge_members", "plan_group",
 ]
 
 def plan_group(
@@ -71,16 +81,27 @@ def plan_group(
     memory: Memory,
     now: float,
 ) -> Plan:
-    """The next step for ``spec``'s group given what was ``observed``; pure - the supervisor acts on it."""
+    """The next step for ``spec``'s group given what was ``observed``; pure - the supervisor acts on it.
+
+    ``health`` holds each member's checks, by the probe named in the record (``HealthRecord.probe``).
+    """
     members = classify(spec=spec, observed=observed, health=health, now=now)
-    failed = [m for m in members if m.verdict is Verdict.FAILED]
-    brake = len(failed) > spec.max_unhealthy()
+    # Rule 2, before any destroy is planned: every member that looks dead counts, whatever would remove it.
+    brake = sum(1 for m in members if not m.verdict.available) > spec.max_unhealthy()
     step = Step(spec=spec, memory=memory, now=now, brake=brake)
     if spec.is_pets:
         pets.plan_pets(step, members)
     else:
         _plan_cattle(step, members)
-    return step.finish(members, failed)
+    return step.finish(members)
+
+
+def judge_members(
+    *, spec: GroupSpec, observed: Sequence[instance.Description], health: Mapping[instance.ID, HealthRecord],
+    now: float,
+) -> dict[instance.ID, Verdict]:
+    """Each member's verdict exactly as ``plan_group`` judges it (for status displays); pure."""
+    return {m.id: m.verdict for m in classify(spec=spec, observed=observed, health=health, now=now)}
 
 
 def _plan_cattle(step: Step, members: Sequence[Member]) -> None:
@@ -91,8 +112,6 @@ def _plan_cattle(step: Step, members: Sequence[Member]) -> None:
     # One is rolled (InfraKit's rolling_update) while it still has to be replaced, else scaled down.
     up_to_date = sum(1 for m in members if m.current and m.id not in step.destroyed)
     for m in sorted((m for m in members if not m.current and m.id not in step.destroyed), key=removal_order):
-        if m.verdict is Verdict.FAILED and step.brake and step.budget.members <= spec.size:
-            continue  # held by the brake: only a scale-down may take it
         if not step.budget.allows(m):
             continue
         if up_to_date >= spec.size:

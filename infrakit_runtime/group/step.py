@@ -24,12 +24,12 @@ from infrakit_runtime.group.actions import (
     Plan,
     Relabel,
 )
-from infrakit_runtime.group.health import HealthRecord, Verdict, verdict
+from infrakit_runtime.group.health import HealthRecord, Verdict, judge
 from infrakit_runtime.group.memory import CATTLE_SLOT, Memory, Slot
 from infrakit_runtime.group.spec import GroupSpec
 from infrakit_runtime.spi import instance
 
-__all__ = ["Budget", "Member", "Step", "classify", "excess_order", "keep_order", "removal_order"]
+__all__ = ["Budget", "Member", "Step", "classify", "excess_order", "keep_order", "probe_proven", "removal_order"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +51,11 @@ class Member:
         return self.description.logical_id or self.description.tags.get(instance.TAG_LOGICAL_ID)
 
 
-_RANK = {Verdict.READY: 0, Verdict.PENDING: 1, Verdict.SUSPECT: 2, Verdict.FAILED: 3}
+_RANK = {Verdict.READY: 0, Verdict.UNJUDGED: 1, Verdict.PENDING: 2, Verdict.SUSPECT: 3, Verdict.FAILED: 4}
 
 
 def removal_order(m: Member) -> tuple[int, float, str]:
-    """Outdated members go first: not available ones, then pending, then ready; oldest first."""
+    """Outdated members go first: not available ones, then pending, then unjudged, then ready; oldest first."""
     return (-_RANK[m.verdict], m.first_seen, m.id)
 
 
@@ -71,47 +71,80 @@ def keep_order(m: Member) -> tuple[bool, int, float, str]:
 
 @dataclasses.dataclass
 class Budget:
-    """The rollout bounds, counted down as the plan takes instances away (local to one plan)."""
+    """The rollout bounds, counted down as the plan takes instances away (local to one plan).
+
+    A member the health checks call not available costs nothing to remove - unless the
+    budget ``distrust``s the checks (the max-unhealthy brake holds): then every member counts
+    as serving, so no destroy of any cause rests on a health verdict.
+    """
 
     floor: int        # size - MaxUnavailable
     members: int      # members left after this plan's destroys
-    strict: int       # up-to-date READY + available outdated members left
-    available: int    # READY + PENDING members left
+    strict: int       # up-to-date READY + serving outdated members left
+    available: int    # serving (READY, PENDING, UNJUDGED) members left
     room: int         # creates allowed: size + MaxSurge - members before this plan's destroys
+    distrust: bool = False
+
+    def serving(self, m: Member) -> bool:
+        return self.distrust or m.verdict.available
+
+    def counts_strict(self, m: Member) -> bool:
+        return self.serving(m) and (m.verdict is Verdict.READY or not m.current)
 
     def allows(self, m: Member) -> bool:
-        """May ``m`` go without breaking availability? (A not-available member costs nothing.)"""
+        """May ``m`` go without breaking availability? (A member not serving costs nothing.)"""
         if self.members - 1 < self.floor:
             return False
-        if not m.verdict.available:
+        if not self.serving(m):
             return True
-        counted_strict = m.verdict is Verdict.READY or not m.current
-        if counted_strict and self.strict - 1 < self.floor:
+        if self.counts_strict(m) and self.strict - 1 < self.floor:
             return False
         return self.available - 1 >= self.floor
 
     def take(self, m: Member) -> None:
         self.members -= 1
-        if m.verdict.available:
+        if self.serving(m):
             self.available -= 1
-            if m.verdict is Verdict.READY or not m.current:
+            if self.counts_strict(m):
                 self.strict -= 1
+
+
+def _is_current(spec: GroupSpec, d: instance.Description) -> bool:
+    return d.tags.get(instance.TAG_CONFIG_HASH) in (spec.config_hash, instance.BOOTSTRAP_CONFIG_HASH)
+
+
+def probe_proven(*, spec: GroupSpec, observed: Sequence[instance.Description],
+                 health: Mapping[instance.ID, HealthRecord]) -> bool:
+    """Has the current spec's probe passed on a member the current spec made (so it may judge older ones)?"""
+    for d in observed:
+        record = health.get(d.id)
+        if (d.tags.get(instance.TAG_GROUP) == spec.id and _is_current(spec, d) and record is not None
+                and record.passed and record.probe in (None, spec.config_hash)):
+            return True
+    return False
 
 
 def classify(
     *, spec: GroupSpec, observed: Sequence[instance.Description], health: Mapping[instance.ID, HealthRecord],
     now: float,
 ) -> list[Member]:
-    """The group's members (by tag), each with its hash status and health verdict, in ID order."""
+    """The group's members (by tag), each with its hash status and health verdict, in ID order.
+
+    Each is judged by the probe it was made with (``health.judge``): the records say which probe made them.
+    """
+    proven = probe_proven(spec=spec, observed=observed, health=health)
     out = []
     for d in sorted(observed, key=lambda d: d.id):
         if d.tags.get(instance.TAG_GROUP) != spec.id:
             continue
         tag = d.tags.get(instance.TAG_CONFIG_HASH)
+        current = _is_current(spec, d)
         record = health.get(d.id)
+        made_by = spec.config_hash if current else (tag or "")
         out.append(Member(
-            description=d, current=tag in (spec.config_hash, instance.BOOTSTRAP_CONFIG_HASH),
-            bootstrap=tag == instance.BOOTSTRAP_CONFIG_HASH, verdict=verdict(record, spec.health, now),
+            description=d, current=current, bootstrap=tag == instance.BOOTSTRAP_CONFIG_HASH,
+            verdict=judge(record, made_by=made_by, current=spec.config_hash, proven=proven, policy=spec.health,
+                          now=now),
             first_seen=record.first_seen if record is not None else now,
         ))
     return out
@@ -130,12 +163,11 @@ class Step:
         self.budget = Budget(floor=0, members=0, strict=0, available=0, room=0)
 
     def start_budget(self, members: Sequence[Member], *, floor: int) -> None:
-        self.budget = Budget(
-            floor=floor, members=len(members),
-            strict=sum(1 for m in members if m.verdict.available and (m.verdict is Verdict.READY or not m.current)),
-            available=sum(1 for m in members if m.verdict.available),
-            room=self.spec.size + self.spec.max_surge() - len(members),
-        )
+        budget = Budget(floor=floor, members=len(members), strict=0, available=0,
+                        room=self.spec.size + self.spec.max_surge() - len(members), distrust=self.brake)
+        budget.strict = sum(1 for m in members if budget.counts_strict(m))
+        budget.available = sum(1 for m in members if budget.serving(m))
+        self.budget = budget
 
     def destroy(self, m: Member, cause: str, reason: str) -> None:
         skip_drain = cause == CAUSE_ROLLING_UPDATE and self.spec.updating.skip_before_instance_destroy is not None
@@ -176,7 +208,7 @@ class Step:
         self.creates.append(Create(logical_id=logical_id, reason=reason))
         return True
 
-    def finish(self, members: Sequence[Member], failed: Sequence[Member]) -> Plan:
+    def finish(self, members: Sequence[Member]) -> Plan:
         spec = self.spec
         relabels = [
             Relabel(instance_id=m.id, tags=((instance.TAG_CONFIG_HASH, spec.config_hash),))
@@ -186,9 +218,11 @@ class Step:
         outdated = sum(1 for m in members if not m.current)
         counts = Counts(
             desired=spec.size, running=len(members),
-            healthy=sum(1 for m in members if m.verdict is Verdict.READY), unhealthy=len(failed),
+            healthy=sum(1 for m in members if m.verdict is Verdict.READY),
+            unhealthy=sum(1 for m in members if m.verdict is Verdict.FAILED),
             pending=sum(1 for m in members if m.verdict is Verdict.PENDING),
             suspect=sum(1 for m in members if m.verdict is Verdict.SUSPECT), outdated=outdated,
+            unjudged=sum(1 for m in members if m.verdict is Verdict.UNJUDGED),
         )
         shape_ok = len(members) == spec.size and outdated == 0 and (
             not spec.is_pets or sorted(m.logical_id or "" for m in members) == sorted(spec.logical_ids or ()))
@@ -196,10 +230,20 @@ class Step:
         text = summary.NOOP if converged else summary.describe_change(
             size=spec.size, members=len(members), outdated=outdated)
         condition, reason = CONVERGED if converged else PROGRESSING, ""
+        last = self.memory.last_progress
+        deadline = spec.updating.progress_deadline
         if self.brake:
             condition = DEGRADED
-            reason = (f"max-unhealthy brake: {len(failed)} of {spec.size} instances are unhealthy, more than "
-                      f"Health.MaxUnhealthy ({spec.health.max_unhealthy}) allows; replacing none until fewer are")
+            doubtful = sum(1 for m in members if not m.verdict.available)
+            reason = (f"max-unhealthy brake: {doubtful} of {spec.size} instances are unhealthy or not passing their "
+                      f"health checks, more than Health.MaxUnhealthy ({spec.health.max_unhealthy}) allows; no "
+                      f"instance is destroyed on the word of a health check until fewer are")
+        elif not converged and last is not None and self.now - last > deadline:
+            condition = DEGRADED
+            reason = _stuck_reason(members, stalled=self.now - last, deadline=deadline, size=spec.size)
+            error = self.memory.last_error()
+            if error:
+                reason += f"; last failure: {error}"
         elif self.held_slots:
             condition = DEGRADED
             failure = self.memory.get(self.held_slots[0])
@@ -207,16 +251,22 @@ class Step:
             what = "instances" if self.held_slots[0] == CATTLE_SLOT else f"logical ID {self.held_slots[0]}"
             reason = (f"creating {what} is backing off after {failure.count} failures "
                       f"(next try in {max(0.0, failure.retry_at - self.now):.0f}s): {failure.error}")
-        elif not converged:
-            last = self.memory.last_progress
-            deadline = spec.updating.progress_deadline
-            if last is not None and self.now - last > deadline:
-                condition = DEGRADED
-                reason = f"no progress for {self.now - last:.0f}s (Updating.ProgressDeadline is {deadline:g}s)"
-            elif not actions:
-                reason = _waiting_reason(members)
+        elif not converged and not actions:
+            reason = _waiting_reason(members)
         return Plan(actions=actions, summary=text, counts=counts, converged=converged, condition=condition,
                     reason=reason, braked=self.brake)
+
+
+def _stuck_reason(members: Sequence[Member], *, stalled: float, deadline: float, size: int) -> str:
+    """Why an unconverged group is Degraded once ``Updating.ProgressDeadline`` has passed without progress."""
+    head = f"no progress for {stalled:.0f}s (Updating.ProgressDeadline is {deadline:g}s)"
+    old = [m for m in members if not m.current]
+    if not old:
+        return head
+    ready = sum(1 for m in members if m.current and m.verdict is Verdict.READY)
+    serving = sum(1 for m in old if m.verdict.available)
+    return (f"rollout stuck: {head}; {ready} of {size} instances run the new spec and pass its health check, "
+            f"{serving} instances of the previous spec keep serving")
 
 
 def _waiting_reason(members: Sequence[Member]) -> str:

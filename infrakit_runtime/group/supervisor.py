@@ -4,9 +4,15 @@ Guarantee: everything this loop knows is rebuilt from the plugins each pass (mem
 tag, config by hash tag), so killing it at any point and starting it again continues the
 work: nothing is duplicated, nothing orphaned. Decisions are ``plan_group``'s; this module
 only performs them, with bounded concurrency, Drain before Destroy, and per-slot backoff
-recorded as data the planner reads (a failing plugin is not hammered).
-Limit: health streaks and backoff live in memory; after a restart they start over, which
-delays a replacement or a retry by one grace period or one attempt, never hastens one.
+recorded as data the planner reads (a failing plugin is not hammered, a crash loop is not
+restarted every pass: ``outcomes``). Each member is checked with the probe of the spec that
+made it, while this supervisor knows that spec (it was committed since the supervisor
+started), so a new spec's probe never condemns the members that were serving before it.
+Limit: health streaks, backoff and the probes of earlier specs live in memory; after a
+restart they start over, which delays a replacement or a retry by one grace period or one
+attempt, never hastens one - members made by an earlier spec are then UNJUDGED (presumed
+serving) until the current probe has passed on a member the current spec made. A commit
+that changes the instance or flavor plugin starts a new supervisor: the same as a restart.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from infrakit_runtime.group import events as ev
-from infrakit_runtime.group.health import HealthRecord
+from infrakit_runtime.group import outcomes
+from infrakit_runtime.group.health import HealthRecord, probe_for
 from infrakit_runtime.group.memory import Memory
 from infrakit_runtime.group.plan import Create, Destroy, Plan, Relabel, plan_group
 from infrakit_runtime.group.spec import GroupSpec
@@ -61,7 +68,11 @@ class Supervisor:
         self.poll_interval = poll_interval
         self.events = events
         self.health: dict[instance.ID, HealthRecord] = {}
-        self.memory = Memory()
+        # Starting is a start of the progress clock: a restarted controller says "stuck" one deadline later.
+        self.memory = Memory().progressed(clock())
+        # The flavor Properties (the probe) of every spec this supervisor has enforced, by config hash:
+        # a member is checked with the probe of the spec that made it, while one of its members remains.
+        self._probes: dict[str, Any] = {spec.config_hash: spec.flavor.properties}
         self.last: Observation | None = None
         self._unseen: dict[instance.ID, tuple[float, instance.Description]] = {}
         # Slots of cattle creates whose outcome is unknown (the call failed or timed out): the next
@@ -70,7 +81,7 @@ class Supervisor:
         self._wakeup = asyncio.Event()
         self._gate = asyncio.Semaphore(concurrency)
         self._sequence = itertools.count()
-        self._known: set[instance.ID] = set()
+        self._known: dict[instance.ID, instance.Description] = {}
         self._braked = False
         self._on_pass = on_pass
         self.passes = 0
@@ -78,7 +89,12 @@ class Supervisor:
     # -- control ---------------------------------------------------------------------------
 
     def update(self, spec: GroupSpec) -> None:
-        """Replace the spec; the next pass plans against it (a plan in flight finishes its step)."""
+        """Replace the spec; the next pass plans against it (a plan in flight finishes its step).
+
+        The previous spec's probe is kept for the members it made: they are still judged by it.
+        """
+        self.memory = outcomes.after_commit(self.memory, previous=self.spec, spec=spec, now=self.clock())
+        self._probes[spec.config_hash] = spec.flavor.properties
         self.spec = spec
         self.poke()
 
@@ -120,35 +136,58 @@ class Supervisor:
         now = self.clock()
         ids = {d.id for d in found}
         for iid in list(self._unseen):
-            seen_at, _ = self._unseen[iid]
-            if iid in ids or now - seen_at > UNSEEN_GRACE:
+            seen_at, description = self._unseen[iid]
+            if iid in ids:
                 del self._unseen[iid]
+            elif now - seen_at > UNSEEN_GRACE:
+                del self._unseen[iid]
+                self.memory = outcomes.after_vanished(self.memory, spec=self.spec, description=description,
+                                                      waited=now - seen_at, now=now)
         return found + [d for _, d in self._unseen.values()]
 
     async def check_health(self, members: list[instance.Description]) -> None:
-        """Ask the flavor about every member (one batch call when it can) and update the streaks."""
+        """Ask the flavor about every member, each with the probe of the spec that made it when that
+        spec is known here (one batch call per probe when the flavor can), and update the streaks."""
         now = self.clock()
         if not members:
             self.health.clear()
             return
+        by_probe: dict[str, list[instance.Description]] = {}
+        for d in members:
+            probe = probe_for(config_hash=d.tags.get(instance.TAG_CONFIG_HASH), current=self.spec.config_hash,
+                              known=self._probes)
+            by_probe.setdefault(probe, []).append(d)
+        answers = await asyncio.gather(*(self._ask(self._probes[probe], ds) for probe, ds in by_probe.items()))
+        fresh: dict[instance.ID, HealthRecord] = {}
+        for (probe, ds), verdicts in zip(by_probe.items(), answers, strict=True):
+            for d, h in zip(ds, verdicts, strict=True):
+                record = (self.health.get(d.id) or HealthRecord(first_seen=now)).judged_by(probe)
+                before = record.last
+                record = record.checked(h)
+                booting = now - record.first_seen < self.spec.health.grace_period
+                if h == flavor.Health.UNHEALTHY and before != flavor.Health.UNHEALTHY and not booting:
+                    # A failing probe inside the grace period is an instance still starting, not news.
+                    self.events.emit(ev.INSTANCE_UNHEALTHY, group=self.spec.id, instance=d.id,
+                                     reason="flavor health check failed")
+                elif h == flavor.Health.HEALTHY and before != flavor.Health.HEALTHY:
+                    self.events.emit(ev.INSTANCE_HEALTHY, group=self.spec.id, instance=d.id)
+                fresh[d.id] = record
+        self.memory = outcomes.after_checks(self.memory, spec=self.spec, members=members, before=self.health,
+                                            after=fresh, now=now)
+        self.health = fresh
+        # Forget the probes of specs whose members are all gone.
+        hashes = {d.tags.get(instance.TAG_CONFIG_HASH) for d in members}
+        self._probes = {h: p for h, p in self._probes.items() if h == self.spec.config_hash or h in hashes}
+
+    async def _ask(self, properties: Any, members: list[instance.Description]) -> list[flavor.Health]:
         try:
-            verdicts = await self.flavors.healthy_many(self.spec.flavor.properties, members)
+            verdicts = await self.flavors.healthy_many(properties, members)
         except PluginError as e:
             log.warning("group %s: health checks failed: %s", self.spec.id, e)
-            verdicts = [flavor.Health.UNKNOWN] * len(members)
-        fresh: dict[instance.ID, HealthRecord] = {}
-        for d, h in zip(members, verdicts, strict=True):
-            record = self.health.get(d.id) or HealthRecord(first_seen=now)
-            before = record.last
-            record = record.checked(h)
-            booting = now - record.first_seen < self.spec.health.grace_period
-            if h == flavor.Health.UNHEALTHY and before != flavor.Health.UNHEALTHY and not booting:
-                # A failing probe inside the grace period is an instance still starting, not news.
-                self.events.emit(ev.INSTANCE_UNHEALTHY, group=self.spec.id, instance=d.id, reason="flavor health check failed")
-            elif h == flavor.Health.HEALTHY and before != flavor.Health.HEALTHY:
-                self.events.emit(ev.INSTANCE_HEALTHY, group=self.spec.id, instance=d.id)
-            fresh[d.id] = record
-        self.health = fresh
+            return [flavor.Health.UNKNOWN] * len(members)
+        if len(verdicts) != len(members):  # a short answer says nothing about the members it left out
+            return [*verdicts[:len(members)], *[flavor.Health.UNKNOWN] * (len(members) - len(verdicts))]
+        return list(verdicts)
 
     # -- one pass --------------------------------------------------------------------------
 
@@ -157,12 +196,15 @@ class Supervisor:
         self.passes += 1
         members = await self.observe()
         ids = {d.id for d in members}
-        for gone in self._known - ids:
+        for gone in set(self._known) - ids:
             self.events.emit(ev.INSTANCE_LOST, group=self.spec.id, instance=gone, reason="no longer described by the instance plugin")
-        self._known = ids
+            self.memory = outcomes.after_loss(self.memory, spec=self.spec, description=self._known[gone],
+                                              record=self.health.get(gone), now=self.clock())
+        self._known = {d.id: d for d in members}
         await self.check_health([d for d in members if d.id not in self._unseen])
         now = self.clock()
         plan = plan_group(spec=self.spec, observed=members, health=self.health, memory=self.memory, now=now)
+        self.memory = outcomes.after_plan(self.memory, plan=plan, now=now)
         self.last = Observation(members=members, plan=plan, time=now)
         braked = plan.braked
         if braked and not self._braked:
@@ -258,7 +300,7 @@ class Supervisor:
 
     def _provisioned(self, create: Create, spec: instance.Spec, iid: instance.ID) -> None:
         now = self.clock()
-        self.memory = self.memory.succeeded(create.slot).progressed(now)
+        self.memory = self.memory.provisioned(create.slot)
         self._unseen[iid] = (now, instance.Description(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags),
                                                        properties=spec.to_wire()))
         self.events.emit(ev.PROVISIONED, group=self.spec.id, instance=iid, reason=create.reason)
@@ -288,9 +330,9 @@ class Supervisor:
                 log.warning("group %s: destroy of %s failed: %s", self.spec.id, action.instance_id, e)
                 return
         self._unseen.pop(action.instance_id, None)
-        self.health.pop(action.instance_id, None)
-        self._known.discard(action.instance_id)
-        self.memory = self.memory.progressed(self.clock())
+        self.memory = outcomes.after_destroy(self.memory, spec=self.spec, action=action, description=description,
+                                             record=self.health.pop(action.instance_id, None), now=self.clock())
+        self._known.pop(action.instance_id, None)
         self.events.emit(ev.DESTROYED, group=self.spec.id, instance=action.instance_id, reason=action.reason)
 
     async def _relabel(self, action: Relabel) -> None:

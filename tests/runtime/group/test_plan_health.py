@@ -75,8 +75,9 @@ def test_max_unhealthy_brake_stops_replacement_and_reports_degraded():
     p = plan(spec, group_of(spec), health)
     assert p.is_noop and not p.converged and p.condition == "Degraded"
     assert p.braked and p.status()["Braked"]
-    assert p.reason == ("max-unhealthy brake: 3 of 5 instances are unhealthy, more than Health.MaxUnhealthy (40%) "
-                        "allows; replacing none until fewer are")
+    assert p.reason == ("max-unhealthy brake: 3 of 5 instances are unhealthy or not passing their health checks, "
+                        "more than Health.MaxUnhealthy (40%) allows; no instance is destroyed on the word of a health "
+                        "check until fewer are")
 
 
 def test_at_the_max_unhealthy_limit_replacement_goes_on():
@@ -127,5 +128,12 @@ def test_no_progress_past_the_deadline_is_degraded():
     members = [member(i, world.spec(3).config_hash) for i in "abc"] + [member("new", spec.config_hash)]
     health = {**{i: ready() for i in "abc"}, "new": HealthRecord(first_seen=0)}
     stuck = plan(spec, members, health, memory=Memory().progressed(NOW - 61))
-    assert stuck.condition == "Degraded" and stuck.reason == "no progress for 61s (Updating.ProgressDeadline is 60s)"
+    assert stuck.condition == "Degraded" and stuck.reason == (
+        "rollout stuck: no progress for 61s (Updating.ProgressDeadline is 60s); 0 of 3 instances run the new spec "
+        "and pass its health check, 3 instances of the previous spec keep serving")
+    bigger = world.spec(5, updating={"ProgressDeadline": "60s"})
+    scaling = plan(bigger, [member(i, bigger.config_hash) for i in "abc"], {i: ready() for i in "abc"},
+                   memory=Memory().failed("*", NOW - 70, "quota").progressed(NOW - 61))
+    assert len(scaling.actions) == 2 and scaling.condition == "Degraded"
+    assert scaling.reason == "no progress for 61s (Updating.ProgressDeadline is 60s); last failure: quota"
     assert plan(spec, members, health, memory=Memory().progressed(NOW - 59)).condition == "Progressing"
