@@ -19,7 +19,7 @@ from typing import Any
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.health import Verdict
-from infrakit_runtime.group.memory import Memory
+from infrakit_runtime.group.memory import PROVISION, Memory
 from infrakit_runtime.group.plan import DEGRADED, PROGRESSING, Plan, judge_members, plan_group
 from infrakit_runtime.group.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.summary import describe_commit
@@ -48,8 +48,8 @@ def group_condition(plan: Plan, memory: Memory) -> tuple[str, str]:
         return PROGRESSING, "waiting for new instances to pass their health checks"
     if plan.condition == PROGRESSING and memory.failures:
         failure = max((f for _, f in memory.failures), key=lambda f: f.last_failure)
-        return DEGRADED, (f"provisioning keeps failing ({failure.count} consecutive failures; retrying now): "
-                          f"{failure.error}")
+        what = "provisioning keeps failing" if failure.kind == PROVISION else "new instances keep failing to start"
+        return DEGRADED, f"{what} ({failure.count} consecutive failures; retrying now): {failure.error}"
     return plan.condition, plan.reason
 
 

@@ -14,6 +14,9 @@ import math
 from typing import Any
 
 from infrakit_runtime.group import events
+from infrakit_runtime.group.controller import group_condition
+from infrakit_runtime.group.memory import START, Memory
+from infrakit_runtime.group.plan import Plan
 from infrakit_runtime.group.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.supervisor import Supervisor
 from infrakit_runtime.spi import flavor, instance
@@ -245,3 +248,11 @@ def test_a_new_version_that_exits_before_it_is_ever_described_is_reported_and_ba
         assert w.supervisor.memory.get("*").kind == "start"
 
     asyncio.run(scenario())
+
+
+def test_the_group_condition_names_a_start_failure_as_such_while_its_retry_is_due():
+    memory = Memory().failed("*", 10.0, "instance i-4 exited 0.7s after it started, before it passed its health check",
+                             kind=START)
+    assert group_condition(Plan(condition="Progressing"), memory) == (
+        "Degraded", "new instances keep failing to start (1 consecutive failures; retrying now): instance i-4 exited "
+                    "0.7s after it started, before it passed its health check")
