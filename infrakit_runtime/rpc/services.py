@@ -214,6 +214,10 @@ async def _flavor_healthy_many(obj: flavor.FlavorPlugin, p: Reader) -> dict[str,
         raise ParamsError("Instances must be an array of instance descriptions")
     props = p.raw("Properties")
     descriptions = [instance.Description.from_wire(d, f"Instances[{i}]") for i, d in enumerate(raw)]
+    if hasattr(obj, "healthy_many"):
+        # A flavor that judges many members at once (one load-balancer read for all) does it itself.
+        many = await obj.healthy_many(props, descriptions)
+        return {"Healths": [int(h) for h in many]}
     results = await _bounded([obj.healthy(props, d) for d in descriptions])
     # A probe that raised cannot tell: UNKNOWN, never a crash of the whole batch.
     return {"Healths": [int(flavor.Health.UNKNOWN) if isinstance(r, BaseException) else int(r) for r in results]}

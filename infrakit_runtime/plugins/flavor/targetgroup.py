@@ -154,47 +154,57 @@ class TargetGroupFlavor:
             return spec
         return await self.lookup(props.inner[0]).prepare(props.inner[1], spec, allocation, index)
 
-    async def _gate(self, props: Properties, description: instance.Description) -> flavor.Health:
-        """Whether the member is ready to take traffic, before any load balancer looks at it."""
-        if props.inner is not None:
-            try:
-                return await self.lookup(props.inner[0]).healthy(props.inner[1], description)
-            except PluginError as e:
-                log.warning("flavor %s gave no verdict on %s: %s", props.inner[0], description.id, e)
-                return flavor.Health.UNKNOWN
-        state = description.properties.get("State") if isinstance(description.properties, dict) else None
-        return flavor.Health.HEALTHY if state in (None, "running") else flavor.Health.UNKNOWN
+    async def _gates(self, props: Properties, descriptions: list[instance.Description]) -> list[flavor.Health]:
+        """Whether each member is ready to take traffic, before any load balancer looks at it."""
+        if props.inner is None:
+            states = [d.properties.get("State") if isinstance(d.properties, dict) else None for d in descriptions]
+            return [flavor.Health.HEALTHY if s in (None, "running") else flavor.Health.UNKNOWN for s in states]
+        inner = self.lookup(props.inner[0])
+        try:
+            if hasattr(inner, "healthy_many"):
+                return list(await inner.healthy_many(props.inner[1], descriptions))
+            return list(await asyncio.gather(*(inner.healthy(props.inner[1], d) for d in descriptions)))
+        except PluginError as e:
+            log.warning("flavor %s gave no verdict: %s", props.inner[0], e)
+            return [flavor.Health.UNKNOWN] * len(descriptions)
 
     async def healthy(self, properties: JSON, description: instance.Description) -> flavor.Health:
+        return (await self.healthy_many(properties, [description]))[0]
+
+    async def healthy_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Health]:
+        """Every member's verdict in one round: registering the newly healthy ones, reading each target group once."""
         props = self._props(properties)
-        gate = await self._gate(props, description)
-        if gate is not flavor.Health.HEALTHY:
-            return gate  # not registered while starting; an unhealthy member is the inner flavor's verdict
+        verdicts = await self._gates(props, descriptions)
+        # Not registered while starting; an unhealthy member is the wrapped flavor's verdict.
+        ready = [i for i, g in enumerate(verdicts) if g is flavor.Health.HEALTHY]
+        if not ready:
+            return verdicts
+        states: dict[int, list[str] | None] = {i: [] for i in ready}
         try:
-            groups = await self._groups(props)
-            states = []
-            for tg in groups:
-                target = tge.target_id(tg, description.id, description.properties)
-                if target is None:
-                    log.warning("member %s has no private IP yet for ip target group %s", description.id, tg.name)
-                    return flavor.Health.UNKNOWN
-                state = (await self.elb.health(tg)).get(target, "unused")
-                if state == tge.DRAINING:
-                    return flavor.Health.UNKNOWN  # leaving: Drain has run, the destroy follows
-                if state not in tge.REGISTERED:
-                    await self.elb.register(tg, target, props.port)
-                    state = "initial"
-                states.append(state)
+            for tg in await self._groups(props):
+                known = await self.elb.health(tg)
+                new: list[str] = []
+                for i in ready:
+                    target = tge.target_id(tg, descriptions[i].id, descriptions[i].properties)
+                    seen = states[i]
+                    if seen is None:
+                        continue
+                    state = known.get(target, "unused") if target is not None else tge.DRAINING
+                    if target is None or state == tge.DRAINING:
+                        states[i] = None  # no address yet, or leaving (Drain ran, the destroy follows)
+                    elif state not in tge.REGISTERED:
+                        new.append(target)
+                        seen.append("initial")
+                    else:
+                        seen.append(state)
+                if new:
+                    await self.elb.register(tg, new, props.port)
         except PluginError as e:
-            log.warning("target groups of %s: %s", description.id, e)
-            return flavor.Health.UNKNOWN
-        if props.health_check == "EC2":
-            return flavor.Health.HEALTHY
-        if any(s.startswith("unhealthy") for s in states):
-            return flavor.Health.UNHEALTHY
-        if all(s in ("healthy", "unavailable") for s in states):
-            return flavor.Health.HEALTHY
-        return flavor.Health.UNKNOWN
+            log.warning("target groups %s: %s", ", ".join(props.target_groups), e)
+            return [flavor.Health.UNKNOWN if i in states else v for i, v in enumerate(verdicts)]
+        for i, seen in states.items():
+            verdicts[i] = _verdict(props.health_check, seen)
+        return verdicts
 
     async def drain(self, properties: JSON, description: instance.Description) -> None:
         """Deregister from every target group, wait until none reports the member draining, then drain inside."""
@@ -225,6 +235,18 @@ class TargetGroupFlavor:
                 await self.sleep(POLL)
         if props.inner is not None:
             await self.lookup(props.inner[0]).drain(props.inner[1], description)
+
+
+def _verdict(check: str, states: list[str] | None) -> flavor.Health:
+    if states is None:
+        return flavor.Health.UNKNOWN
+    if check == "EC2":
+        return flavor.Health.HEALTHY
+    if any(s.startswith("unhealthy") for s in states):
+        return flavor.Health.UNHEALTHY
+    if all(s in ("healthy", "unavailable") for s in states):
+        return flavor.Health.HEALTHY
+    return flavor.Health.UNKNOWN
 
 
 _OPTIONS = {"region": str, "profile": str, "endpoint_url": str, "retry_mode": str, "max_attempts": int,

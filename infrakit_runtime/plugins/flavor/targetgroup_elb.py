@@ -1,10 +1,9 @@
 """ELBv2 for the targetgroup flavor: target groups resolved once, health read once per pass, registrations batched.
 
-Guarantee: however many members ask at once (a HealthyMany of 1,000 fans out into 1,000
-Healthy calls inside the daemon), each target group costs one DescribeTargetHealth per
-``ttl`` seconds (concurrent askers share the answer in flight) and one RegisterTargets per
-batch of up to ``REGISTER_BATCH`` new targets; every call goes through ``aws_ec2.Ec2``
-(thread pool, throttling backoff, errors scrubbed of credentials).
+Guarantee: a health round over any number of members costs each target group one
+DescribeTargetHealth (answers are shared for ``ttl`` seconds, and concurrent askers share the
+answer in flight) and one RegisterTargets per ``REGISTER_BATCH`` new targets; every call goes
+through ``aws_ec2.Ec2`` (thread pool, throttling backoff, errors scrubbed of credentials).
 Limit: answers are up to ``ttl`` old; a member registered by another writer is seen at the
 next snapshot.
 """
@@ -48,8 +47,6 @@ class Elb:
         self._groups: dict[str, TargetGroup] = {}
         self._snapshots: dict[str, tuple[float, dict[str, str]]] = {}
         self._inflight: dict[str, asyncio.Future[dict[str, str]]] = {}
-        self._pending: dict[tuple[str, int | None], set[str]] = {}
-        self._flush: asyncio.Task[None] | None = None
 
     # -- target groups -------------------------------------------------------------------------
 
@@ -118,30 +115,16 @@ class Elb:
 
     # -- registration --------------------------------------------------------------------------
 
-    async def register(self, tg: TargetGroup, target: str, port: int | None) -> None:
-        """Register ``target``; targets asked for at about the same time share RegisterTargets calls."""
-        self._pending.setdefault((tg.arn, port), set()).add(target)
-        if self._flush is None or self._flush.done():
-            self._flush = asyncio.ensure_future(self._send_registrations())
-        await asyncio.shield(self._flush)
-        self._note(tg, target, "initial")
-
-    async def _send_registrations(self) -> None:
-        await asyncio.sleep(0.01)  # let the other members of this health round join
-        pending, self._pending = self._pending, {}
-        self._flush = None
-        errors: list[str] = []
-        for (arn, port), targets in pending.items():
-            ordered = sorted(targets)
-            for start in range(0, len(ordered), REGISTER_BATCH):
-                chunk = [{"Id": t, **({"Port": port} if port else {})} for t in ordered[start:start + REGISTER_BATCH]]
-                try:
-                    await self.api.call("RegisterTargets", TargetGroupArn=arn, Targets=chunk)
-                except AwsError as e:
-                    errors.append(str(e))
-            log.info("registered %d target(s) in %s", len(ordered), arn.rsplit(":", 1)[-1])
-        if errors:
-            raise AwsError("; ".join(errors))
+    async def register(self, tg: TargetGroup, targets: list[str], port: int | None) -> None:
+        """Register ``targets``, ``REGISTER_BATCH`` per RegisterTargets call."""
+        ordered = sorted(set(targets))
+        for start in range(0, len(ordered), REGISTER_BATCH):
+            chunk = ordered[start:start + REGISTER_BATCH]
+            await self.api.call("RegisterTargets", TargetGroupArn=tg.arn,
+                                Targets=[{"Id": t, **({"Port": port} if port else {})} for t in chunk])
+            for t in chunk:
+                self._note(tg, t, "initial")
+        log.info("registered %d target(s) in %s", len(ordered), tg.name)
 
     async def deregister(self, tg: TargetGroup, target: str, port: int | None) -> None:
         await self.api.call("DeregisterTargets", TargetGroupArn=tg.arn,
