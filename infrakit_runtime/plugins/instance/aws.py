@@ -54,6 +54,9 @@ BATCH_MIN_COUNTS = ("one", "all")
 MAX_TOKEN_CHAIN = 5
 # Instances whose tags and attachments are remembered from DescribeInstances (for Destroy's checks).
 SEEN_LIMIT = 50_000
+# How a spot member with an interruption notice is described: outdated, so the group replaces it
+# (a replacement first, within MaxSurge) before EC2 takes it two minutes later.
+SPOT_INTERRUPTION_HASH = "spot-interruption"
 
 
 def _jsonable(value: Any) -> JSON:
@@ -84,6 +87,7 @@ def describe(raw: dict[str, Any], properties: bool) -> instance.Description:
             "SubnetId": raw.get("SubnetId"),
             "VpcId": raw.get("VpcId"),
             "Volumes": {d: v for d, v in aws_pets.attached(raw).items() if d != raw.get("RootDeviceName")},
+            "InstanceLifecycle": raw.get("InstanceLifecycle") or "on-demand",
         })
     # Pets launched here always carry the tag; an IP logical ID is also the private IP.
     return instance.Description(id=raw["InstanceId"], logical_id=tags.get(instance.TAG_LOGICAL_ID),
@@ -269,6 +273,7 @@ class AwsInstancePlugin:
         filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in sorted(tags.items())]
         filters.append({"Name": "instance-state-name", "Values": list(LIVE_STATES)})
         found = []
+        spot = False
         for page in await self.ec2.pages("DescribeInstances", Filters=filters, MaxResults=PAGE_SIZE):
             for reservation in page.get("Reservations") or []:
                 for raw in reservation.get("Instances") or []:
@@ -277,9 +282,29 @@ class AwsInstancePlugin:
                     if all(description.tags.get(k) == v for k, v in tags.items()):
                         found.append(description)
                         self._remember(raw)
+                        spot = spot or raw.get("InstanceLifecycle") == "spot"
                         if aws_pets.TAG_ATTACH in description.tags:
                             await self.pets.reconcile(raw)
+        if spot:
+            found = await self._mark_interrupted(found)
         return found
+
+    async def _mark_interrupted(self, found: list[instance.Description]) -> list[instance.Description]:
+        """Spot members with an interruption notice, described as outdated (one call, only for spot groups)."""
+        try:
+            answer = await self.ec2.call("DescribeSpotInstanceRequests", Filters=[
+                {"Name": "status-code", "Values": ["marked-for-termination"]}])
+        except AwsError as e:
+            log.warning("cannot read spot interruption notices: %s", e)
+            return found
+        doomed = {r.get("InstanceId") for r in answer.get("SpotInstanceRequests") or []}
+        out = []
+        for d in found:
+            if d.id in doomed:
+                log.info("spot instance %s has an interruption notice: replacing it", d.id)
+                d = dataclasses.replace(d, tags={**d.tags, instance.TAG_CONFIG_HASH: SPOT_INTERRUPTION_HASH})
+            out.append(d)
+        return out
 
 
 class SlotBySlot:

@@ -143,6 +143,24 @@ def problems(properties: JSON, where: str = "Properties") -> list[str]:
                          f"{CONTROLLED_TAG_RESOURCES[ts['ResourceType']]}")
     if "Volumes" in properties:
         found += volume_problems(properties["Volumes"], properties, f"{where}.Volumes")
+    found += spot_problems(properties, where)
+    return found
+
+
+def spot_problems(properties: dict[str, Any], where: str) -> list[str]:
+    """A spot member must end when EC2 takes it back: one-time requests that terminate."""
+    market = properties.get("InstanceMarketOptions")
+    options = market.get("SpotOptions") if isinstance(market, dict) else None
+    if not isinstance(options, dict):
+        return []
+    found = []
+    if options.get("SpotInstanceType", "one-time") != "one-time":
+        found.append(f"{where}.InstanceMarketOptions.SpotOptions.SpotInstanceType must be one-time: a persistent "
+                     "request relaunches instances by itself, beside the group's own replacements")
+    if options.get("InstanceInterruptionBehavior", "terminate") != "terminate":
+        found.append(f"{where}.InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior must be terminate: a "
+                     "stopped or hibernated instance is not a member, so the group replaces it, and it would come "
+                     "back as one too many")
     return found
 
 

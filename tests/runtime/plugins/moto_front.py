@@ -21,8 +21,9 @@ only these behaviours are added, each one what EC2 or ELBv2 does and moto 5.2 do
 Control: ``POST /moto-front`` with a JSON object sets any of the keys above; ``GET /moto-front``
 returns them with per-action request counts; ``GET|POST /moto-front/records`` returns (and with
 POST clears) one ``[action, first page, start, end]`` record per request, for benchmarks;
-``GET /moto-front/events`` returns ``[time, action, IDs]`` for every TerminateInstances,
-RegisterTargets and DeregisterTargets, so a test can check what happened in which order.
+``GET /moto-front/events`` returns ``[time, action, IDs]`` for every RunInstances (the IDs
+launched), TerminateInstances, RegisterTargets and DeregisterTargets, so a test can check what
+happened in which order.
 ``POST /moto-api/reset`` empties moto and the front alike.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import threading
 import time
@@ -150,6 +152,10 @@ class Front:
         else:
             chunks = list(self.app(environ, start_response))
             self._after(action, query, region)
+            if action == "RunInstances":
+                launched = re.findall(r"<instanceId>(i-[0-9a-f]+)</instanceId>", b"".join(chunks).decode(errors="replace"))
+                with self.lock:
+                    self.events.append((time.time(), action, sorted(set(launched))))
         if action:
             with self.lock:
                 self.counts[action] = self.counts.get(action, 0) + 1

@@ -145,3 +145,17 @@ def test_kept_volumes_never_reach_run_instances():
     params = aws_launch.run_params({"ImageId": "ami-1", "SubnetId": "s", "Volumes": [{"Device": "/dev/sdf", "Size": 1}]},
                                    spec(logical_id="10.0.0.5"))
     assert "Volumes" not in params and params["PrivateIpAddress"] == "10.0.0.5"
+
+
+def test_spot_members_must_be_one_time_and_terminate_when_interrupted():
+    spot = {"MarketType": "spot", "SpotOptions": {"MaxPrice": "0.05", "SpotInstanceType": "one-time"}}
+    assert problems({"ImageId": "a", "InstanceMarketOptions": spot}) == []
+    assert problems({"ImageId": "a", "InstanceMarketOptions": {"MarketType": "spot"}}) == []
+    found = problems({"ImageId": "a", "InstanceMarketOptions": {"MarketType": "spot", "SpotOptions": {
+        "SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "hibernate"}}})
+    assert found == [
+        "Properties.InstanceMarketOptions.SpotOptions.SpotInstanceType must be one-time: a persistent request "
+        "relaunches instances by itself, beside the group's own replacements",
+        "Properties.InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior must be terminate: a stopped or "
+        "hibernated instance is not a member, so the group replaces it, and it would come back as one too many",
+    ]
