@@ -4,8 +4,12 @@ Guarantee: an instance carries its tags from launch (TagSpecifications, instance
 volumes), so DescribeInstances — one paginated, tag-filtered DescribeInstances —
 always sees every live member; a repeated Provision for the same slot and attempt
 never launches a duplicate (ClientToken, see ``aws_launch``); Validate checks
-Properties offline against botocore's RunInstances model; credentials come only from
-boto3's standard chain and never appear in a result, error or log line.
+Properties offline against botocore's RunInstances model, plus, for a named launch
+template, once with EC2 (``aws_templates``); credentials come only from boto3's standard
+chain and never appear in a result, error or log line. Pets with ``Volumes`` keep their
+EBS volumes and private IPs across replacements (``aws_pets``); a spot member with an
+interruption notice is described as outdated (``spot-interruption``) so the group replaces
+it before EC2 takes it.
 
 Limit: "live" means ``pending`` or ``running``: a stopped instance is not a member,
 so a group replaces it (and the stopped one is left for its owner). ProvisionMany's
@@ -35,7 +39,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from infrakit_runtime.daemon import DaemonContext, Served
-from infrakit_runtime.plugins.instance import aws_launch, aws_pets, aws_validate
+from infrakit_runtime.plugins.instance import aws_launch, aws_pets, aws_templates, aws_validate
 from infrakit_runtime.plugins.instance.aws_ec2 import RETRY_MODES, AwsError, Backoff, Ec2, Settings
 from infrakit_runtime.rpc.services import InstanceService, ProvisionResult
 from infrakit_runtime.spi import instance
@@ -112,8 +116,12 @@ class AwsInstancePlugin:
         self._seen: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 
     async def validate(self, properties: JSON) -> None:
-        """Offline shape check against botocore's model; no API call, no credentials needed."""
-        aws_validate.validate(properties)
+        """Shape check against botocore's model (offline); a named launch template is also checked with EC2."""
+        found = aws_validate.problems(properties)
+        if isinstance(properties, dict) and "LaunchTemplate" in properties and self.ec2.connected:
+            found += await aws_templates.problems(self.ec2, properties)
+        if found:
+            raise ValidationError(found)
 
     async def _launch(self, params: dict[str, Any], count: int, token: str) -> list[dict[str, Any]]:
         """RunInstances for up to ``count`` instances; the live ones launched (or found) under ``token``.

@@ -128,6 +128,10 @@ class Ec2:
             raise AwsError(self.scrub(f"cannot set up the {self.service} client: {e}")) from None
 
     @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    @property
     def client(self) -> Any:
         """The boto3 client (tests register event hooks on ``client.meta.events``)."""
         if self._client is None:

@@ -144,8 +144,22 @@ def problems(properties: JSON, where: str = "Properties") -> list[str]:
     if "Volumes" in properties:
         found += volume_problems(properties["Volumes"], properties, f"{where}.Volumes")
     found += spot_problems(properties, where)
+    if isinstance(properties.get("LaunchTemplate"), dict):
+        found += launch_template_problems(properties["LaunchTemplate"], f"{where}.LaunchTemplate")
     return found
 
+
+def launch_template_problems(lt: dict[str, Any], where: str) -> list[str]:
+    """A launch template is named by exactly one of ID or name, at "$Latest", "$Default" or a version number."""
+    found = []
+    if ("LaunchTemplateId" in lt) == ("LaunchTemplateName" in lt):
+        found.append(f"{where} must name the template by exactly one of LaunchTemplateId or LaunchTemplateName")
+    version = lt.get("Version")
+    if isinstance(version, str) and version not in ("$Latest", "$Default") and not (
+            version.isascii() and version.isdigit() and int(version) >= 1):
+        found.append(f"{where}.Version must be $Latest, $Default or a version number, got {version!r} (a number "
+                     "pins the template: a new version then rolls the group; $Latest changes nothing here)")
+    return found
 
 def spot_problems(properties: dict[str, Any], where: str) -> list[str]:
     """A spot member must end when EC2 takes it back: one-time requests that terminate."""

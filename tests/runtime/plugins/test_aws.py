@@ -200,7 +200,7 @@ async def in_process(moto: str, **options: Any) -> Any:
         p.ec2.close()
 
 
-def test_validate_makes_no_api_call(moto, ami):
+def test_validate_makes_no_api_call_but_one_to_read_a_named_launch_template(moto, ami):
     async def main() -> None:
         async with in_process(moto) as p:
             with pytest.raises(ValidationError) as err:
@@ -210,6 +210,9 @@ def test_validate_makes_no_api_call(moto, ami):
             assert p.calls == []
             await p.describe_instances({}, False)
             assert [name for name, _ in p.calls] == ["DescribeInstances"]
+            with pytest.raises(ValidationError, match="LaunchTemplateName 'web' does not exist"):
+                await p.validate({"LaunchTemplate": {"LaunchTemplateName": "web", "Version": "1"}})
+            assert [name for name, _ in p.calls] == ["DescribeInstances", "DescribeLaunchTemplateVersions"]
 
     asyncio.run(main())
 
