@@ -22,7 +22,7 @@ from infrakit_runtime.rpc.errors import RemoteError
 from tests.runtime.conftest import Daemons
 from tests.runtime.plugins import moto_fixture
 from tests.runtime.plugins.ec2_world import Ec2World, Sampler
-from tests.runtime.plugins.moto_fixture import CREDS, configure, front_events
+from tests.runtime.plugins.moto_fixture import ACCESS_KEY, CREDS, SECRET_KEY, configure, front_events
 
 moto_server, moto, ec2, ami = moto_fixture.moto_server, moto_fixture.moto, moto_fixture.ec2, moto_fixture.ami
 
@@ -79,10 +79,12 @@ def world(daemons: Daemons, moto: str, ami: str) -> Any:
     w.elb.modify_target_group_attributes(TargetGroupArn=w.tg, Attributes=[
         {"Key": "deregistration_delay.timeout_seconds", "Value": str(DELAY)}])
     configure(moto, elb_initial=1.0)
+    debug = daemons.home / "debug.yml"
+    debug.write_text("log_level: debug\n")  # every RPC and every botocore line a daemon would log
     w.start_aws()
     w.start("vanilla")
     w.start("targetgroup", f"endpoint_url={moto}", "region=us-east-1", "max_attempts=2", "health_ttl=0.2",
-            env=CREDS)
+            env={**CREDS, "INFRAKIT_CONFIG": str(debug)})
     w.start_manager()
     try:
         yield w
@@ -152,6 +154,9 @@ def test_a_rollout_deregisters_before_destroying_and_registers_after_healthy_nev
         registered = first("RegisterTargets", iid)
         assert registered >= apps.first_ok[iid], f"{iid} registered before its application answered healthy"
         assert registered - apps.first_probe[iid] >= BOOT
+    log = world.d.log("targetgroup")
+    assert "DEBUG" in log, "the daemon logged at debug level"
+    assert ACCESS_KEY not in log and SECRET_KEY not in log, "credentials reached the targetgroup daemon's log"
 
 
 def test_a_member_the_load_balancer_finds_unhealthy_is_replaced(world, apps):
