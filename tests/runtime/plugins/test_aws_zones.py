@@ -92,3 +92,16 @@ def test_a_subnet_without_capacity_gives_its_share_away_and_gets_it_back_never_b
     # Three members moved: three launched into subnet c, three terminated elsewhere.
     ever = world.instances(GROUP, states=None)
     assert len(ever) == SIZE + 3, [(i["InstanceId"], i["State"]["Name"]) for i in ever]
+
+
+def test_pets_pinned_to_their_subnets_get_their_addresses_there(world):
+    pins = {"a": ["10.0.1.10", "10.0.1.11"], "b": ["10.0.2.10"], "c": ["10.0.3.10"]}
+    spec = spread_spec(world)
+    spec["Properties"]["Allocation"] = {"LogicalIDs": [ip for ips in pins.values() for ip in ips]}
+    spec["Properties"]["Updating"] = {"MaxSurge": 0, "MaxUnavailable": 1}
+    for choice, z in zip(spec["Properties"]["Instance"]["Properties"], ZONES, strict=True):
+        choice["Instances"] = pins[z]
+    world.commit(spec)
+    world.wait("4 pets", lambda: world.converged(GROUP, 4), group=GROUP)
+    placed = {i["PrivateIpAddress"]: world.zone_of[i["SubnetId"]] for i in world.instances(GROUP)}
+    assert placed == {ip: z for z, ips in pins.items() for ip in ips}

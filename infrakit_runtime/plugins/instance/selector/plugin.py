@@ -240,7 +240,8 @@ class SelectorPlugin:
                 group = specs[i].tags.get(instance.TAG_GROUP, "")
                 counts[group][choice.name] -= 1
                 tried[i].append((choice.name, error))
-                if self.groups[group].marks:
+                state = self.groups[group]
+                if state.marks and ch.pinned_choice(state.choices, specs[i].logical_id) is None:
                     # A move toward a choice that still fails: placing it elsewhere would only make the
                     # group surge and shrink again. Fail it; the marks go at the next describe.
                     results[i] = ProvisionResult(error=f"moving a member to {choice.name} failed: {error}")
