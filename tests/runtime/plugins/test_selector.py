@@ -456,3 +456,18 @@ def test_trying_a_zone_that_still_refuses_launches_nothing_extra():
     assert launched == 9, f"{launched - 9} instances launched and destroyed again while zone c refused"
     assert sorted(w.zones.by_zone().values()) == [0, 4, 5]
     assert w.zones.calls["provision"] > 9, "zone c was tried again"
+
+
+def test_selector_daemon_options_are_checked_every_problem_listed():
+    from infrakit_runtime.plugins.instance.selector import daemon
+
+    assert daemon.options({}) == {"backoff_base": 5.0, "backoff_max": 300.0}
+    assert daemon.options({"backoff_base": 1, "backoff_max": 2.5}) == {"backoff_base": 1.0, "backoff_max": 2.5}
+    with pytest.raises(ValidationError) as err:
+        daemon.options({"backof_base": 1, "backoff_max": "soon"})
+    assert err.value.problems == [
+        "unknown option 'backof_base' for a selector; known: backoff_base, backoff_max",
+        "option backoff_max must be a positive number of seconds, got 'soon'",
+    ]
+    with pytest.raises(ValidationError, match=r"backoff_max \(1s\) must be at least backoff_base \(5s\)"):
+        daemon.options({"backoff_max": 1})
