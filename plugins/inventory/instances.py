@@ -56,6 +56,7 @@ extends_documentation_fragment:
   - constructed
   - inventory_cache
   - infrakit.core.controller.plugins
+  - infrakit.core.secrets.plugins
 notes:
   - Host variables set by this plugin are C(infrakit_id), C(infrakit_group), C(infrakit_logical_id),
     C(infrakit_tags), C(infrakit_properties), C(infrakit_address), C(infrakit_health) and
@@ -104,6 +105,7 @@ from ansible_collections.infrakit.core.plugins.module_utils.controller import (
     ControllerError,
     RemoteError,
 )
+from ansible_collections.infrakit.core.plugins.module_utils import secrets
 from ansible_collections.infrakit.core.plugins.module_utils.groups import address_host, describe_group
 
 _UNSAFE_GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -142,6 +144,10 @@ def hostname_for(instance, preferences):
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "infrakit.core.instances"
 
+    def __init__(self):
+        super().__init__()
+        self._hidden = set()
+
     def verify_file(self, path):
         if not super().verify_file(path):
             return False
@@ -159,12 +165,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             raise AnsibleError("infrakit.core.instances: %s" % to_native(e))
 
     def fetch(self):
-        """Every selected group with its described instances, as plain data (what is cached)."""
+        """Every selected group with its described instances, secrets masked, as plain data (what is cached)."""
+        self._hidden = set(self.get_option("secret_values") or [])
+        try:
+            return secrets.mask(self._fetch(), self._hidden)
+        except AnsibleError as e:
+            # A message may quote a spec; the exception it came from is left out for the same reason.
+            raise AnsibleError(secrets.mask(to_native(e.message), self._hidden)) from None
+
+    def _fetch(self):
         client = self._client()
         wanted = self.get_option("group_ids") or []
         strict = self.get_option("strict")
         try:
             specs = {s["ID"]: s for s in client.inspect_groups() if isinstance(s, dict) and s.get("ID")}
+            self._hidden |= secrets.everywhere(secrets.secret_values(specs))
             missing = [g for g in wanted if g not in specs]
             if missing and strict:
                 raise AnsibleError("infrakit.core.instances: the controller manages no group %s (it manages: %s)"
@@ -177,7 +192,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 except RemoteError as e:
                     if strict:
                         raise
-                    self.display.warning("infrakit.core.instances: skipping group %s: %s" % (group_id, e.message))
+                    self.display.warning(secrets.mask("infrakit.core.instances: skipping group %s: %s"
+                                                      % (group_id, e.message), self._hidden))
                     continue
                 groups.append(describe_group(group_id, description, specs[group_id]))
             return groups

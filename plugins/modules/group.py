@@ -155,6 +155,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - infrakit.core.controller
+  - infrakit.core.secrets
 attributes:
   check_mode:
     support: full

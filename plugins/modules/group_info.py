@@ -32,6 +32,7 @@ options:
     default: true
 extends_documentation_fragment:
   - infrakit.core.controller
+  - infrakit.core.secrets
 attributes:
   check_mode:
     support: full

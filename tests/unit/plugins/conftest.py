@@ -82,3 +82,28 @@ def run_module(monkeypatch):
         return caught.value.result
 
     return run
+
+
+@pytest.fixture
+def logged(monkeypatch):
+    """What AnsibleModule would send to syslog (the journal is turned off so syslog is used)."""
+    lines = []
+    monkeypatch.setattr(basic, "has_journal", False)
+    monkeypatch.setattr(basic.AnsibleModule, "_log_to_syslog", lambda self, msg: lines.append(msg))
+    return lines
+
+
+@pytest.fixture
+def printed(capsys):
+    """Run a module's main through the real exit_json/fail_json; return (result, everything printed)."""
+
+    def run(main, args, check_mode=False, diff=False):
+        args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+        with patch_module_args(args):
+            with pytest.raises(SystemExit):
+                main()
+        out = capsys.readouterr()
+        text = out.out + out.err
+        return json.loads(out.out.strip().splitlines()[-1]), text
+
+    return run

@@ -14,6 +14,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
 
 from ansible_collections.infrakit.core.plugins.inventory.instances import hostname_for, sanitize_group_name
+from ansible_collections.infrakit.core.tests.unit.plugins.fake_controller import described_instance
 
 
 def spec(group_id, size=None, logical_ids=None):
@@ -113,3 +114,28 @@ def test_hostname_preferences_and_sanitised_group_names():
         hostname_for(instance, ["dns"])
     assert sanitize_group_name("web.prod-1") == "web_prod_1"
     assert sanitize_group_name("1st") == "_1st"
+
+
+def test_secret_keys_and_listed_values_are_masked_in_host_vars_and_in_the_cache(sockdir, controller):
+    controller.groups = {"db": spec("db", size=1)}
+    instance = described_instance("db", 0, "127.0.0.1:20000")
+    instance["Properties"].update({"Env": {"DB_PASSWORD": "hunter2-Sup3r", "HOME": "/srv"},
+                                   "Command": "db --admin-password=swordfish-42"})
+    instance["Tags"]["api_key"] = "tag-secret-99"
+    controller.scripts["db"] = [{"Instances": [instance], "Converged": True}]
+    body = ("secret_values: [swordfish-42]\ncache: true\ncache_plugin: ansible.builtin.jsonfile\n"
+            "cache_connection: %s/cache\n" % sockdir)
+    inventory = load(sockdir, controller, body)
+    hostvars = inventory.get_host("instance-0").get_vars()
+    assert hostvars["infrakit_properties"]["Env"]["HOME"] == "/srv"
+    assert hostvars["infrakit_properties"]["PID"] == 4000
+    text = repr(hostvars)
+    for secret in ("hunter2-Sup3r", "swordfish-42", "tag-secret-99"):
+        assert secret not in text
+    cached = ""
+    for name in os.listdir(os.path.join(sockdir, "cache")):
+        with open(os.path.join(sockdir, "cache", name)) as f:
+            cached += f.read()
+    assert "instance-0" in cached
+    for secret in ("hunter2-Sup3r", "swordfish-42", "tag-secret-99"):
+        assert secret not in cached
