@@ -34,6 +34,8 @@ options:
     description:
       - Whether to verify the TLS certificate of an https O(controller_url).
       - Set to V(false) only for a controller on a trusted network with a self-signed certificate.
+      - If not set, the environment variable E(INFRAKIT_VALIDATE_CERTS) is used (the AWX credential
+        type in the collection's C(docs/awx.md) injects it), else V(true).
     type: bool
     default: true
   timeout:
@@ -71,8 +73,11 @@ options:
   validate_certs:
     description:
       - Whether to verify the TLS certificate of an https O(controller_url).
+      - Set to V(false) only for a controller on a trusted network with a self-signed certificate.
     type: bool
     default: true
+    env:
+      - name: INFRAKIT_VALIDATE_CERTS
   timeout:
     description:
       - Seconds to wait for the controller to answer one call.

@@ -14,7 +14,11 @@ description:
     InfraKit group.
   - Host variables carry the instance's tags, properties, health and address; C(ansible_host) is
     the host part of C(Properties.Address) (or C(Properties.Host)) when the instance plugin reports one.
-  - Uses a YAML configuration file that ends with C(infrakit.yml) or C(infrakit.yaml).
+  - Instances of the plugins in O(local_plugins) (the C(process) plugin) run on the controller's own
+    host; when the controller is reached through its local Unix socket, that host is the one running
+    the inventory, and they get C(ansible_connection=local) (see O(local_plugins)).
+  - Uses a YAML configuration file whose name ends with C(infrakit.yml), C(infrakit.yaml),
+    C(infrakit.instances.yml) or C(infrakit.instances.yaml).
 author:
   - infrakit.core maintainers (@infrakit)
 options:
@@ -52,6 +56,20 @@ options:
       - Set C(ansible_host) to the host part of the instance's reported address.
     type: bool
     default: true
+  local_plugins:
+    description:
+      - Instance plugins (the socket part of C(Plugin), so V(process) covers C(process/batch)) whose
+        instances run on the host of the controller itself, as the C(process) plugin's local
+        processes do.
+      - When O(controller_url) is a Unix socket, the controller runs where this inventory runs, and
+        these instances get C(ansible_connection=local) and, as Ansible's implicit C(localhost) does,
+        C(ansible_python_interpreter) set to the Python running Ansible, so tasks reach them without SSH.
+      - Through an https O(controller_url) they get no connection variables; they run on the
+        controller's host, so set C(ansible_host) to it with O(compose) (see the examples).
+      - O(compose) is applied after, so it can set another C(ansible_connection).
+    type: list
+    elements: str
+    default: [process]
 extends_documentation_fragment:
   - constructed
   - inventory_cache
@@ -60,7 +78,8 @@ extends_documentation_fragment:
 notes:
   - Host variables set by this plugin are C(infrakit_id), C(infrakit_group), C(infrakit_logical_id),
     C(infrakit_tags), C(infrakit_properties), C(infrakit_address), C(infrakit_health) and
-    C(infrakit_up_to_date) (health and up-to-date are only known from this collection's controller).
+    C(infrakit_up_to_date) (health and up-to-date are only known from this collection's controller),
+    plus C(ansible_host) and, for O(local_plugins), C(ansible_connection) and C(ansible_python_interpreter).
 seealso:
   - module: infrakit.core.group
   - module: infrakit.core.group_info
@@ -68,8 +87,9 @@ seealso:
 
 EXAMPLES = r"""
 # web.infrakit.yml: only the web group, named by a tag, with constructed groups and variables.
-# (The smallest source, infrakit.yml, is the plugin line alone: every instance of every group,
-# named by logical ID or instance ID.)
+# (The smallest source, infrakit.instances.yml as docs/awx.md names it, is the plugin line alone:
+# every instance of every group, named by logical ID or instance ID, from the controller that
+# INFRAKIT_CONTROLLER_URL names, which the AWX credential type injects.)
 plugin: infrakit.core.instances
 group_ids: [web]
 group_prefix: infrakit_
@@ -89,12 +109,16 @@ cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: /tmp/infrakit-inventory
 cache_timeout: 60
-# A controller over TLS (token from INFRAKIT_CONTROLLER_TOKEN) instead of the local socket:
+# A controller over TLS (token from INFRAKIT_CONTROLLER_TOKEN) instead of the local socket; its
+# process instances run on the controller's host, so reach them there over SSH:
 # controller_url: https://infrakit.example.com:24864
 # strict: true
+# compose:
+#   ansible_host: "'infrakit.example.com'"
 """
 
 import re
+import sys
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_native
@@ -104,11 +128,14 @@ from ansible_collections.infrakit.core.plugins.module_utils.controller import (
     ControllerClient,
     ControllerError,
     RemoteError,
+    parse_controller_url,
 )
 from ansible_collections.infrakit.core.plugins.module_utils import secrets
 from ansible_collections.infrakit.core.plugins.module_utils.groups import address_host, describe_group
 
 _UNSAFE_GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")
+
+FILE_SUFFIXES = ("infrakit.yml", "infrakit.yaml", "infrakit.instances.yml", "infrakit.instances.yaml")
 
 
 def sanitize_group_name(name):
@@ -116,6 +143,11 @@ def sanitize_group_name(name):
     if not out or out[0].isdigit():
         out = "_" + out
     return out
+
+
+def plugin_socket(name):
+    """The socket part of a plugin name ``socket[/type]``."""
+    return (name or "").split("/", 1)[0]
 
 
 def hostname_for(instance, preferences):
@@ -151,7 +183,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def verify_file(self, path):
         if not super().verify_file(path):
             return False
-        return path.endswith(("infrakit.yml", "infrakit.yaml"))
+        return path.endswith(FILE_SUFFIXES)
 
     def _client(self):
         try:
@@ -195,10 +227,20 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     self.display.warning(secrets.mask("infrakit.core.instances: skipping group %s: %s"
                                                       % (group_id, e.message), self._hidden))
                     continue
-                groups.append(describe_group(group_id, description, specs[group_id]))
+                group = describe_group(group_id, description, specs[group_id])
+                group["instance_plugin"] = ((specs[group_id].get("Properties") or {}).get("Instance") or {}).get("Plugin")
+                groups.append(group)
             return groups
         except ControllerError as e:
             raise AnsibleError("infrakit.core.instances: %s" % e.message)
+
+    def local_connection(self, group):
+        """Whether the group's instances run where this inventory runs (see ``local_plugins``)."""
+        try:
+            unix_socket, _url = parse_controller_url(self.get_option("controller_url"))
+        except ValueError:
+            return False
+        return unix_socket is not None and plugin_socket(group.get("instance_plugin")) in self.get_option("local_plugins")
 
     def populate(self, groups):
         preferences = self.get_option("hostnames")
@@ -207,6 +249,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         taken = set()
         for group in groups:
             ansible_group = self.inventory.add_group(sanitize_group_name(prefix + group["id"]))
+            local = self.local_connection(group)
             for instance in group["instances"]:
                 name = next(n for n in hostname_for(instance, preferences) if n not in taken)
                 taken.add(name)
@@ -223,6 +266,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 }
                 if self.get_option("ansible_host") and instance["address"]:
                     hostvars["ansible_host"] = address_host(instance["address"])
+                if local:
+                    # As Ansible does for its implicit localhost: no SSH, and the Python running Ansible.
+                    hostvars["ansible_connection"] = "local"
+                    hostvars["ansible_python_interpreter"] = sys.executable
                 for key, value in hostvars.items():
                     self.inventory.set_variable(name, key, value)
                 self._set_composite_vars(self.get_option("compose"), hostvars, name, strict=strict)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 
 from ansible.module_utils.basic import env_fallback
@@ -41,7 +42,7 @@ APPLICATION_ERROR = -32000
 CONTROLLER_ARGUMENT_SPEC = dict(
     controller_url=dict(type="str", fallback=(env_fallback, ["INFRAKIT_CONTROLLER_URL"])),
     controller_token=dict(type="str", no_log=True, fallback=(env_fallback, ["INFRAKIT_CONTROLLER_TOKEN"])),
-    validate_certs=dict(type="bool", default=True),
+    validate_certs=dict(type="bool", default=True, fallback=(env_fallback, ["INFRAKIT_VALIDATE_CERTS"])),
     timeout=dict(type="int", default=30),
 )
 
@@ -177,6 +178,15 @@ class ControllerClient:
                 payload = self._post(body, headers)
                 break
             except URLError as e:
+                if isinstance(getattr(e, "reason", None), ssl.SSLCertVerificationError):
+                    # No retry changes a certificate.
+                    raise UnreachableError(
+                        "the InfraKit controller at %s (%s) presented a certificate that cannot be verified: %s. "
+                        "Give the CA to the host running this, or for a self-signed certificate on a trusted "
+                        "network set validate_certs: false (environment: INFRAKIT_VALIDATE_CERTS=false)"
+                        % (self.describe_address(), method, to_native(e.reason)),
+                        method=method,
+                    )
                 # urllib raises URLError only when connecting or sending failed: the controller never
                 # saw the request, so trying again cannot apply anything twice.
                 attempt += 1

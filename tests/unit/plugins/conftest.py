@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -43,6 +45,25 @@ def sockdir():
     path = tempfile.mkdtemp(prefix="ik-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tls_pair(sockdir):
+    """A self-signed certificate and key for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = os.path.join(sockdir, "cert.pem"), os.path.join(sockdir, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_controller(tls_pair):
+    """A controller on an https URL with a certificate nobody trusts."""
+    fake = FakeController(tls_cert=tls_pair[0], tls_key=tls_pair[1]).start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ assert sorted(inventory["health_healthy"]["hosts"]) == expected, inventory.get("
 for name in hosts:
     hostvars = inventory["_meta"]["hostvars"][name]
     assert hostvars["ansible_host"] == "127.0.0.1", hostvars
+    assert hostvars["ansible_connection"] == "local", hostvars
     assert hostvars["infrakit_address"] == name, hostvars
     assert hostvars["infrakit_group"] == "web", hostvars
     assert hostvars["infrakit_tags"]["tier"] == "web", hostvars

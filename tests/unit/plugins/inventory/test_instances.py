@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -139,3 +140,60 @@ def test_secret_keys_and_listed_values_are_masked_in_host_vars_and_in_the_cache(
     assert "instance-0" in cached
     for secret in ("hunter2-Sup3r", "swordfish-42", "tag-secret-99"):
         assert secret not in cached
+
+
+@pytest.mark.parametrize("name, accepted", [
+    ("infrakit.instances.yml", True), ("infrakit.instances.yaml", True), ("prod.infrakit.instances.yml", True),
+    ("infrakit.yml", True), ("infrakit.yaml", True), ("web.infrakit.yml", True),
+    ("instances.yml", False), ("hosts.yml", False), ("infrakit.instances.json", False),
+])
+def test_file_names_the_docs_use_are_accepted(sockdir, name, accepted):
+    path = os.path.join(sockdir, name)
+    with open(path, "w") as f:
+        f.write("plugin: infrakit.core.instances\n")
+    assert inventory_loader.get("infrakit.core.instances").verify_file(path) is accepted
+
+
+def test_validate_certs_comes_from_INFRAKIT_VALIDATE_CERTS(sockdir, tls_controller, monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    tls_controller.groups = {"web": spec("web", size=1)}
+    monkeypatch.delenv("INFRAKIT_VALIDATE_CERTS", raising=False)
+    with pytest.raises(AnsibleError, match="(?i)certificate verify failed"):
+        load(sockdir, tls_controller, "")
+    monkeypatch.setenv("INFRAKIT_VALIDATE_CERTS", "False")
+    inventory = load(sockdir, tls_controller, "")
+    assert [h.name for h in inventory.groups["web"].get_hosts()] == ["instance-0"]
+
+
+def test_process_instances_behind_the_local_socket_get_a_local_connection(sockdir, controller):
+    aws = spec("db", size=1)
+    aws["Properties"]["Instance"]["Plugin"] = "aws/ec2-instance"
+    typed = spec("jobs", size=1)
+    typed["Properties"]["Instance"]["Plugin"] = "process/batch"
+    controller.groups = {"web": spec("web", size=1), "db": aws, "jobs": typed}
+    for n, group_id in enumerate(sorted(controller.groups)):
+        controller.scripts[group_id] = [{"Instances": [described_instance(group_id, n, "127.0.0.1:%d" % (20000 + n))],
+                                         "Converged": True}]
+    inventory = load(sockdir, controller, "")
+    web, jobs = (inventory.groups[g].get_hosts()[0].get_vars() for g in ("web", "jobs"))
+    assert web["ansible_connection"] == "local" and jobs["ansible_connection"] == "local"
+    assert web["ansible_python_interpreter"] == sys.executable
+    assert "ansible_connection" not in inventory.groups["db"].get_hosts()[0].get_vars()
+
+
+def test_the_local_connection_can_be_turned_off_or_composed_over(sockdir, controller):
+    controller.groups = {"web": spec("web", size=1)}
+    off = load(sockdir, controller, "local_plugins: []\n")
+    assert "ansible_connection" not in off.get_host("instance-0").get_vars()
+    composed = load(sockdir, controller, "compose:\n  ansible_connection: \"'ssh'\"\n")
+    assert composed.get_host("instance-0").get_vars()["ansible_connection"] == "ssh"
+
+
+def test_process_instances_behind_an_https_controller_get_no_connection_guess(sockdir, tls_controller, monkeypatch):
+    monkeypatch.setenv("INFRAKIT_VALIDATE_CERTS", "false")
+    tls_controller.groups = {"web": spec("web", size=1)}
+    hostvars = load(sockdir, tls_controller, "").get_host("instance-0").get_vars()
+    assert "ansible_connection" not in hostvars and hostvars["ansible_host"] == "127.0.0.1"
+    # The compose line docs/awx.md gives for this case.
+    composed = load(sockdir, tls_controller, "compose:\n  ansible_host: \"'infrakit.example.com'\"\n")
+    assert composed.get_host("instance-0").get_vars()["ansible_host"] == "infrakit.example.com"

@@ -61,3 +61,17 @@ def test_unreachable_controller_fails_cleanly(sockdir, run_module, monkeypatch):
     result = run_module(group_info.main, dict(controller_url=sockdir + "/none"))
     assert result["failed"] is True
     assert "cannot reach the InfraKit controller" in result["msg"]
+
+
+def test_validate_certs_comes_from_INFRAKIT_VALIDATE_CERTS_as_awx_injects_it(tls_controller, run_module, monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    args = dict(controller_url=tls_controller.url)
+    monkeypatch.delenv("INFRAKIT_VALIDATE_CERTS", raising=False)
+    refused = run_module(group_info.main, args)
+    assert refused["failed"] is True and "certificate verify failed" in refused["msg"].lower()
+    # AWX renders a boolean credential field as True/False.
+    monkeypatch.setenv("INFRAKIT_VALIDATE_CERTS", "False")
+    assert run_module(group_info.main, args)["leader"]["is_leader"] is True
+    # An explicit option wins over the environment.
+    again = run_module(group_info.main, dict(args, validate_certs=True))
+    assert again["failed"] is True and "certificate verify failed" in again["msg"].lower()
