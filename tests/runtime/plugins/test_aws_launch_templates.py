@@ -15,6 +15,7 @@ from infrakit_runtime.rpc.errors import RemoteError
 from tests.runtime.conftest import Daemons
 from tests.runtime.plugins import moto_fixture
 from tests.runtime.plugins.ec2_world import Ec2World
+from tests.runtime.plugins.moto_fixture import configure
 
 moto_server, moto, ec2, ami = moto_fixture.moto_server, moto_fixture.moto, moto_fixture.ec2, moto_fixture.ami
 
@@ -27,6 +28,7 @@ def world(daemons: Daemons, moto: str, ami: str) -> Any:
     w.ec2.create_launch_template(LaunchTemplateName="app", LaunchTemplateData={
         "ImageId": ami, "InstanceType": "t3.micro", "UserData": "dGVtcGxhdGU="})
     w.start_aws()
+    w.start("spread")
     w.start("vanilla")
     w.start_manager()
     try:
@@ -104,3 +106,46 @@ def test_validation_names_every_problem_with_the_template(world):
     assert "Properties.Instance (aws): Properties.LaunchTemplate.Version 7 of launch template 'app' does not exist" \
         in err.value.message
     assert not world.instances(GROUP, states=None), "nothing launched"
+
+
+def test_a_running_group_refuses_a_bad_template_commit_with_every_problem_and_keeps_running_as_it_was(world):
+    world.commit(spec(world, "1"))
+    world.wait("3 members from version 1", lambda: world.converged(GROUP, SIZE), group=GROUP)
+    members = {i["InstanceId"] for i in world.instances(GROUP)}
+    with pytest.raises(RemoteError) as err:
+        world.commit(spec(world, "7", InstanceTyp="t3.small"))
+    message = err.value.message
+    for expected in ["Properties.LaunchTemplate.Version 7 of launch template 'app' does not exist",
+                     "Properties.InstanceTyp is not a field of RunInstancesRequest (did you mean InstanceType?)"]:
+        assert expected in message, (expected, message)
+    (stored,) = world.call("Group.InspectGroups", {})["Groups"]
+    assert stored["Properties"]["Instance"]["Properties"]["LaunchTemplate"]["Version"] == "1"
+    # Three more passes of the controller (each one DescribeInstances) change nothing.
+    before = configure(world.endpoint)["counts"]
+    world.wait("three more passes", lambda: configure(world.endpoint)["counts"]["DescribeInstances"]
+               >= before["DescribeInstances"] + 3, group=GROUP)
+    after = configure(world.endpoint)["counts"]
+    assert after.get("RunInstances") == before.get("RunInstances") and "TerminateInstances" not in after
+    assert {i["InstanceId"] for i in world.instances(GROUP, states=None)} == members
+
+
+def test_templates_in_spread_choices_are_checked_per_choice_then_launch_in_each_subnet(world):
+    def spread(versions: dict[str, str]) -> dict[str, Any]:
+        s = spec(world, "1")
+        s["Properties"]["Allocation"] = {"Size": 4}
+        s["Properties"]["Instance"] = {"Plugin": "spread", "Properties": [
+            {"Name": f"us-east-1{z}", "Plugin": "aws", "Properties": {
+                "LaunchTemplate": {"LaunchTemplateName": "app", "Version": v}, "SubnetId": world.subnets[z]}}
+            for z, v in versions.items()]}
+        return s
+
+    with pytest.raises(RemoteError) as err:
+        world.commit(spread({"a": "1", "b": "9"}))
+    assert "Properties.Instance (spread): Properties[1] (us-east-1b): Properties.LaunchTemplate.Version 9 of " \
+           "launch template 'app' does not exist" in err.value.message, err.value.message
+    assert "Properties[0]" not in err.value.message
+    assert not world.instances(GROUP, states=None), "nothing launched"
+    world.commit(spread({"a": "1", "b": "1"}))
+    world.wait("2 + 2 members from the template", lambda: world.converged(GROUP, 4)
+               and world.by_zone(GROUP) == {"a": 2, "b": 2, "c": 0}, group=GROUP)
+    assert {(i["ImageId"], i["InstanceType"]) for i in world.instances(GROUP)} == {(world.ami, "t3.micro")}
