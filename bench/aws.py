@@ -8,10 +8,17 @@ count EC2 requests per steady-state reconcile pass at N/10 and N instances, whic
 grow only with DescribeInstances pagination (1 page per 1,000), never per instance. The
 plugin object alone: the same N slots provisioned directly, and one describe cycle.
 
-moto runs behind a WSGI wrapper (``TimedMoto``, served by this module with
-``--serve-moto``) that records every request it answers: that is where calls are counted
-and where "how much of the time moto itself took" is measured, since boto3 runs inside
-the aws daemon. Prints tables and records them in docs/benchmarks.md ("AWS plugin (moto)").
+moto runs behind ``tests/runtime/plugins/moto_front.py`` (the tests' front, transparent until
+told otherwise), which records every request it answers: that is where calls are counted and
+where "how much of the time moto itself took" is measured, since boto3 runs inside the aws
+daemon. Prints tables and records them in docs/benchmarks.md ("AWS plugin (moto)").
+
+``--spread``: 1,000 members spread over three subnets by the spread selector, behind a target
+group (the targetgroup flavor, health from the load balancer), one subnet refusing capacity
+(the front answers InsufficientInstanceCapacity) until the group converged over two, then
+recovering: calls per action in each phase, the balance reached, the fewest live instances
+during the rebalance, and a steady pass's requests. Recorded in "AWS: 1,000 members over
+three subnets (moto)".
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import http.client
-import io
 import json
 import os
 import socket
@@ -28,7 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,54 +49,12 @@ TITLE = "AWS plugin (moto)"
 GROUP = "bench"
 
 
-class TimedMoto:
-    """WSGI middleware around moto's app: records every EC2 request (action, first page?, start, end).
-
-    Why: the controller scenarios run boto3 inside the aws daemon, out of the benchmark's
-    reach, so moto's own side is where requests are counted and timed. ``GET /bench-timing``
-    returns the records and ``POST /bench-timing`` clears them.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.records: list[tuple[str, bool, float, float]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == "/bench-timing":
-            with self.lock:
-                body = json.dumps(self.records).encode()
-                if environ.get("REQUEST_METHOD") == "POST":
-                    self.records = []
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(raw)
-        query = urllib.parse.parse_qs(raw.decode(errors="replace"))
-        t0 = time.time()
-        chunks = list(self.app(environ, start_response))  # the whole answer, so its cost is counted
-        if "Action" in query:
-            with self.lock:
-                self.records.append((query["Action"][0], "NextToken" not in query, t0, time.time()))
-        return chunks
-
-
-def serve_moto(port: int) -> None:
-    """Run moto's standalone server (as ``python -m moto.server`` does) behind ``TimedMoto``."""
-    from moto import server
-    from werkzeug.serving import run_simple
-
-    app = server.DomainDispatcherApplication(server.create_backend_app)
-    run_simple("127.0.0.1", port, TimedMoto(app), threaded=True, request_handler=server.MotoRequestHandler)
-
-
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "bench.aws", "--serve-moto", str(port)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.runtime.plugins.moto_front", str(port)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
@@ -120,10 +83,9 @@ def _http(port: int, method: str, path: str) -> tuple[int, bytes]:
 
 
 def reset(port: int) -> int:
-    """Empty moto and its request records."""
+    """Empty moto, the front's faults and its request records."""
     try:
         status, _ = _http(port, "POST", "/moto-api/reset")
-        _http(port, "POST", "/bench-timing")
         return status
     except OSError:
         return 0
@@ -131,8 +93,24 @@ def reset(port: int) -> int:
 
 def moto_records(port: int, clear: bool = False) -> list[tuple[str, bool, float, float]]:
     """The requests moto answered since the last clear: (action, first page, start, end)."""
-    _, body = _http(port, "POST" if clear else "GET", "/bench-timing")
+    _, body = _http(port, "POST" if clear else "GET", "/moto-front/records")
     return [tuple(r) for r in json.loads(body)]
+
+
+def front(port: int, **state: Any) -> dict[str, Any]:
+    """Configure what moto_front injects (see tests/runtime/plugins/moto_front.py); its state and counts."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST" if state else "GET", "/moto-front", body=json.dumps(state).encode())
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def front_events(port: int) -> list[tuple[float, str, list[str]]]:
+    """(time, action, IDs) of every RunInstances, TerminateInstances, RegisterTargets, DeregisterTargets."""
+    _, body = _http(port, "GET", "/moto-front/events")
+    return [tuple(e) for e in json.loads(body)]
 
 
 def busy(intervals: list[tuple[float, float]]) -> float:
@@ -385,12 +363,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=1000, help="instances to converge (default 1000)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    ap.add_argument("--serve-moto", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--spread", action="store_true", help="run only the spread-over-three-subnets scenario")
     args = ap.parse_args()
-    if args.serve_moto:
-        serve_moto(args.serve_moto)
-        return
     os.environ.update({k: v for k, v in CREDS.items() if k != "AWS_DEFAULT_REGION"})
+    if args.spread:
+        from bench import aws_spread
+
+        with moto_server() as endpoint:
+            aws_spread.main(endpoint, args.n, write=not args.no_write)
+        return
     with moto_server() as endpoint:
         converged, described = asyncio.run(main_async(endpoint, args.n))
         controlled, steady = controller_rows(endpoint, args.n)
@@ -421,8 +402,8 @@ def main() -> None:
     write_section(TITLE, f"""
 `python -m bench.aws` — {machine()}.
 
-moto's standalone EC2 server runs on loopback behind a thin WSGI wrapper that records
-each request it answers (action, start, end): that is where RunInstances calls are
+moto's standalone EC2 server runs on loopback behind a thin WSGI front (the tests' moto_front)
+that records each request it answers (action, start, end): that is where RunInstances calls are
 counted and "moto busy" (wall time during which moto was answering at least one request)
 is measured. Batches use MinCount=MaxCount (moto launches only MinCount).
 
