@@ -1,29 +1,40 @@
 """Process instance properties: every problem in a spec is reported at once, before anything starts.
 
-Validation checks types, names and that ``Dir`` exists *now*; it cannot promise
-the directory still exists, or that the command can be executed, when an
-instance is provisioned later (Provision re-checks and fails with its own error).
+Validation checks types, names, that ``Dir`` exists and ``User``/``Group`` resolve *now*,
+and that every argument and variable fits what Linux lets a process start with
+(``process_limits``); it cannot promise the directory or the user still exist, or that
+the command can be executed, when an instance is provisioned later (Provision re-checks
+and fails with its own error).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import grp
+import json
+import os
+import pwd
 import re
 
-import dataclasses
-import os
-
+from infrakit_runtime.plugins.instance import process_limits
+from infrakit_runtime.plugins.instance.process_os import Identity, can_switch_user
 from infrakit_runtime.spi import instance
 from infrakit_runtime.spi.common import JSON, ValidationError, json_type
 
-KNOWN_KEYS = ("Command", "Dir", "Env", "Port")
+KNOWN_KEYS = ("Command", "Dir", "Env", "Group", "Port", "User")
+INSTANCE_ID = re.compile(r"^process-[0-9a-f]{16}$")
+MAX_ID = 2**32 - 2  # (uid_t) -1 means "unchanged" to the kernel
 
-# Variables the plugin sets for every instance; a spec may not override them.
+# Variables the plugin sets for every instance; a spec may not override them. The owner marker
+# (the plugin's state directory) and the tags let a daemon that lost its records find them again.
 ENV_INSTANCE_ID = "INFRAKIT_INSTANCE_ID"
 ENV_LOGICAL_ID = "INFRAKIT_LOGICAL_ID"
 ENV_PORT = "INFRAKIT_PORT"
 ENV_PLAIN_PORT = "PORT"
 ENV_GROUP = "INFRAKIT_GROUP"
-RESERVED_ENV = (ENV_INSTANCE_ID, ENV_LOGICAL_ID, ENV_PORT, ENV_GROUP)
+ENV_OWNER = "INFRAKIT_INSTANCE_OWNER"
+ENV_TAGS = "INFRAKIT_INSTANCE_TAGS"
+RESERVED_ENV = (ENV_INSTANCE_ID, ENV_LOGICAL_ID, ENV_PORT, ENV_GROUP, ENV_OWNER, ENV_TAGS)
 # The variables an argv Command may name with $NAME (filled in by the plugin, see ``expand``).
 PLUGIN_VARIABLES = frozenset((*RESERVED_ENV, ENV_PLAIN_PORT))
 
@@ -39,6 +50,8 @@ class Properties:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     dir: str | None = None
     port: bool = True
+    user: str | int | None = None  # as given: a name or a numeric uid
+    group: str | int | None = None
 
 
 def _check_command(raw: JSON, problems: list[str]) -> tuple[str, ...] | str | None:
@@ -50,6 +63,8 @@ def _check_command(raw: JSON, problems: list[str]) -> tuple[str, ...] | str | No
             problems.append("Command must not be an empty string")
         elif "\0" in raw:
             problems.append("Command must not contain a NUL character")
+        elif too_big := process_limits.string_problem("Command (the /bin/sh -c script)", raw):
+            problems.append(too_big)
         return raw
     if not isinstance(raw, list):
         problems.append(f"Command must be a list of strings or a string, got {json_type(raw)}")
@@ -64,6 +79,9 @@ def _check_command(raw: JSON, problems: list[str]) -> tuple[str, ...] | str | No
             ok = False
         elif "\0" in arg:
             problems.append(f"Command[{i}] must not contain a NUL character")
+            ok = False
+        elif too_big := process_limits.string_problem(f"Command[{i}]", arg):
+            problems.append(too_big)
             ok = False
     if ok and not raw[0]:
         problems.append("Command[0] (the program) must not be empty")
@@ -90,6 +108,9 @@ def _check_env(raw: JSON, port: bool, problems: list[str]) -> dict[str, str]:
         if "\0" in value:
             problems.append(f"Env.{name} must not contain a NUL character")
             continue
+        if too_big := process_limits.string_problem(f"Env.{name}", f"{name}={value}"):
+            problems.append(too_big)
+            continue
         env[name] = value
     return env
 
@@ -105,6 +126,86 @@ def _check_dir(raw: JSON, problems: list[str]) -> str | None:
     elif not os.path.isdir(raw):
         problems.append(f"Dir {raw!r} does not exist or is not a directory")
     return raw
+
+
+def _check_id(field: str, raw: JSON, problems: list[str]) -> str | int | None:
+    """A user or group as given: a name, or a numeric ID (a number, or a string of digits)."""
+    kind = "uid" if field == "User" else "gid"
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        problems.append(f"{field} must be a {field.lower()} name or a numeric {kind}, got {json_type(raw)}")
+        return None
+    if isinstance(raw, str):
+        if not raw:
+            problems.append(f"{field} must not be empty")
+            return None
+        if "\0" in raw:
+            problems.append(f"{field} must not contain a NUL character")
+            return None
+        if not (raw.isascii() and raw.isdigit()):
+            return raw
+        if len(raw) > 10:
+            problems.append(f"{field} {raw[:20]} is not a valid {kind} (0 to {MAX_ID})")
+            return None
+        raw = int(raw)
+    if not 0 <= raw <= MAX_ID:
+        problems.append(f"{field} {raw} is not a valid {kind} (0 to {MAX_ID})")
+        return None
+    return raw
+
+
+def _lookup_user(user: str | int) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    except (KeyError, ValueError, OverflowError):
+        return None
+
+
+def _lookup_group(group: str | int) -> int | None:
+    if isinstance(group, int):
+        return group  # a numeric gid needs no group entry
+    try:
+        return grp.getgrnam(group).gr_gid
+    except (KeyError, ValueError):
+        return None
+
+
+def resolve_identity(user: str | int | None, group: str | int | None, *,
+                     group_given: bool = False) -> tuple[Identity | None, list[str]]:
+    """Who the instance runs as (None: the daemon's own user), and the problems naming User or Group.
+
+    A named user brings its primary group and its supplementary groups (like ``runuser``);
+    an explicit Group replaces them all. A numeric uid without a passwd entry is allowed,
+    with a Group. Switching needs root (or CAP_SETUID and CAP_SETGID).
+    """
+    if user is None and group is None:
+        return None, []
+    problems: list[str] = []
+    uid, gid, groups = os.geteuid(), os.getegid(), None
+    if user is not None:
+        entry = _lookup_user(user)
+        if entry is not None:
+            uid, gid = entry.pw_uid, entry.pw_gid
+            groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        elif isinstance(user, int):
+            uid = user
+            if group is None and not group_given:
+                problems.append(f"User {user} has no passwd entry: give Group too (its primary group is unknown)")
+        else:
+            problems.append(f"User {user!r} is not a user on this host (no passwd entry)")
+    if group is not None:
+        found = _lookup_group(group)
+        if found is None:
+            problems.append(f"Group {group!r} is not a group on this host (no group entry)")
+        else:
+            gid, groups = found, (found,)
+    if not problems and (uid, gid) != (os.geteuid(), os.getegid()) and not can_switch_user():
+        problems.append(f"{'User' if user is not None else 'Group'}: this daemon runs as uid {os.geteuid()} "
+                        "without root (or CAP_SETUID and CAP_SETGID), so it cannot start processes as another user")
+    if problems:
+        return None, problems
+    return Identity(uid=uid, gid=gid, groups=groups if groups is not None else (gid,)), []
 
 
 def parse(raw: JSON) -> Properties:
@@ -131,10 +232,22 @@ def parse(raw: JSON) -> Properties:
     command = _check_command(raw.get("Command"), problems)
     env = _check_env(raw.get("Env"), port, problems)
     directory = _check_dir(raw.get("Dir"), problems)
+    user = _check_id("User", raw.get("User"), problems)
+    group = _check_id("Group", raw.get("Group"), problems)
+    if user is not None or group is not None:
+        problems.extend(resolve_identity(user, group, group_given=raw.get("Group") is not None)[1])
     if problems:
         raise ValidationError(problems)
     assert command is not None
-    return Properties(command=command, env=env, dir=directory, port=port)
+    return Properties(command=command, env=env, dir=directory, port=port, user=user, group=group)
+
+
+def identity(props: Properties) -> Identity | None:
+    """Resolve ``User``/``Group`` again (at Provision: the user may have gone since Validate)."""
+    found, problems = resolve_identity(props.user, props.group)
+    if problems:
+        raise ValidationError(problems)
+    return found
 
 
 _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -173,12 +286,28 @@ def argv(props: Properties, init: str, env: dict[str, str] | None = None) -> lis
     return command
 
 
+def user_variables(props: Properties) -> dict[str, str]:
+    """HOME, USER and LOGNAME of a named ``User`` (the daemon's own would point at root's home)."""
+    entry = _lookup_user(props.user) if props.user is not None else None
+    if entry is None:
+        return {}
+    return {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
+
+
 def environment(props: Properties, *, base: dict[str, str], instance_id: str, spec: instance.Spec,
-                port: int | None) -> dict[str, str]:
-    """The instance's environment: ``base`` (the daemon's), then ``Env``, then the plugin's variables."""
+                port: int | None, owner: str = "") -> dict[str, str]:
+    """The instance's environment: ``base`` (the daemon's), the user's HOME/USER/LOGNAME, ``Env``, the plugin's.
+
+    The plugin's variables include the owner marker and the tags the instance starts with,
+    which every process it starts inherits: how a daemon finds them without its records.
+    """
     env = {k: v for k, v in base.items() if k not in RESERVED_ENV and k != ENV_PLAIN_PORT}
+    env.update(user_variables(props))
     env.update(props.env)
     env[ENV_INSTANCE_ID] = instance_id
+    if owner:
+        env[ENV_OWNER] = owner
+        env[ENV_TAGS] = json.dumps(dict(spec.tags), sort_keys=True, separators=(",", ":"))
     env[ENV_LOGICAL_ID] = spec.logical_id or ""
     group = spec.tags.get(instance.TAG_GROUP)
     if group is not None:
@@ -187,3 +316,17 @@ def environment(props: Properties, *, base: dict[str, str], instance_id: str, sp
         env[ENV_PORT] = env[ENV_PLAIN_PORT] = str(port)
     return env
 
+
+
+def launch(props: Properties, *, base: dict[str, str], instance_id: str, spec: instance.Spec, port: int | None,
+           owner: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment to start, once checked against what Linux lets a process start with.
+
+    Raises ``ValidationError`` naming the largest fields when they do not fit (``process_limits``).
+    """
+    env = environment(props, base=base, instance_id=instance_id, spec=spec, port=port, owner=owner)
+    args = argv(props, spec.init, env)
+    sizes = {f"Env.{k}": len(os.fsencode(f"{k}={v}")) + 1 for k, v in props.env.items()}
+    sizes["Command"] = sum(len(os.fsencode(a)) + 1 for a in args)
+    process_limits.check_total(args, env, fields=sizes)
+    return args, env

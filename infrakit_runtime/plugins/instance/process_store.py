@@ -14,24 +14,22 @@ import fcntl
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from infrakit_runtime import fsutil
-from infrakit_runtime.plugins.instance import process_os
+from infrakit_runtime.plugins.instance.process_props import INSTANCE_ID
 from infrakit_runtime.spi.common import PluginError, ValidationError
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^process-[0-9a-f]{16}$")
 TAIL_BYTES = 1024
 
 
 def check_id(instance_id: str) -> None:
     """Refuse anything but our IDs: they become file names, so ``../x`` must never get through."""
-    if not _ID.match(instance_id):
+    if not INSTANCE_ID.match(instance_id):
         raise ValidationError(f"{instance_id!r} is not a process instance ID (expected process-<16 hex digits>)")
 
 
@@ -67,6 +65,23 @@ class RecordStore:
     def scan(self) -> list[dict[str, Any]]:
         """Every readable record, sorted by ID; unreadable files are logged and skipped."""
         return self._records.scan()
+
+    def scan_all(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every readable record, and the IDs whose record file exists but cannot be read (damaged)."""
+        records = [r for r in self.scan() if INSTANCE_ID.match(r["ID"])]
+        readable = {r["ID"] for r in records}
+        with os.scandir(self.directory) as entries:
+            damaged = sorted(e.name[:-5] for e in entries
+                             if e.name.endswith(".json") and INSTANCE_ID.match(e.name[:-5]) and e.name[:-5] not in readable)
+        return records, damaged
+
+    def set_aside(self, instance_id: str) -> Path:
+        """Move an unreadable record out of the way (hidden, so scans skip it), kept for inspection."""
+        aside = self.directory / f".{instance_id}.json.unreadable"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path(instance_id), aside)
+        self._records.forget(f"{instance_id}.json")
+        return aside
 
     def tail(self, instance_id: str) -> str:
         """The last output of an instance (for the daemon log when it dies)."""

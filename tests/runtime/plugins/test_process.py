@@ -8,25 +8,23 @@ test ends by killing whatever instance process it left, and fails if one was lef
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infrakit_runtime.plugins.instance import process_os, process_store
+from infrakit_runtime.plugins.instance import process_os, process_props, process_store
 from infrakit_runtime.plugins.instance.process import ProcessInstancePlugin
 from infrakit_runtime.rpc.errors import RemoteError
 from infrakit_runtime.spi import instance
 from infrakit_runtime.spi.common import ValidationError
+from tests.runtime.plugins import process_helpers as ph
 
 # A tiny HTTP server: answers GET with the environment the plugin gave it and what Init left behind.
 SERVER = """
@@ -52,88 +50,12 @@ SLEEPER = ["sleep", "60"]
 
 # --- helpers --------------------------------------------------------------------------------------
 
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as e:  # not there yet
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
+eventually, running = ph.eventually, ph.running
 
 
 def http_get(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
         return json.loads(resp.read())
-
-
-def running(pid: int) -> bool:
-    stat = process_os.read_stat(pid)
-    return stat is not None and stat.running
-
-
-def instance_processes(marker: bytes) -> list[int]:
-    """Running instance processes (they carry INFRAKIT_INSTANCE_ID) whose environment holds ``marker``."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = Path(entry.path, "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if marker in environ and any(e.startswith(b"INFRAKIT_INSTANCE_ID=") for e in environ) \
-                and running(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-class Reaper:
-    """Kills at teardown every instance process of this test's INFRAKIT_HOME, and registered helpers."""
-
-    def __init__(self, home: Path) -> None:
-        self.marker = f"INFRAKIT_HOME={home}".encode()
-        self.helpers: list[subprocess.Popen] = []
-
-    def spawn(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-        """A process that is not an instance (the tests' bystanders), killed at teardown."""
-        proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
-        self.helpers.append(proc)
-        return proc
-
-    def kill_all(self) -> list[int]:
-        """SIGKILL every leftover; return the instance PIDs that were still running."""
-        leftovers = instance_processes(self.marker)
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in leftovers:  # children of this process when the plugin ran in-process
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        for proc in self.helpers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        return leftovers
-
-
-@pytest.fixture
-def reaper(daemons) -> Iterator[Reaper]:
-    """Kill every instance process a test left; tests that meant to leave none must have left none."""
-    r = Reaper(daemons.home)
-    yield r
-    leftovers = r.kill_all()
-    assert not leftovers, f"instance processes still running at the end of the test (now killed): {leftovers}"
 
 
 @pytest.fixture
@@ -330,7 +252,7 @@ def test_a_recycled_pid_is_never_taken_for_an_instance_nor_signalled(daemons, pl
             "StartTime": start_time, "Port": None, "StartedAt": "2020-01-01T00:00:00Z",
         }))
     assert describe(call, {"forged": "yes"}) == []
-    assert not list(directory.glob("process-000000000000000*.json")), "dead records are garbage-collected"
+    eventually(lambda: not list(directory.glob("process-000000000000000*.json")))  # dead records are collected
     # Destroy of a forged record must not signal the bystander either.
     (directory / "process-0000000000000003.json").write_text(json.dumps({
         "ID": "process-0000000000000003", "Tags": {}, "PID": bystander.pid, "StartTime": stat.start_time + 1}))
@@ -348,7 +270,7 @@ def test_validation_lists_every_problem_naming_each_field(plugin_daemon, daemons
     assert err.value.code == -32000
     for words in ("Command must be a list of strings or a string, got number", "Env.A must be a string, got number",
                   "Env.INFRAKIT_PORT is set by the plugin", "does not exist", "unknown property 'Cmd'",
-                  "known properties: Command, Dir, Env, Port", "Port must be true or false, got string"):
+                  "known properties: Command, Dir, Env, Group, Port, User", "Port must be true or false, got string"):
         assert words in message
     with pytest.raises(RemoteError, match=r"Command is required"):
         call("Validate", Properties={})
@@ -411,7 +333,8 @@ def test_a_record_left_half_written_by_a_killed_daemon_is_adopted_or_dropped(plu
     for iid in (adopted, lost):
         store.write({"ID": iid, "LogicalID": None, "Tags": {"g": "x"}, "Spec": {}, "PID": None, "StartTime": None,
                      "Port": None, "StartedAt": "2020-01-01T00:00:00Z"})
-    orphan = reaper.spawn(SLEEPER, env={**base_env(daemons), "INFRAKIT_INSTANCE_ID": adopted})
+    orphan = reaper.spawn(SLEEPER, env={**base_env(daemons), "INFRAKIT_INSTANCE_ID": adopted,
+                                        process_props.ENV_OWNER: str(plugin_dir.resolve())})
 
     async def scenario() -> None:
         plugin = ProcessInstancePlugin(plugin_dir, base_env=base_env(daemons))
@@ -439,8 +362,6 @@ def test_two_daemons_cannot_share_a_state_directory(tmp_path):
 
 
 def test_argv_commands_expand_the_instances_variables_like_a_shell_would():
-    from infrakit_runtime.plugins.instance import process_props
-
     props = process_props.parse({"Command": ["python3", "-m", "http.server", "$PORT", "--id=${INFRAKIT_INSTANCE_ID}",
                                              "echo $$ $HOME $UNSET"]})
     env = {"PORT": "8123", "INFRAKIT_INSTANCE_ID": "process-1", "HOME": "/root"}
