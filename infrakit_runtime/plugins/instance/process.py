@@ -223,6 +223,17 @@ def _stop_timeout(raw: JSON) -> float:
         raise ValidationError(f"option stop_timeout: {e}") from None
 
 
+def _shares_process(plugins_dir: Path, name: str) -> bool:
+    """Whether another daemon runs in this process (``plugin run process vanilla``): its pid file names our PID."""
+    me = str(os.getpid())
+    for pid_file in plugins_dir.glob("*.pid"):
+        if pid_file.name != f"{name}.pid":
+            with contextlib.suppress(OSError):
+                if pid_file.read_text().strip() == me:
+                    return True
+    return False
+
+
 @contextlib.asynccontextmanager
 async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     """Options: ``dir`` (default ``<home>/instance-process``), ``stop_timeout`` (default 5s),
@@ -245,7 +256,8 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
         log.info("process plugin: %s", how if cgroups is not None else
                  f"no cgroups ({how}); instance trees are tracked by environment marker, the daemon as child subreaper")
         plugin = ProcessInstancePlugin(path, stop_timeout=_stop_timeout(ctx.options.get("stop_timeout", 5.0)),
-                                       cgroups=cgroups, subreaper=cgroups is None)
+                                       cgroups=cgroups, subreaper=cgroups is None,
+                                       companions=lambda: _shares_process(ctx.plugins_dir, ctx.name))
         await plugin.start()
         try:
             yield Served(services=[InstanceService({"": plugin})], vendor=VENDOR)

@@ -19,7 +19,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +60,15 @@ class Tracker:
 
     ``use_pidfd=False`` selects the /proc polling fallback (the path taken on kernels without
     pidfd_open). ``cgroups`` (from ``process_cgroup.open_cgroups``) gives each instance a
-    cgroup; without it, ``subreaper`` makes the daemon inherit what instances orphan (set it
-    only in a process that starts nothing but instances: every other orphan would be stopped).
+    cgroup; without it, ``subreaper`` makes the daemon inherit what instances orphan. Such an
+    orphan that nothing ties to an instance (a *stray*) is stopped only while ``companions()``
+    says no other daemon shares this process (``plugin run process vanilla``: their children,
+    health probes say, are this process's children too and must not be taken for strays).
     """
 
     def __init__(self, directory: Path, *, use_pidfd: bool = True, cgroups: process_cgroup.Cgroups | None = None,
-                 subreaper: bool = False, sweep_interval: float = SWEEP_INTERVAL) -> None:
+                 subreaper: bool = False, companions: Callable[[], bool] = lambda: False,
+                 sweep_interval: float = SWEEP_INTERVAL) -> None:
         self.store = process_store.RecordStore(directory)
         self.owner = str(directory.resolve())
         self._use_pidfd = use_pidfd
@@ -78,12 +81,14 @@ class Tracker:
         self._burials: dict[str, asyncio.Task[None]] = {}
         self._spawning = 0
         self._subreaper = subreaper
+        self._warned_companions = False
         self._sweep_interval = sweep_interval
         self._poller: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.scanner = process_scan.Scanner(self.owner, cgroups=cgroups.members if cgroups is not None else None)
+        self._companions = companions
         self.trees = process_tree.Trees(scanner=self.scanner, cgroups=cgroups, children=self._children,
-                                        subreaper=lambda: self._subreaper, spawning=lambda: self._spawning > 0)
+                                        strays=self._strays_are_ours, spawning=lambda: self._spawning > 0)
         # Microseconds since the epoch: a restarted daemon's revisions exceed its predecessor's,
         # so a caller holding an old revision is answered at once rather than after its timeout.
         self._revision = time.time_ns() // 1000
@@ -92,6 +97,19 @@ class Tracker:
     @property
     def cgroups(self) -> process_cgroup.Cgroups | None:
         return self.trees.cgroups
+
+    def _strays_are_ours(self) -> bool:
+        """Whether a child of this process that is no leader can only be an orphan an instance left."""
+        if not self._subreaper:
+            return False
+        if self._companions():
+            if not self._warned_companions:
+                log.warning("process plugin: other daemons share this process, so orphans that escape an instance "
+                            "(own session, environment cleared) cannot be told from their children and are left "
+                            "running; run the process plugin alone or with cgroups")
+                self._warned_companions = True
+            return False
+        return True
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -179,7 +197,7 @@ class Tracker:
         findings = process_scan.reconcile(
             world=world, records=on_disk, memory={i: m for i, m in memory.items() if i in self._watches},
             provisioning=busy, held=self._children, daemon_pid=os.getpid(),
-            subreaper=self._subreaper and self._spawning == 0)
+            subreaper=self._strays_are_ours() and self._spawning == 0)
         changed = await self._restore_records(set(on_disk), damaged, among=set(memory))
         for iid, leader in findings.rebuild.items():
             if self.cgroups is not None and leader.cgroup == iid and self.cgroups.member_of(leader.pid) != iid:
@@ -212,8 +230,7 @@ class Tracker:
         if self._spawning == 0:
             self.trees.stop([p for p in findings.strays if p.pid not in self._children],
                             "an orphan an instance left behind (outside its session, environment cleared)")
-        if self._subreaper:
-            self.trees.reap_strays()
+        self.trees.reap()
         if changed:
             self._bump()
         await asyncio.gather(*(asyncio.shield(t) for t in burials), return_exceptions=True)
@@ -302,8 +319,7 @@ class Tracker:
             await self.trees.kill(instance_id, leader)
             if leader is not None and leader[0] in self._children and process_os.reap(leader[0]):
                 self._children.discard(leader[0])
-            if self._subreaper:
-                self.trees.reap_strays()
+            self.trees.reap()
             self._forget(instance_id, why)
             self._bump()
         finally:

@@ -9,7 +9,9 @@ was checked, and SIGKILL is repeated on fresh snapshots until none is left, so a
 during the kill is caught by the next round.
 Limit: without cgroups, a process that leaves the session, clears its environment and whose
 parent exits before the daemon sees it is found only as a stray of the daemon that started
-it; a process stuck in uninterruptible sleep outlives ``KILL_WAIT`` and is reported.
+it, and only while no other daemon shares that process (then the children of this process
+are not all instances'); a process stuck in uninterruptible sleep outlives ``KILL_WAIT`` and
+is reported.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ class Trees:
     """Signals instance trees for one plugin; ``children`` is the plugin's set of unreaped leaders."""
 
     def __init__(self, *, scanner: process_scan.Scanner, cgroups: Cgroups | None, children: set[int],
-                 subreaper: Callable[[], bool], spawning: Callable[[], bool]) -> None:
+                 strays: Callable[[], bool], spawning: Callable[[], bool]) -> None:
         self.scanner = scanner
         self.cgroups = cgroups
         self._children = children
-        self._subreaper = subreaper
+        self._strays = strays  # whether every child of this process that is not a leader is an instance's orphan
         self._spawning = spawning
+        self._inherited: set[int] = set()  # killed orphans the daemon inherited: reaped once they exit
 
     def has_cgroup(self, instance_id: str) -> bool:
         return self.cgroups is not None and self.cgroups.path(instance_id).is_dir()
@@ -56,7 +59,7 @@ class Trees:
         held = self._held(leader)
         belong = process_scan.members(world, {instance_id: leader} if leader else {}, held)
         found = list(belong.get(instance_id, []))
-        if self._subreaper() and not self._spawning():
+        if self._strays() and not self._spawning():
             found.extend(p for p in process_scan.find_strays(world, belong, {}, os.getpid())
                          if p.pid not in self._children)
         return found
@@ -100,17 +103,25 @@ class Trees:
                 log.error("instance %s: processes %s survived SIGKILL for %gs (uninterruptible sleep?)",
                           instance_id, [p.pid for p in found], KILL_WAIT)
                 return False
-            for proc in found:
-                process_os.signal_process(proc.pid, proc.start_time, signal.SIGKILL)
+            self.stop(found, "")
             await asyncio.sleep(ROUND_PAUSE)
 
     def stop(self, procs: list[process_scan.Proc], why: str) -> None:
-        """SIGKILL processes found by a snapshot (each checked through a pidfd), saying why."""
+        """SIGKILL processes found by a snapshot (each checked through a pidfd), saying why if ``why``."""
+        me = os.getpid()
         for proc in procs:
             if process_os.signal_process(proc.pid, proc.start_time, signal.SIGKILL):
-                log.warning("stopped process %d: %s", proc.pid, why)
+                if proc.ppid == me and proc.pid not in self._children:
+                    self._inherited.add(proc.pid)
+                if why:
+                    log.warning("stopped process %d: %s", proc.pid, why)
 
-    def reap_strays(self) -> None:
-        """Collect orphans the daemon inherited as child subreaper once they exited (never a leader)."""
-        for pid in process_os.zombie_children(exclude=self._children):
-            process_os.reap(pid)
+    def reap(self) -> None:
+        """Collect the exited orphans this daemon inherited (as child subreaper): those it killed, and,
+        when every child of this process is an instance's, any other that is not a leader."""
+        for pid in list(self._inherited):
+            if process_os.reap(pid) or process_os.read_stat(pid) is None:
+                self._inherited.discard(pid)
+        if self._strays():
+            for pid in process_os.zombie_children(exclude=self._children):
+                process_os.reap(pid)

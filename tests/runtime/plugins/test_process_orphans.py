@@ -8,15 +8,19 @@ marker plus the daemon as child subreaper). Processes are found by a marker argu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 
 import pytest
 
 from infrakit_runtime.plugins.instance import process_cgroup
+from infrakit_runtime.plugins.instance.process import ProcessInstancePlugin
+from infrakit_runtime.spi import instance
 from tests.runtime.plugins import process_helpers as ph
 from tests.runtime.procs import marker_pids
 
@@ -186,3 +190,43 @@ def test_empty_cgroups_of_state_directories_that_are_gone_are_collected_and_busy
     assert made[busy].path("process-00000000000000a1").is_dir(), "a cgroup with a process in it is never touched"
     assert held.poll() is None
     mine.close()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-process", "alone"])
+def test_strays_are_stopped_only_when_no_other_daemon_shares_the_process(tmp_path, daemons, reaper, marker, shared):
+    """As child subreaper the daemon inherits orphans; with other daemons in its process (``plugin run
+    process vanilla``) their children, a vanilla health probe say, look the same and must be left alone."""
+    env = {**os.environ, "INFRAKIT_HOME": str(daemons.home)}
+    probe_like = subprocess.Popen([sys.executable, "-c", ph.SLEEP_PY, marker], start_new_session=True,
+                                  env={"PATH": os.environ["PATH"]})  # this process's child: own session, no marker
+
+    async def scenario() -> None:
+        plugin = ProcessInstancePlugin(tmp_path / "state", base_env=env, subreaper=True, companions=lambda: shared,
+                                       sweep_interval=0)
+        await plugin.start()
+        try:
+            iid = await plugin.provision(instance.Spec(properties={"Command": ["sleep", "60"], "Port": False}))
+            await plugin.reconcile()
+            await plugin.destroy(iid, instance.Context())
+        finally:
+            await plugin.close()
+
+    try:
+        asyncio.run(scenario())
+        if shared:
+            assert probe_like.poll() is None, "another daemon's child was taken for a stray"
+        else:  # stopped (and reaped by the plugin, so Popen cannot tell how it ended)
+            assert not marker_pids(marker), "alone, a child of the daemon that is no leader is an escaped orphan"
+    finally:
+        probe_like.kill()
+        probe_like.wait()
+
+
+def test_another_daemons_pid_file_naming_this_process_means_the_process_is_shared(tmp_path):
+    from infrakit_runtime.plugins.instance.process import _shares_process
+
+    (tmp_path / "process.pid").write_text(f"{os.getpid()}\n")
+    (tmp_path / "elsewhere.pid").write_text("1\n")
+    assert not _shares_process(tmp_path, "process")
+    (tmp_path / "vanilla.pid").write_text(f"{os.getpid()}\n")
+    assert _shares_process(tmp_path, "process")
