@@ -2,7 +2,8 @@
 collections path, and driven from that installed copy with ansible-playbook and ansible-runner.
 
 Everything lives under one temporary directory (Ansible's home and temp dirs, the controller's
-prefix, INFRAKIT_HOME); whatever the tests started is killed at the end of the session, whatever
+prefix, INFRAKIT_HOME) or in a test's own tmp_path; whatever a test leaves under its tmp_path is killed
+when it ends (and fails it), whatever any test started is killed at the end of the session, whatever
 happened in between.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +22,7 @@ import pytest
 
 from infrakit_runtime.rpc.client import SyncClient
 from infrakit_runtime.rpc.discovery import Address
+from tests.runtime import leftovers
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -152,14 +153,21 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     try:
         yield E2E(root=root, collection=collection, env=env)
     finally:
-        # Whatever a failed test left: the supervisor first (so it restarts nothing), then the rest.
-        marker = str(root)
-        for sig_round in (signal.SIGTERM, signal.SIGKILL):
-            for pid in ours(marker):
-                try:
-                    os.kill(pid, sig_round)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 10
-            while ours(marker) and time.monotonic() < deadline:
-                time.sleep(0.1)
+        # Whatever any test of the session left, under the shared root or a test's own tmp_path (the role
+        # checks and offline installs put their prefix there): frozen first, so a keeper restarts nothing.
+        leftovers.kill_under(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that ran the role under its own tmp_path leaves no process there, passed or failed.
+
+    Whatever is left is killed (so it cannot outlive the run) and the test errors, naming it.
+    """
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    tmp_path = request.getfixturevalue("tmp_path")  # set up now, so it is torn down after this check
+    yield
+    found = leftovers.kill_under(tmp_path)
+    assert not found, f"processes left behind under this test's tmp_path (now killed): {leftovers.describe(found)}"

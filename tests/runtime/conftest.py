@@ -15,6 +15,7 @@ import pytest
 
 from infrakit_runtime.rpc.client import SyncClient
 from infrakit_runtime.rpc.discovery import Address
+from tests.runtime import leftovers
 
 REPO = Path(__file__).resolve().parents[2]
 WIRE = REPO.parent / "shared" / "wire"
@@ -83,6 +84,9 @@ class Daemons:
         return (self.home / f"{name}.log").read_text(errors="replace")
 
     def stop_all(self) -> None:
+        """Stop the daemons (SIGTERM, then SIGKILL to their process groups), then kill whatever else still runs for
+        this home: instances outlive their plugin by design, and a keeper or supervisor started with ``env`` is no
+        child of ours."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -94,6 +98,7 @@ class Daemons:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+        leftovers.kill_under(self.home)
 
 
 @pytest.fixture

@@ -139,8 +139,7 @@ def test_plugin_run_takes_the_token_file_from_the_environment_or_the_config_file
                                                  proc=proc))
             assert [status for status, _ in answers] == [401, 200]
         finally:
-            proc.terminate()
-            proc.wait(20)
+            _stop(proc)
 
 
 def test_plugin_run_serves_tls_with_tls_cert_and_tls_key(tmp_path: Path, tls: tuple[Path, Path]) -> None:
@@ -157,8 +156,17 @@ def test_plugin_run_serves_tls_with_tls_cert_and_tls_key(tmp_path: Path, tls: tu
                                              proc=proc))
         assert answers[0][0] == 200 and '"Objects"' in answers[0][1]
     finally:
-        proc.terminate()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within 20 s: never left running."""
+    proc.terminate()
+    try:
         proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 async def _wait_and_call(port: int, *, tls: Path | None, headers_list: list[dict[str, str]],
