@@ -26,8 +26,21 @@ from tests.runtime.procs import marker_pids
 
 # The test's own interpreter may live where other users cannot reach it (under /root): use the system's.
 PYTHON = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)), None)
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None or PYTHON is None,
-                                reason="creating a throwaway user needs root, useradd and a system python3")
+
+
+def _why_not() -> str | None:
+    """Why a throwaway user cannot be made and used here, or None."""
+    if os.geteuid() != 0:
+        return f"creating a throwaway user needs root; these tests run as uid {os.geteuid()}"
+    missing = [tool for tool in ("useradd", "userdel", "groupadd", "groupdel") if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not on PATH (Debian: apt-get install passwd)"
+    if PYTHON is None:
+        return "no python3 other users can run (/usr/bin/python3 or /usr/local/bin/python3)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 
 @dataclass(frozen=True)
