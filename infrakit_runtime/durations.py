@@ -52,11 +52,16 @@ def _finite(seconds: float, value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The Go rendering of a duration in seconds (``0s``, ``1.5s``, ``10m0s``)."""
+    """The Go rendering of a duration in seconds (``0s``, ``1.5s``, ``10m0s``, ``250ms``, ``100ns``).
+
+    Never an exponent, so ``parse_duration`` reads back every text it writes.
+    """
     if seconds == 0:
         return "0s"
     if seconds < 1:
-        return f"{seconds * 1000:g}ms"
+        for unit, scale in (("ms", 1e3), ("µs", 1e6), ("ns", 1e9)):
+            if seconds * scale >= 1 or unit == "ns":
+                return f"{_decimal(seconds * scale)}{unit}"
     minutes, sec = divmod(seconds, 60)
     hours, minutes = divmod(int(minutes), 60)
     out = ""
@@ -64,4 +69,9 @@ def format_duration(seconds: float) -> str:
         out += f"{hours}h"
     if hours or minutes:
         out += f"{minutes}m"
-    return out + f"{sec:g}s"
+    return out + f"{_decimal(sec)}s"
+
+
+def _decimal(number: float) -> str:
+    """A number in plain decimals (nanosecond precision at most), without an exponent."""
+    return f"{number:.9f}".rstrip("0").rstrip(".") or "0"

@@ -168,9 +168,21 @@ class GroupController:
         self.events.emit(ev.SPEC_COMMITTED, group=spec.id, reason=details)
         return details
 
-    async def commit_group(self, spec: group.Spec, pretend: bool) -> str:
+    def commit_answer(self, spec: GroupSpec, details: str) -> group.Commit:
+        """CommitGroup's answer for ``spec`` (call before enforcing it): both canonical forms, and
+        whether it differs from the enforced spec (a group not enforced, new or Degraded, always does)."""
+        current = self._specs.get(spec.id)
+        return group.Commit(details=details, spec=spec.canonical(),
+                            previous=current.canonical() if current is not None else None,
+                            changed=current is None or current.normalized() != spec.normalized())
+
+    async def commit_group(self, spec: group.Spec, pretend: bool) -> group.Commit:
         parsed = await self.validate(spec)
-        return await self.plan_commit(parsed) if pretend else await self.commit(parsed)
+        details = await self.plan_commit(parsed)
+        answer = self.commit_answer(parsed, details)
+        if not pretend:
+            await self.commit(parsed, details=details)
+        return answer
 
     async def free_group(self, group_id: group.ID) -> None:
         self._require(group_id)

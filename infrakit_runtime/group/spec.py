@@ -94,13 +94,20 @@ DEFAULT_MAX_UNHEALTHY = Scaled(40, percent=True)
 
 @dataclasses.dataclass(frozen=True)
 class PluginSection:
-    """An Instance or Flavor section: which plugin, and its opaque Properties."""
+    """An Instance or Flavor section: which plugin, its opaque Properties, and InfraKit's Options.
+
+    Options (read by InfraKit's dependency resolver) are kept and compared, never hashed.
+    """
 
     plugin: str
     properties: JSON = None
+    options: JSON = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"Plugin": self.plugin, "Properties": self.properties}
+        wire: dict[str, Any] = {"Plugin": self.plugin, "Properties": self.properties}
+        if self.options is not None:
+            wire["Options"] = self.options
+        return wire
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +202,40 @@ class GroupSpec:
         if isinstance(raw_props.get("Health"), dict):
             props["Health"] = raw_props["Health"]
         return {"ID": self.id, "Properties": props}
+
+    def canonical(self) -> dict[str, Any]:
+        """The one spelling of this spec: every field spelled out as the controller reads it.
+
+        Durations are Go's text (``600s`` is ``10m0s``), amounts an integer or ``"N%"``, every
+        default filled in, Options, ``Health.Interval`` and ``SkipBeforeInstanceDestroy`` kept.
+        It is a valid spec and a fixed point: ``parse_spec(c).canonical() == c``. CommitGroup
+        answers it (``Spec``, our addition), so a client shows and compares what the controller
+        enforces instead of re-implementing this grammar.
+        """
+        u, h = self.updating, self.health
+        return {
+            "ID": self.id,
+            "Properties": {
+                "Allocation": {
+                    "Size": 0 if self.is_pets else self.size,
+                    "LogicalIDs": list(self.logical_ids) if self.logical_ids is not None else None,
+                },
+                "Instance": self.instance.to_wire(),
+                "Flavor": self.flavor.to_wire(),
+                "Updating": {
+                    "Duration": durations.format_duration(u.duration), "Count": u.count,
+                    "SkipBeforeInstanceDestroy": u.skip_before_instance_destroy,
+                    "MaxSurge": u.max_surge.to_wire(), "MaxUnavailable": u.max_unavailable.to_wire(),
+                    "ProgressDeadline": durations.format_duration(u.progress_deadline),
+                },
+                "Health": {
+                    "GracePeriod": durations.format_duration(h.grace_period),
+                    "UnhealthyThreshold": h.unhealthy_threshold, "HealthyThreshold": h.healthy_threshold,
+                    "MaxUnhealthy": h.max_unhealthy.to_wire(),
+                    "Interval": durations.format_duration(h.interval) if h.interval is not None else None,
+                },
+            },
+        }
 
     def normalized(self) -> dict[str, Any]:
         """A canonical form for "did the spec change?": defaults filled, durations in seconds.
@@ -302,7 +343,7 @@ def _plugin_section(p: fields.Problems, value: JSON, path: str) -> PluginSection
     if not isinstance(plugin, str):
         p.add(f"{path}.Plugin must be a string, got {json_type(plugin)}")
         return None
-    return PluginSection(plugin=plugin, properties=section.get("Properties"))
+    return PluginSection(plugin=plugin, properties=section.get("Properties"), options=section.get("Options"))
 
 
 def _updating(p: fields.Problems, value: JSON) -> Updating:

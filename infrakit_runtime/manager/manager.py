@@ -308,15 +308,17 @@ class Manager:
 
     # -- Group SPI -------------------------------------------------------------------------
 
-    async def commit_group(self, spec: group.Spec, pretend: bool) -> str:
-        async def local(lease: Lease) -> str:
+    async def commit_group(self, spec: group.Spec, pretend: bool) -> group.Commit:
+        async def local(lease: Lease) -> group.Commit:
             parsed = await self.controller.validate(spec)
             if pretend:
-                return await self.controller.plan_commit(parsed)
+                return self.controller.commit_answer(parsed, await self.controller.plan_commit(parsed))
             async with self._mutex:
                 details = await self.controller.plan_commit(parsed)  # may fail: nothing is stored yet
+                answer = self.controller.commit_answer(parsed, details)  # against what was enforced until now
                 await self._store(parsed.id, parsed.raw, lease)
-                return await self._enforce_committed(parsed, details)
+                await self._enforce_committed(parsed, details)
+                return answer
 
         return await self._leader_or_forward(local, lambda c: c.commit_group(spec, pretend))
 

@@ -195,9 +195,9 @@ class GroupClient:
         except RemoteError as e:
             _raise_plugin_error(e)
 
-    async def commit_group(self, spec: group.Spec, pretend: bool) -> str:
+    async def commit_group(self, spec: group.Spec, pretend: bool) -> group.Commit:
         result = await self._call("Group.CommitGroup", {"Spec": spec.to_wire(), "Pretend": pretend})
-        return str(result.get("Details", ""))
+        return group.Commit.from_wire(result)
 
     async def free_group(self, group_id: group.ID) -> None:
         await self._call("Group.FreeGroup", {"ID": group_id})

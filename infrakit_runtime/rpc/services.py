@@ -261,8 +261,8 @@ def _group_id(p: Reader) -> str:
 
 async def _group_commit(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:
     spec = group.Spec.from_wire(p.raw("Spec"), "Spec")
-    details = await obj.commit_group(spec, p.boolean("Pretend"))
-    return {"ID": spec.id, "Details": details}
+    answer = await obj.commit_group(spec, p.boolean("Pretend"))
+    return answer.to_wire(spec.id)
 
 
 async def _group_free(obj: group.GroupPlugin, p: Reader) -> dict[str, Any]:

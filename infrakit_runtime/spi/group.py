@@ -73,12 +73,41 @@ class Description:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Commit:
+    """What CommitGroup answers: InfraKit's plan text, and (ours) the spec as the controller reads it.
+
+    ``spec`` is the committed spec's canonical form (every field spelled out, durations as Go
+    text), ``previous`` the stored spec's (None for a new group), ``changed`` whether the two
+    differ. Go InfraKit answers only ``Details``: then ``spec`` and ``changed`` are None, and a
+    client that needs them must compare for itself. Go clients ignore the added fields.
+    """
+
+    details: str
+    spec: JSON = None
+    previous: JSON = None
+    changed: bool | None = None
+
+    def to_wire(self, group_id: ID) -> dict[str, Any]:
+        out: dict[str, Any] = {"ID": group_id, "Details": self.details}
+        if self.changed is not None:
+            out.update({"Spec": self.spec, "Previous": self.previous, "Changed": self.changed})
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: JSON, where: str = "result") -> Commit:
+        r = Reader(obj, where)
+        changed = r.raw("Changed")
+        return cls(details=r.string("Details"), spec=r.raw("Spec"), previous=r.raw("Previous"),
+                   changed=changed if isinstance(changed, bool) else None)
+
+
 @runtime_checkable
 class GroupPlugin(Protocol):
     """Declared groups, enforced. Every method may raise ``PluginError``."""
 
-    async def commit_group(self, spec: Spec, pretend: bool) -> str:
-        """Validate and (unless ``pretend``) enforce ``spec``; return the plan's text."""
+    async def commit_group(self, spec: Spec, pretend: bool) -> Commit:
+        """Validate and (unless ``pretend``) enforce ``spec``; return the plan's text and canonical spec."""
 
     async def free_group(self, group_id: ID) -> None:
         """Stop managing the group; leave its instances alone."""

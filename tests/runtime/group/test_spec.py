@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from infrakit_runtime import durations
 from infrakit_runtime.group.spec import GroupSpec, Scaled, parse_spec
 from infrakit_runtime.spi import group
 from infrakit_runtime.spi.common import ValidationError
@@ -197,3 +200,58 @@ def test_with_size_resizes_and_keeps_everything_else():
 def test_the_config_hash_covers_only_instance_and_flavor():
     assert world.spec(3).config_hash == world.spec(5, updating={"MaxSurge": 3}).config_hash
     assert world.spec(init="v2").config_hash != world.spec().config_hash
+
+
+# --- the canonical form: the one spelling of a spec (issue 14, item 2) -------------------------
+
+
+def test_canonical_spells_out_every_field_with_go_durations():
+    canonical = world.spec(updating={"ProgressDeadline": "600s"}).canonical()
+    props = canonical["Properties"]
+    assert props["Updating"] == {"Duration": "0s", "Count": 0, "SkipBeforeInstanceDestroy": None, "MaxSurge": 1,
+                                 "MaxUnavailable": 0, "ProgressDeadline": "10m0s"}
+    assert props["Health"] == {"GracePeriod": "30s", "UnhealthyThreshold": 3, "HealthyThreshold": 1,
+                               "MaxUnhealthy": "40%", "Interval": None}
+    assert props["Allocation"] == {"Size": 3, "LogicalIDs": None}
+    assert world.spec(updating={"ProgressDeadline": "10m"}).canonical() == canonical
+
+
+def test_canonical_keeps_options_interval_and_skip_before_instance_destroy():
+    raw = world.raw_spec(updating={"SkipBeforeInstanceDestroy": "drain"}, health={"Interval": "15s"})
+    raw["Properties"]["Instance"]["Options"] = {"Resolve": True}
+    raw["Properties"]["Flavor"]["Options"] = {"Wait": "5s"}
+    spec = parse_spec(raw)
+    canonical = spec.canonical()
+    assert canonical["Properties"]["Instance"]["Options"] == {"Resolve": True}
+    assert canonical["Properties"]["Flavor"]["Options"] == {"Wait": "5s"}
+    assert canonical["Properties"]["Updating"]["SkipBeforeInstanceDestroy"] == "drain"
+    assert canonical["Properties"]["Health"]["Interval"] == "15s"
+    # InspectGroups keeps Options too, and an Options change is a change, though not a rollout.
+    assert spec.to_wire()["Properties"]["Instance"]["Options"] == {"Resolve": True}
+    without = world.spec()
+    assert without.normalized() != spec.normalized() and without.config_hash == spec.config_hash
+
+
+def test_the_canonical_form_is_a_fixed_point():
+    for raw in (world.raw_spec(), world.raw_spec(logical_ids=["b", "a"]),
+                world.raw_spec(updating={"MaxSurge": "25%", "Duration": "1m30.5s"},
+                               health={"GracePeriod": "0s", "Interval": "250ms", "MaxUnhealthy": 2})):
+        canonical = parse_spec(raw).canonical()
+        assert parse_spec(canonical).canonical() == canonical
+        assert parse_spec(canonical).normalized() == parse_spec(raw).normalized()
+
+
+def test_a_fractional_percentage_is_refused_naming_the_field():
+    assert problems(world.raw_spec(updating={"MaxSurge": "12.5%"})) == [
+        'Properties.Updating.MaxSurge: "12.5%" is not an integer or percentage (e.g. 1 or "25%")']
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=1e-9, max_value=10 * 365 * 24 * 3600, allow_nan=False, allow_infinity=False))
+def test_any_duration_reaches_a_canonical_text_that_reads_back_to_itself(seconds):
+    text = durations.format_duration(seconds)
+    assert "e" not in text
+    again = durations.format_duration(durations.parse_duration(text))
+    assert durations.format_duration(durations.parse_duration(again)) == again
+    spec = world.spec(health={"GracePeriod": text})
+    assert parse_spec(spec.canonical()).canonical() == spec.canonical()

@@ -57,6 +57,9 @@ def test_a_follower_forwards_a_commit_to_the_leader_over_tls(daemons, pair):
     assert location["Scheme"] == "https" and location["Host"].startswith("127.0.0.1:")
     result = daemons.client(follower).call("Group.CommitGroup", {"Name": "group", "Spec": SPEC, "Pretend": False})
     assert result["Details"] == "Managing 1 instances"
+    # The leader's canonical spec and verdict travel back through the follower.
+    assert result["Changed"] is True and result["Previous"] is None
+    assert result["Spec"]["Properties"]["Updating"]["ProgressDeadline"] == "10m0s"
     groups = daemons.client(leader).call("Group.InspectGroups", {"Name": "group", "ID": ""})["Groups"]
     assert [g["ID"] for g in groups] == ["tls"]
 
