@@ -268,14 +268,23 @@ class ControllerClient:
     # --- Group/0.1.1 ---------------------------------------------------------------------------
 
     def commit_group(self, spec, pretend=False, exists=True):
-        """Commit (or with ``pretend`` only plan) a wire spec; return the plan's text (``Details``).
+        """Commit (or with ``pretend`` only plan) a wire spec; return the controller's answer.
 
+        The answer is ``{details, spec, previous, changed}``: InfraKit's plan text, then our
+        controller's canonical form of the committed and of the enforced spec and whether they
+        differ; Go InfraKit answers only the text, and the other three are None.
         An existing group is addressed as ``group/<ID>``; a new one through ``group/groups``, which
         InfraKit's manager resolves whatever groups exist.
         """
         name = _group_object(spec["ID"]) if exists else ALL_GROUPS
-        result = self.call("Group.CommitGroup", {"Name": name, "Spec": spec, "Pretend": bool(pretend)})
-        return to_text((result or {}).get("Details") or "")
+        result = self.call("Group.CommitGroup", {"Name": name, "Spec": spec, "Pretend": bool(pretend)}) or {}
+        changed = result.get("Changed")
+        return dict(
+            details=to_text(result.get("Details") or ""),
+            spec=result.get("Spec") if isinstance(result.get("Spec"), dict) else None,
+            previous=result.get("Previous") if isinstance(result.get("Previous"), dict) else None,
+            changed=changed if isinstance(changed, bool) else None,
+        )
 
     def describe_group(self, group_id):
         """The group's ``Description``: ``Instances``, ``Converged`` and, from our controller, ``Status``."""

@@ -4,283 +4,118 @@
 
 """Group specs and descriptions between the module face (snake_case) and the wire (PascalCase).
 
-Guarantee: ``normalize`` maps two specs the controller treats alike (key order,
-defaults spelled out or left out, ``0s`` vs ``0``, ``null`` vs absent) to equal
-values, so ``changed`` is computed by plain comparison. Limit: instance and flavor
-``properties`` belong to their plugins and are compared as given, apart from
-dropping ``null`` values.
+Guarantee: the controller owns the spec's grammar. ``build_spec`` only renames the module's
+options into the wire spec and merges them over the stored one; it parses no duration,
+percentage or default, so a value is accepted or refused (with the field named) by the
+controller alone. ``spec_to_module`` shows any wire spec, every field of it, in option names.
+Limit: against Go InfraKit, which answers no canonical form, a commit is judged changed by
+plain equality with the stored spec (the merge keeps every stored key, so that is exact for
+keys the user left alone, and strict for the ones given).
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import re
+import json
 
-# Defaults the controller applies to a section left out; a stored spec that spells
-# them out equals one that omits them.
-UPDATING_DEFAULTS = {"MaxSurge": 1, "MaxUnavailable": 0, "ProgressDeadline": 600.0, "Duration": 0.0, "Count": 0}
-HEALTH_DEFAULTS = {"GracePeriod": 30.0, "UnhealthyThreshold": 3, "HealthyThreshold": 1, "MaxUnhealthy": "40%"}
-
-# module option -> (wire key, kind)
+# module option -> wire key, in the controller's order
 UPDATING_FIELDS = {
-    "max_surge": ("MaxSurge", "amount"),
-    "max_unavailable": ("MaxUnavailable", "amount"),
-    "progress_deadline": ("ProgressDeadline", "duration"),
-    "duration": ("Duration", "duration"),
-    "count": ("Count", "count"),
+    "duration": "Duration",
+    "count": "Count",
+    "skip_before_instance_destroy": "SkipBeforeInstanceDestroy",
+    "max_surge": "MaxSurge",
+    "max_unavailable": "MaxUnavailable",
+    "progress_deadline": "ProgressDeadline",
 }
 HEALTH_FIELDS = {
-    "grace_period": ("GracePeriod", "duration"),
-    "unhealthy_threshold": ("UnhealthyThreshold", "count"),
-    "healthy_threshold": ("HealthyThreshold", "count"),
-    "max_unhealthy": ("MaxUnhealthy", "amount"),
+    "grace_period": "GracePeriod",
+    "unhealthy_threshold": "UnhealthyThreshold",
+    "healthy_threshold": "HealthyThreshold",
+    "max_unhealthy": "MaxUnhealthy",
+    "interval": "Interval",
 }
+PLUGIN_FIELDS = {"plugin": "Plugin", "properties": "Properties", "options": "Options"}
+# Options that take a duration: a YAML number there means seconds (the module's one convenience).
+DURATION_OPTIONS = ("duration", "progress_deadline", "grace_period", "interval")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+SECTIONS = (
+    ("instance", "Instance", PLUGIN_FIELDS),
+    ("flavor", "Flavor", PLUGIN_FIELDS),
+    ("updating", "Updating", UPDATING_FIELDS),
+    ("health", "Health", HEALTH_FIELDS),
+)
 
 
 class SpecError(ValueError):
-    """An option value the module refuses before talking to the controller."""
-
-
-# --- scalar kinds ---------------------------------------------------------------------------
-
-
-# Longer than any sensible deadline; keeps arithmetic finite.
-MAX_DURATION = 10 * 365 * 24 * 3600
-
-
-def parse_duration(value, where="duration"):
-    """Seconds in a Go duration (``1m30s``), a number of seconds, or a numeric string."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise SpecError("%s must be a duration such as 30s or 10m, got %r" % (where, value))
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise SpecError("%s must be a finite duration such as 30s, got %r" % (where, value))
-        if value < 0:
-            raise SpecError("%s must not be negative, got %r" % (where, value))
-        if value > MAX_DURATION:
-            raise SpecError("%s must be at most %d seconds (about ten years), got %r" % (where, MAX_DURATION, value))
-        return float(value)
-    text = str(value).strip()
-    if re.match(r"^\d+(\.\d+)?$", text):
-        return parse_duration(float(text), where)
-    if text in ("0", ""):
-        return 0.0
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise SpecError("%s must be a duration such as 30s, 1m30s or 10m, got %r" % (where, value))
-    return parse_duration(total, where)
-
-
-def format_duration(seconds):
-    """The Go-style text for a number of seconds (``600s`` stays ``600s``; fractions keep ``ms``)."""
-    if seconds == int(seconds):
-        return "%ds" % int(seconds)
-    return "%dms" % int(round(seconds * 1000))
-
-
-def parse_amount(value, where):
-    """A count (``2``) or a percentage (``25%``): int or canonical ``"N%"`` text."""
-    if isinstance(value, bool) or value is None:
-        raise SpecError("%s must be a number or a percentage such as 25%%, got %r" % (where, value))
-    if isinstance(value, int):
-        if value < 0:
-            raise SpecError("%s must not be negative, got %r" % (where, value))
-        return value
-    text = str(value).strip()
-    if re.match(r"^\d{1,18}$", text):
-        return int(text)
-    if re.match(r"^\d+$", text):
-        raise SpecError("%s is too large, got a number of %d digits" % (where, len(text)))
-    match = re.match(r"^(\d+(?:\.\d+)?)\s*%$", text)
-    if match:
-        number = float(match.group(1))
-        if number > 100:
-            raise SpecError("%s must be at most 100%%, got %r" % (where, value))
-        return "%g%%" % number
-    raise SpecError("%s must be a number or a percentage such as 25%%, got %r" % (where, value))
-
-
-def parse_count(value, where):
-    if isinstance(value, bool):
-        raise SpecError("%s must be a whole number, got %r" % (where, value))
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise SpecError("%s must be a whole number, got %r" % (where, value))
-    if number < 0 or (isinstance(value, float) and value != number):
-        raise SpecError("%s must be a whole number of 0 or more, got %r" % (where, value))
-    return number
-
-
-_PARSERS = {"amount": parse_amount, "count": parse_count}
-
-
-def _section_to_wire(options, fields, section):
-    """Module sub-options -> wire section (only the keys the user set)."""
-    out = {}
-    for option, (key, kind) in fields.items():
-        value = (options or {}).get(option)
-        if value is None:
-            continue
-        where = "%s.%s" % (section, option)
-        if kind == "duration":
-            out[key] = format_duration(parse_duration(value, where))
-        else:
-            out[key] = _PARSERS[kind](value, where)
-    return out
-
-
-def _section_from_wire(section, fields):
-    out = {}
-    for option, (key, _kind) in fields.items():
-        if isinstance(section, dict) and section.get(key) is not None:
-            out[option] = section[key]
-    return out
+    """Options the module cannot turn into a spec at all (nothing to send the controller)."""
 
 
 # --- specs ----------------------------------------------------------------------------------
 
 
-def _plugin_to_wire(options, section):
-    if options is None:
-        return None
-    plugin = (options.get("plugin") or "").strip()
-    if not plugin:
-        raise SpecError("%s.plugin must name a plugin (socket[/type], e.g. process or aws/ec2-instance)" % section)
-    return {"Plugin": plugin, "Properties": copy.deepcopy(options.get("properties"))}
+def _wire_value(option, value):
+    if option in DURATION_OPTIONS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "%ss" % value  # "600s"; the controller judges it, "nans" and "-5s" included
+    return copy.deepcopy(value)
 
 
-def build_spec(params, stored=None):
-    """The wire spec the module commits, from its options.
-
-    Sections the user left out (``instance``, ``flavor``, ``updating``, ``health``, allocation)
-    are taken from ``stored``, so ``size: 5`` alone rescales an existing group. A section the
-    user gives replaces the stored one as a whole.
-    """
-    name = params["name"]
-    stored_props = copy.deepcopy((stored or {}).get("Properties") or {})
-    props = {}
-
-    if params.get("logical_ids") is not None:
-        ids = [str(i) for i in params["logical_ids"]]
-        if len(set(ids)) != len(ids):
-            raise SpecError("logical_ids must be unique; repeated: %s" % ", ".join(sorted({i for i in ids if ids.count(i) > 1})))
-        if any(not i.strip() for i in ids):
-            raise SpecError("logical_ids must not contain empty strings")
-        props["Allocation"] = {"LogicalIDs": ids}
-    elif params.get("size") is not None:
-        if params["size"] < 0:
-            raise SpecError("size must be 0 or more, got %d" % params["size"])
-        props["Allocation"] = {"Size": params["size"]}
-    elif stored_props.get("Allocation") is not None:
-        props["Allocation"] = stored_props["Allocation"]
-    else:
-        raise SpecError("group %s does not exist yet: give size or logical_ids to create it" % name)
-
-    for option, key in (("instance", "Instance"), ("flavor", "Flavor")):
-        section = _plugin_to_wire(params.get(option), option)
-        if section is None:
-            section = stored_props.get(key)
-        if section is None:
-            raise SpecError("group %s does not exist yet: give %s (plugin and properties) to create it" % (name, option))
-        props[key] = section
-
-    for option, key, fields in (("updating", "Updating", UPDATING_FIELDS), ("health", "Health", HEALTH_FIELDS)):
-        if params.get(option) is not None:
-            section = _section_to_wire(params[option], fields, option)
-            if section:
-                props[key] = section
-        elif stored_props.get(key) is not None:
-            props[key] = stored_props[key]
-
-    return {"ID": name, "Properties": props}
-
-
-def _drop_nulls(value):
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
-    return value
-
-
-def _normalize_section(section, defaults, fields):
-    out = {}
-    kinds = dict(fields.values())
-    for key, value in (section or {}).items():
-        if value is None:
-            continue
-        kind = kinds.get(key)
-        try:
-            if kind == "duration":
-                value = parse_duration(value, key)
-            elif kind == "amount":
-                value = parse_amount(value, key)
-            elif kind == "count":
-                value = parse_count(value, key)
-        except SpecError:
-            pass  # keep what the controller stored; it then differs and is recommitted
-        if key in defaults and value == defaults[key]:
-            continue
-        out[key] = value
+def _merge_section(given, stored, fields, purge):
+    """The wire section: the keys the user gave over the stored section's (or alone, with ``purge``)."""
+    out = {} if purge or not isinstance(stored, dict) else copy.deepcopy(stored)
+    for option, key in fields.items():
+        value = (given or {}).get(option)
+        if value is not None:
+            out[key] = _wire_value(option, value)
     return out
 
 
-def normalize(spec):
-    """A comparable form of a wire spec (see the module docstring); None stays None."""
-    if spec is None:
-        return None
-    props = (spec or {}).get("Properties") or {}
+def build_spec(params, stored=None, purge=False):
+    """The wire spec the module commits: its options merged over the ``stored`` spec.
+
+    Sections the user left out (allocation, ``instance``, ``flavor``, ``updating``, ``health``)
+    are kept as stored, so ``size: 5`` alone rescales a group. In a section the user gives,
+    the keys given replace the stored ones and the others are kept; with ``purge`` a given
+    section replaces the stored one whole (keys left out fall back to the controller's defaults).
+    Stored keys this module has no option for are kept as they are.
+    """
+    name = params["name"]
+    stored_props = (stored or {}).get("Properties")
+    stored_props = copy.deepcopy(stored_props) if isinstance(stored_props, dict) else {}
+    props = stored_props
+
+    if params.get("logical_ids") is not None:
+        props["Allocation"] = {"LogicalIDs": list(params["logical_ids"])}
+    elif params.get("size") is not None:
+        props["Allocation"] = {"Size": params["size"]}
+    elif props.get("Allocation") is None:
+        raise SpecError("group %s does not exist yet: give size or logical_ids to create it" % name)
+
+    for option, key, fields in SECTIONS:
+        if params.get(option) is not None:
+            props[key] = _merge_section(params[option], props.get(key), fields, purge)
+        elif key in ("Instance", "Flavor") and props.get(key) is None:
+            raise SpecError("group %s does not exist yet: give %s (plugin and properties) to create it" % (name, option))
+
+    spec = {"ID": name, "Properties": props}
+    try:
+        json.dumps(spec, allow_nan=False)
+    except ValueError:
+        raise SpecError(
+            "group %s: a number in its options is not finite (inf or nan); give a finite number or text" % name
+        ) from None
+    return spec
+
+
+def _section_from_wire(section, fields):
     out = {}
-    allocation = props.get("Allocation") or {}
-    if allocation.get("LogicalIDs"):
-        out["Allocation"] = {"LogicalIDs": [str(i) for i in allocation["LogicalIDs"]]}
-    else:
-        out["Allocation"] = {"Size": int(allocation.get("Size") or 0)}
-    for key in ("Instance", "Flavor"):
-        section = props.get(key) or {}
-        out[key] = {"Plugin": section.get("Plugin") or "", "Properties": _drop_nulls(section.get("Properties"))}
-    updating = _normalize_section(props.get("Updating"), UPDATING_DEFAULTS, UPDATING_FIELDS)
-    # InfraKit's own Updating field, always null from our modules.
-    updating.pop("SkipBeforeInstanceDestroy", None)
-    if updating:
-        out["Updating"] = updating
-    health = _normalize_section(props.get("Health"), HEALTH_DEFAULTS, HEALTH_FIELDS)
-    if health:
-        out["Health"] = health
-    # Any other section the controller keeps is compared as it is.
-    for key, value in props.items():
-        if key not in ("Allocation", "Instance", "Flavor", "Updating", "Health") and value is not None:
-            out[key] = _drop_nulls(value)
-    return {"ID": spec.get("ID"), "Properties": out}
-
-
-def diff_view(spec):
-    """A spec for ``diff`` output: normalised, so only real differences show, with durations as text."""
-    if spec is None:
-        return {}
-    normal = normalize(spec)
-    for key, fields in (("Updating", UPDATING_FIELDS), ("Health", HEALTH_FIELDS)):
-        section = normal["Properties"].get(key)
-        for wire_key, kind in fields.values():
-            if section and kind == "duration" and isinstance(section.get(wire_key), float):
-                section[wire_key] = format_duration(section[wire_key])
-    return spec_to_module(normal)
+    for option, key in fields.items():
+        if isinstance(section, dict) and key in section:
+            out[option] = section[key]
+    return out
 
 
 def spec_to_module(spec):
-    """A wire spec in the module's vocabulary (for ``spec`` results and diffs)."""
+    """A wire spec in the module's vocabulary (for ``spec`` results and diffs), every field of it."""
     if spec is None:
         return None
     props = spec.get("Properties") or {}
@@ -289,18 +124,28 @@ def spec_to_module(spec):
     if allocation.get("LogicalIDs"):
         out["logical_ids"] = list(allocation["LogicalIDs"])
     else:
-        out["size"] = int(allocation.get("Size") or 0)
-    for key, option in (("Instance", "instance"), ("Flavor", "flavor")):
-        section = props.get(key)
-        if section is not None:
-            out[option] = {"plugin": section.get("Plugin"), "properties": section.get("Properties")}
-    updating = _section_from_wire(props.get("Updating"), UPDATING_FIELDS)
-    if updating:
-        out["updating"] = updating
-    health = _section_from_wire(props.get("Health"), HEALTH_FIELDS)
-    if health:
-        out["health"] = health
+        out["size"] = allocation.get("Size") or 0
+    for option, key, fields in SECTIONS:
+        section = _section_from_wire(props.get(key), fields)
+        if section:
+            out[option] = section
     return out
+
+
+def plainly_equal(desired, stored):
+    """Go InfraKit's answer to "changed?" (it returns no canonical form): the specs as sent and stored,
+    ``null`` and absent alike, and ``LogicalIDs: null`` (which InfraKit adds) ignored."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    if stored is None:
+        return False
+    return clean({"ID": desired.get("ID"), "Properties": desired.get("Properties")}) == \
+        clean({"ID": stored.get("ID"), "Properties": stored.get("Properties")})
 
 
 # --- descriptions ---------------------------------------------------------------------------

@@ -13,16 +13,21 @@ description:
   - Commits the spec of a group of instances (cattle with a O(size), or pets with O(logical_ids))
     to the InfraKit controller, which then creates, heals, scales and rolls instances until
     reality matches it.
-  - Reports a change only when the committed spec differs from the one the controller stores,
-    after normalising key order, defaults and equivalent spellings (V(0s) and V(0), null and
-    absent).
-  - In check mode the controller only plans (C(Pretend)); the plan text is returned and nothing
-    changes.
+  - The options are merged over the stored spec (see O(purge)) and sent as given; the controller
+    alone reads the spec's grammar. It answers the spec in its canonical form (every default
+    spelled out, durations as Go text such as V(10m0s)) and whether it differs from the one it
+    enforces; the module reports that as C(changed), C(spec) and the diff. A value the controller
+    refuses (for example V(12.5%)) fails the task with the field named, and nothing changes.
+  - Against Go InfraKit, which answers no canonical form, the spec is compared with the stored
+    one as it is.
+  - The module first asks the controller for the plan (C(Pretend)) and commits only when the spec
+    changed. In check mode it stops there; the plan text is returned and nothing changes.
   - With O(wait=true) the module returns once the group is converged and healthy, and fails
     naming the instances that are missing, outdated or unhealthy when it is not within
     O(wait_timeout).
-  - O(state=absent) destroys the group and all its instances; O(state=freed) stops managing
-    the group and leaves its instances running.
+  - O(state=absent) destroys the group and all its instances (with O(wait=true), waiting up to
+    O(wait_timeout) for the controller to destroy them and confirming the group is gone);
+    O(state=freed) stops managing the group and leaves its instances running.
 author:
   - infrakit.core maintainers (@infrakit)
 options:
@@ -57,6 +62,8 @@ options:
     description:
       - The instance plugin and the properties it provisions each instance from.
       - Required to create a group; for an existing group, left out means keep the stored one.
+      - Given for an existing group, the suboptions given replace the stored ones and the others
+        are kept, unless O(purge=true).
     type: dict
     suboptions:
       plugin:
@@ -66,12 +73,19 @@ options:
         required: true
       properties:
         description:
-          - The plugin's own properties, passed through unchanged.
+          - The plugin's own properties, passed through unchanged (a change rolls the instances).
+        type: raw
+      options:
+        description:
+          - InfraKit's C(Options) beside the plugin name, kept and compared, never hashed (a change
+            does not roll instances).
         type: raw
   flavor:
     description:
       - The flavor plugin and its properties (init script, tags, health probe).
       - Required to create a group; for an existing group, left out means keep the stored one.
+      - Given for an existing group, the suboptions given replace the stored ones and the others
+        are kept, unless O(purge=true).
     type: dict
     suboptions:
       plugin:
@@ -81,16 +95,22 @@ options:
         required: true
       properties:
         description:
-          - The plugin's own properties, passed through unchanged.
+          - The plugin's own properties, passed through unchanged (a change rolls the instances).
           - "For V(vanilla): C(Init), C(Tags) and C(Health), for example C(HTTP: http://{{address}}/healthz).
             Mark such values C(!unsafe) so Ansible does not template the braces."
+        type: raw
+      options:
+        description:
+          - InfraKit's C(Options) beside the plugin name, kept and compared, never hashed.
         type: raw
   updating:
     description:
       - How a rolling update replaces instances after the instance or flavor section changed.
       - Only the instance and flavor sections are hashed, so changing this never rolls instances.
-      - Left out for an existing group means keep the stored policy; given, it replaces it,
-        and unset keys fall back to the controller defaults.
+      - Left out for an existing group means keep the stored policy; given, its suboptions are
+        merged over the stored ones (with O(purge=true) it replaces the stored policy, and unset
+        suboptions fall back to the controller defaults).
+      - "Durations are Go text such as V(30s), V(1m30s) or V(250ms); a number means seconds."
     type: dict
     suboptions:
       max_surge:
@@ -116,10 +136,16 @@ options:
         description:
           - InfraKit's number of instances replaced per step (V(0) lets the controller decide).
         type: int
+      skip_before_instance_destroy:
+        description:
+          - InfraKit's C(SkipBeforeInstanceDestroy); any value skips the flavor's drain before a
+            rolling update destroys an instance. The controller default is null.
+        type: raw
   health:
     description:
       - When the controller considers an instance unhealthy and replaces it.
-      - Left out for an existing group means keep the stored policy.
+      - Left out for an existing group means keep the stored policy; given, its suboptions are
+        merged over the stored ones (replacing them with O(purge=true)).
     type: dict
     suboptions:
       grace_period:
@@ -142,10 +168,27 @@ options:
             controller stops replacing instances (the cloud is sick, not the instances). The
             controller default is V(40%).
         type: raw
+      interval:
+        description:
+          - How often to check each instance's health, as a duration. The controller default is
+            null (its poll interval decides).
+        type: raw
+  purge:
+    description:
+      - With V(false), a section given (O(instance), O(flavor), O(updating), O(health)) is merged
+        into the stored one key by key, so keys set by another tool (InfraKit's CLI, a playbook
+        that set other suboptions) are kept.
+      - With V(true), each section given replaces the stored one whole; sections left out are
+        still kept.
+    type: bool
+    default: false
   wait:
     description:
-      - Wait until the controller reports the group converged and healthy.
-      - Ignored in check mode and for O(state=absent) and O(state=freed).
+      - For O(state=present), wait until the controller reports the group converged and healthy.
+      - For O(state=absent), give the controller up to O(wait_timeout) (instead of O(timeout)) to
+        destroy the instances, then confirm it no longer lists the group. With V(false) the destroy
+        request must be answered within O(timeout).
+      - Ignored in check mode and for O(state=freed).
     type: bool
     default: true
   wait_timeout:
@@ -174,7 +217,9 @@ attributes:
       - infrakit.core.infrakit
 notes:
   - The group's spec is sent to the controller as InfraKit's C({ID, Properties}) with C(Allocation),
-    C(Instance), C(Flavor), C(Updating) and C(Health) sections.
+    C(Instance), C(Flavor), C(Updating) and C(Health) sections; every field of them has an option.
+  - A group committed with InfraKit's CLI reports C(changed=false) from this module when the
+    options say the same, however either spelled it.
   - Against Go InfraKit the module works too, but instance health, up-to-date flags and counts are
     only reported by this collection's controller.
 seealso:
@@ -224,6 +269,19 @@ EXAMPLES = r"""
     size: 5
     wait_timeout: 120
 
+- name: Check health every 15s; the rest of the stored health policy is kept
+  infrakit.core.group:
+    name: web
+    health:
+      interval: 15s
+
+- name: Replace the whole update policy (unset keys go back to the controller defaults)
+  infrakit.core.group:
+    name: web
+    updating:
+      max_surge: 25%
+    purge: true
+
 - name: Pets with fixed logical IDs, through a remote controller
   infrakit.core.group:
     name: db
@@ -265,7 +323,10 @@ plan:
   type: str
   sample: Adding 2 instances to increase the group size to 5
 spec:
-  description: The group's spec as committed (or, in check mode, as it would be), in the module's option names.
+  description:
+    - The group's spec as committed (or, in check mode, as it would be), in the module's option names.
+    - From this collection's controller, its canonical form with every default spelled out; from Go
+      InfraKit, the spec as sent.
   returned: state is present
   type: dict
   sample:
@@ -273,6 +334,15 @@ spec:
     size: 3
     instance: {plugin: process, properties: {Command: python3 -m http.server $PORT}}
     flavor: {plugin: vanilla, properties: {Tags: {tier: web}}}
+    updating: {duration: 0s, count: 0, skip_before_instance_destroy: null, max_surge: 1, max_unavailable: 0,
+               progress_deadline: 10m0s}
+    health: {grace_period: 30s, unhealthy_threshold: 3, healthy_threshold: 1, max_unhealthy: 40%, interval: null}
+destroyed:
+  description: The instances the group had when O(state=absent) destroyed it (in check mode, would destroy).
+  returned: state is absent and the group existed
+  type: list
+  elements: str
+  sample: [process-8f2c, process-9a1d]
 id:
   description: The group ID.
   returned: always
@@ -383,9 +453,8 @@ from ansible_collections.infrakit.core.plugins.module_utils.controller import Co
 from ansible_collections.infrakit.core.plugins.module_utils.groups import (
     build_spec,
     describe_group,
-    diff_view,
     is_settled,
-    normalize,
+    plainly_equal,
     spec_to_module,
     unsettled_report,
 )
@@ -396,6 +465,7 @@ POLL_INTERVAL = 2.0
 _PLUGIN_OPTIONS = dict(
     plugin=dict(type="str", required=True),
     properties=dict(type="raw"),
+    options=dict(type="raw"),
 )
 
 ARGUMENT_SPEC = dict(
@@ -413,6 +483,7 @@ ARGUMENT_SPEC = dict(
             progress_deadline=dict(type="raw"),
             duration=dict(type="raw"),
             count=dict(type="int"),
+            skip_before_instance_destroy=dict(type="raw"),
         ),
     ),
     health=dict(
@@ -422,8 +493,10 @@ ARGUMENT_SPEC = dict(
             unhealthy_threshold=dict(type="int"),
             healthy_threshold=dict(type="int"),
             max_unhealthy=dict(type="raw"),
+            interval=dict(type="raw"),
         ),
     ),
+    purge=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=300),
 )
@@ -447,31 +520,44 @@ def wait_until_settled(client, spec, timeout, clock=time.monotonic, sleep=time.s
         sleep(min(POLL_INTERVAL, remaining))
 
 
+def judge(desired, stored, answer):
+    """``(changed, before, after)``: the controller's verdict and canonical forms, or plain equality
+    against Go InfraKit, which answers neither."""
+    if answer["changed"] is None:
+        return not plainly_equal(desired, stored), stored, desired
+    return answer["changed"], answer["previous"], answer["spec"]
+
+
 def ensure_present(m, stored):
     params = m.params
     client = m.client
-    desired = build_spec(params, stored)
-    changed = normalize(desired) != normalize(stored)
-    result = dict(changed=changed, spec=spec_to_module(desired))
+    name = params["name"]
+    exists = stored is not None
+    desired = build_spec(params, stored, purge=params["purge"])
+    # The controller validates, plans and judges; Pretend never acts.
+    answer = client.commit_group(desired, pretend=True, exists=exists)
+    changed, before, after = judge(desired, stored, answer)
+    result = dict(changed=changed, spec=spec_to_module(after))
     if m.diff_mode:
-        result["diff"] = dict(before=diff_view(stored), after=diff_view(desired))
+        result["diff"] = dict(before=spec_to_module(before) or {}, after=spec_to_module(after))
 
     if m.check_mode:
-        # The controller validates and plans; Pretend never acts.
-        plan = client.commit_group(desired, pretend=True, exists=stored is not None)
-        group = describe_group(desired["ID"], client.describe_group(desired["ID"]), stored) if stored else _empty_group(desired["ID"])
-        group["plan"] = plan
+        group = describe_group(name, client.describe_group(name), stored) if exists else _empty_group(name)
+        group["plan"] = answer["details"]
         result.update(group)
         m.exit_json(**result)
 
     plan = None
     if changed:
-        plan = client.commit_group(desired, pretend=False, exists=stored is not None)
+        committed = client.commit_group(desired, pretend=False, exists=exists)
+        plan = committed["details"]
+        if committed["spec"] is not None:
+            result["spec"] = spec_to_module(committed["spec"])
     try:
         if params["wait"]:
             group, settled = wait_until_settled(client, desired, params["wait_timeout"])
         else:
-            group = describe_group(desired["ID"], client.describe_group(desired["ID"]), desired)
+            group = describe_group(name, client.describe_group(name), desired)
             settled = True
     except ControllerError as e:
         # The commit has happened: say so.
@@ -481,21 +567,51 @@ def ensure_present(m, stored):
     result.update(group)
     if not settled:
         result["msg"] = "group %s did not converge within %ss: %s" % (
-            desired["ID"], params["wait_timeout"], unsettled_report(group, desired))
+            name, params["wait_timeout"], unsettled_report(group, desired))
         m.fail_json(**result)
     m.exit_json(**result)
 
 
+def wait_until_gone(client, group_id, timeout, clock=time.monotonic, sleep=time.sleep):
+    """Poll InspectGroups until the controller no longer lists the group; return whether it did."""
+    deadline = clock() + timeout
+    while True:
+        if client.find_group(group_id) is None:
+            return True
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return False
+        sleep(min(POLL_INTERVAL, remaining))
+
+
 def ensure_gone(m, stored, state):
-    name = m.params["name"]
+    params = m.params
+    name = params["name"]
     result = dict(changed=stored is not None, id=name)
     if m.diff_mode:
-        result["diff"] = dict(before=diff_view(stored), after={})
-    if stored is not None and not m.check_mode:
-        if state == "absent":
-            m.client.destroy_group(name)
-        else:
+        result["diff"] = dict(before=spec_to_module(stored) or {}, after={})
+    if stored is None:
+        m.exit_json(**result)
+    if state == "freed":
+        if not m.check_mode:
             m.client.free_group(name)
+        m.exit_json(**result)
+
+    members = [i["id"] for i in describe_group(name, m.client.describe_group(name), stored)["instances"]]
+    result["destroyed"] = members
+    if m.check_mode:
+        m.exit_json(**result)
+    started = time.monotonic()
+    if params["wait"]:
+        # The controller answers once it has destroyed every member: give it the wait, not the call timeout.
+        m.client.timeout = max(m.client.timeout, params["wait_timeout"])
+    m.client.destroy_group(name)
+    if params["wait"]:
+        remaining = max(0.0, params["wait_timeout"] - (time.monotonic() - started))
+        if not wait_until_gone(m.client, name, remaining):
+            result["msg"] = ("group %s was destroyed but the controller still lists it after %ss (was it "
+                             "committed again meanwhile?)" % (name, params["wait_timeout"]))
+            m.fail_json(**result)
     m.exit_json(**result)
 
 
@@ -506,8 +622,6 @@ def main_body(m):
         m.fail_json(msg="name must be a non-empty group ID without '/', got %r" % params["name"])
     if params["wait_timeout"] < 0:
         m.fail_json(msg="wait_timeout must be 0 or more, got %d" % params["wait_timeout"])
-    if params["size"] is not None and params["size"] < 0:
-        m.fail_json(msg="size must be 0 or more, got %d" % params["size"])
     params["name"] = name
     stored = m.client.find_group(name)
     if params["state"] == "present":

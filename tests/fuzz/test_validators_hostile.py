@@ -1,7 +1,8 @@
 """Hostile documents against the validators: a refusal is always a ValidationError naming its field.
 
 ``parse_spec`` (group specs), ``config.parse`` (the runtime's config file) and the Ansible
-``group`` module's spec builder (``plugins/module_utils/groups.build_spec``) see documents
+``group`` module's spec builder (``plugins/module_utils/groups.build_spec``, which parses nothing and
+leaves the judging to ``parse_spec``) see documents
 derived from valid ones with hostile leaves, dropped keys and wrong types, and arbitrary JSON.
 A validator that raises anything else — or accepts something it cannot render again — fails.
 """
@@ -179,11 +180,18 @@ def test_ansible_build_spec_fails_cleanly_or_returns_a_spec_the_controller_can_j
 
 @pytest.mark.parametrize(("option", "value"), [
     ("duration", float("inf")), ("duration", float("nan")), ("duration", "9" * 400 + "h"),
-    ("max_surge", "1" * 5000),
-], ids=["inf", "nan", "400-digit-hours", "5000-digit-count"])
-def test_ansible_build_spec_refuses_absurd_numbers_cleanly(option: str, value: Any) -> None:
+    ("max_surge", "1" * 5000), ("max_surge", float("inf")),
+], ids=["inf", "nan", "400-digit-hours", "5000-digit-count", "inf-count"])
+def test_ansible_build_spec_absurd_numbers_are_refused_naming_the_field(option: str, value: Any) -> None:
     params = {"name": "web", "size": 1, "logical_ids": None,
               "instance": {"plugin": "process", "properties": {}}, "flavor": {"plugin": "vanilla", "properties": {}},
               "updating": {option: value}, "health": None}
-    with pytest.raises(groups.SpecError):
-        groups.build_spec(params, None)
+    try:
+        spec = groups.build_spec(params, None)
+    except groups.SpecError as e:
+        assert "not finite" in str(e)
+        return
+    with pytest.raises(ValidationError) as refused:
+        parse_spec(json.loads(json.dumps(spec, allow_nan=False)))
+    key = {"duration": "Duration", "max_surge": "MaxSurge"}[option]
+    assert any(f"Properties.Updating.{key}" in problem for problem in refused.value.problems)

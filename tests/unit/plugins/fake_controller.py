@@ -109,6 +109,8 @@ class FakeController:
         self.with_status = True   # our controller's additive Status and Manager.Status
         self.stored_extras = {}   # ID -> extra keys the controller adds when storing (like Go's Updating)
         self.plan = None          # Details text to answer CommitGroup with
+        self.delays = {}          # method -> seconds to wait before answering
+        self.destroy_keeps_listing = False  # DestroyGroup answers but InspectGroups still lists the group
         if path is not None:
             self.server = _UnixServer(path, _Handler)
         else:
@@ -142,6 +144,8 @@ class FakeController:
     # --- behaviour ---------------------------------------------------------------------------
 
     def dispatch(self, method, p):
+        if self.delays.get(method):
+            threading.Event().wait(self.delays[method])
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             raise RPCError("rpc: can't find method \"%s\"" % method, code=-32601)
@@ -201,7 +205,8 @@ class FakeController:
 
     def _Group_DestroyGroup(self, p):
         self._need(p["ID"])
-        del self.groups[p["ID"]]
+        if not self.destroy_keeps_listing:
+            del self.groups[p["ID"]]
         return {"Name": p.get("Name"), "ID": p["ID"]}
 
     def _Group_FreeGroup(self, p):

@@ -50,12 +50,14 @@ def test_client_requests_match_the_recorded_infrakit_wire(sockdir):
     try:
         c = client_for(sockdir + "/group")
         assert c.inspect_groups() == []
-        assert c.commit_group(WORKERS, pretend=True, exists=False) == "Managing 3 instances"
-        assert c.commit_group(WORKERS, pretend=False, exists=False) == "Managing 3 instances"
+        # Go InfraKit answers the plan text only: no canonical spec, no verdict.
+        go_answer = dict(details="Managing 3 instances", spec=None, previous=None, changed=None)
+        assert c.commit_group(WORKERS, pretend=True, exists=False) == go_answer
+        assert c.commit_group(WORKERS, pretend=False, exists=False) == go_answer
         assert [g["ID"] for g in c.inspect_groups()] == ["workers"]
         description = c.describe_group("workers")
         assert description["Converged"] is True and len(description["Instances"]) == 3
-        assert c.commit_group(WORKERS_V2, exists=True) == "Performing a rolling update on 3 instances"
+        assert c.commit_group(WORKERS_V2, exists=True)["details"] == "Performing a rolling update on 3 instances"
         c.set_size("workers", 12)
         c.free_group("workers")
         c.destroy_group("workers")
