@@ -101,6 +101,9 @@ class Plan:
     condition: str = PROGRESSING
     reason: str = ""
     braked: bool = False  # the max-unhealthy brake holds: no destroy rests on a health verdict (condition Degraded)
+    # Non-empty: the member this replica runs on is due to go (why), and a ready follower on the
+    # current spec can lead: the replica hands leadership over instead of destroying its own instance.
+    handover: str = ""
 
     @property
     def is_noop(self) -> bool:

@@ -68,7 +68,11 @@ def plan_pets(step: Step, members: Sequence[Member]) -> None:
     for lid in missing:
         step.create(lid, f"logical ID {lid!r} has no member")
     # Roll oldest-first-in-removal-order: surge a successor if room allows, else replace within the budget.
-    for lid, old in sorted(rolling, key=lambda pair: removal_order(pair[1])):
+    # The replica's own logical ID goes last: only once nothing else is missing or rolling.
+    others_busy = bool(missing) or any(lid != step.self_id for lid, _ in rolling)
+    for lid, old in sorted(rolling, key=lambda pair: (pair[0] == step.self_id, removal_order(pair[1]))):
+        if lid == step.self_id and others_busy:
+            continue
         if step.memory.backing_off(lid, step.now):
             step.note_held(lid)  # no successor can be created: keep the predecessor running
         elif step.budget.room > 0:

@@ -32,6 +32,11 @@ Rules, in the order the planner applies them:
 4. Up-to-date members beyond ``size`` go: FAILED, suspect, pending, ready; newest first.
 5. Creates fill the missing up-to-date members, up to ``size + MaxSurge`` members in all,
    except into a slot whose backoff has not expired (the plan then says Degraded).
+6. Self (pets, ``self_id``): no member holding the planning replica's own logical ID is
+   destroyed; it rolls last, and once every other logical ID has a READY up-to-date member
+   the plan asks for a handover (``Plan.handover``) instead - the next leader replaces it.
+7. Quorum (pets, ``Updating.Quorum``): ``quorum`` - no action without a majority answering,
+   else one change at a time that keeps a majority answering.
 
 Pets (``LogicalIDs``) follow the same rules per logical ID: members with an unknown or no
 logical ID are destroyed, one member per ID is kept (up to date, then healthiest, then
@@ -41,9 +46,10 @@ the brake does not hold, once its own probe says it does not serve).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
-from infrakit_runtime.group import pets
+from infrakit_runtime.group import pets, quorum
 from infrakit_runtime.group.actions import (
     CAUSE_DUPLICATE,
     CAUSE_NOT_IN_ALLOCATION,
@@ -80,19 +86,28 @@ def plan_group(
     health: Mapping[instance.ID, HealthRecord],
     memory: Memory,
     now: float,
+    self_id: instance.LogicalID | None = None,
 ) -> Plan:
     """The next step for ``spec``'s group given what was ``observed``; pure - the supervisor acts on it.
 
     ``health`` holds each member's checks, by the probe named in the record (``HealthRecord.probe``).
+    ``self_id`` is the logical ID of the instance this replica runs on (its members are never
+    destroyed; ``Plan.handover`` asks for a handover instead).
     """
     members = classify(spec=spec, observed=observed, health=health, now=now)
+    guarded = spec.is_pets and spec.updating.quorum
+    if guarded and (why := quorum.lost(spec, members)):
+        held = Step(spec=spec, memory=memory, now=now, brake=False).finish(members)
+        return dataclasses.replace(held, actions=(), converged=False, condition=DEGRADED, reason=why)
     # Rule 2, before any destroy is planned: every member that looks dead counts, whatever would remove it.
     brake = sum(1 for m in members if not m.verdict.available) > spec.max_unhealthy()
-    step = Step(spec=spec, memory=memory, now=now, brake=brake)
+    step = Step(spec=spec, memory=memory, now=now, brake=brake, self_id=self_id if spec.is_pets else None)
     if spec.is_pets:
         pets.plan_pets(step, members)
     else:
         _plan_cattle(step, members)
+    if guarded:
+        quorum.limit(step, members)
     return step.finish(members)
 
 

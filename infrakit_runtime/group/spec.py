@@ -12,7 +12,7 @@ The Properties document is InfraKit's, with our additions (marked *ours*)::
     Instance:   {Plugin: name, Properties: {...}}     Plugin required; hashed
     Flavor:     {Plugin: name, Properties: {...}}     Plugin required; hashed
     Updating:   {Duration, Count, SkipBeforeInstanceDestroy,          InfraKit's, kept and round-tripped
-                 MaxSurge, MaxUnavailable, ProgressDeadline}          ours
+                 MaxSurge, MaxUnavailable, ProgressDeadline, Quorum}  ours
     Health:     {GracePeriod, UnhealthyThreshold, HealthyThreshold,   ours
                  MaxUnhealthy, Interval}
 
@@ -27,6 +27,9 @@ decoder; for ours an explicit 0 is a value, e.g. ``GracePeriod: 0s`` means no gr
 - ``Updating.MaxUnavailable``: 0 (integer or percentage, rounded down). Both 0 is refused: a
   rolling update could never progress. Should percentages both round to 0 for some size,
   MaxUnavailable acts as 1 (as Kubernetes does).
+- ``Updating.Quorum``: false. True for a group whose members form a quorum (etcd members): one
+  change at a time and never below a majority answering, whatever MaxUnavailable says; with the
+  majority lost nothing is changed (``plan.quorum``).
 - ``Updating.ProgressDeadline``: ``600s``: an unconverged group with no progress for this long
   is reported Degraded.
 - ``Health.GracePeriod``: ``30s`` after an instance is first seen before health can condemn it.
@@ -81,7 +84,7 @@ _KNOWN = {
     "Properties.Instance": ("Plugin", "Properties", "Options"),
     "Properties.Flavor": ("Plugin", "Properties", "Options"),
     "Properties.Updating": (
-        "Duration", "Count", "SkipBeforeInstanceDestroy", "MaxSurge", "MaxUnavailable", "ProgressDeadline",
+        "Duration", "Count", "SkipBeforeInstanceDestroy", "MaxSurge", "MaxUnavailable", "ProgressDeadline", "Quorum",
     ),
     "Properties.Health": ("GracePeriod", "UnhealthyThreshold", "HealthyThreshold", "MaxUnhealthy", "Interval"),
 }
@@ -120,6 +123,7 @@ class Updating:
     max_surge: Scaled = DEFAULT_MAX_SURGE
     max_unavailable: Scaled = DEFAULT_MAX_UNAVAILABLE
     progress_deadline: float = DEFAULT_PROGRESS_DEADLINE
+    quorum: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +191,7 @@ class GroupSpec:
             "Count": self.updating.count,
             "SkipBeforeInstanceDestroy": self.updating.skip_before_instance_destroy,
         }
-        for key in ("MaxSurge", "MaxUnavailable", "ProgressDeadline"):
+        for key in ("MaxSurge", "MaxUnavailable", "ProgressDeadline", "Quorum"):
             if raw_updating.get(key) is not None:
                 updating[key] = raw_updating[key]
         props: dict[str, Any] = {
@@ -256,7 +260,7 @@ class GroupSpec:
             "Updating": {
                 "Duration": u.duration, "Count": u.count, "SkipBeforeInstanceDestroy": u.skip_before_instance_destroy,
                 "MaxSurge": u.max_surge.to_wire(), "MaxUnavailable": u.max_unavailable.to_wire(),
-                "ProgressDeadline": u.progress_deadline,
+                "ProgressDeadline": u.progress_deadline, "Quorum": u.quorum,
             },
             "Health": {
                 "GracePeriod": h.grace_period, "UnhealthyThreshold": h.unhealthy_threshold,
@@ -354,6 +358,10 @@ def _updating(p: fields.Problems, value: JSON) -> Updating:
     surge = p.scaled(u.get("MaxSurge"), f"{path}.MaxSurge", default=DEFAULT_MAX_SURGE)
     unavailable = p.scaled(u.get("MaxUnavailable"), f"{path}.MaxUnavailable", default=DEFAULT_MAX_UNAVAILABLE)
     deadline = p.duration(u.get("ProgressDeadline"), f"{path}.ProgressDeadline", default=DEFAULT_PROGRESS_DEADLINE)
+    quorum = u.get("Quorum", False)
+    if not isinstance(quorum, bool):
+        p.add(f"{path}.Quorum must be true or false, got {json_type(quorum)}")
+        quorum = False
     if surge.value == 0 and unavailable.value == 0:
         p.add(f"{path}: MaxSurge and MaxUnavailable cannot both be 0: a rolling update could never progress")
     if count and duration:
@@ -363,7 +371,7 @@ def _updating(p: fields.Problems, value: JSON) -> Updating:
     return Updating(
         duration=duration or 0.0, count=count, skip_before_instance_destroy=u.get("SkipBeforeInstanceDestroy"),
         max_surge=surge, max_unavailable=unavailable,
-        progress_deadline=deadline if deadline else DEFAULT_PROGRESS_DEADLINE,
+        progress_deadline=deadline if deadline else DEFAULT_PROGRESS_DEADLINE, quorum=quorum,
     )
 
 

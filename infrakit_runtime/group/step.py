@@ -153,8 +153,11 @@ def classify(
 class Step:
     """Accumulates one plan's actions and what was held back (local to ``plan_group``)."""
 
-    def __init__(self, *, spec: GroupSpec, memory: Memory, now: float, brake: bool) -> None:
+    def __init__(self, *, spec: GroupSpec, memory: Memory, now: float, brake: bool,
+                 self_id: instance.LogicalID | None = None) -> None:
         self.spec, self.memory, self.now, self.brake = spec, memory, now, brake
+        self.self_id = self_id
+        self.handover_wanted: list[str] = []
         self.destroys: list[Destroy] = []
         self.creates: list[Create] = []
         self.destroyed: set[instance.ID] = set()
@@ -169,7 +172,17 @@ class Step:
         budget.available = sum(1 for m in members if budget.serving(m))
         self.budget = budget
 
+    def protected(self, m: Member, reason: str) -> bool:
+        """Is ``m`` the instance this replica runs on? Then it is never destroyed here: a handover is wanted."""
+        if self.self_id is None or m.logical_id != self.self_id:
+            return False
+        if reason not in self.handover_wanted:
+            self.handover_wanted.append(reason)
+        return True
+
     def destroy(self, m: Member, cause: str, reason: str) -> None:
+        if self.protected(m, reason):
+            return
         skip_drain = cause == CAUSE_ROLLING_UPDATE and self.spec.updating.skip_before_instance_destroy is not None
         drain = cause != CAUSE_UNHEALTHY and not skip_drain
         self.destroys.append(Destroy(instance_id=m.id, reason=reason, drain=drain, cause=cause))
@@ -178,6 +191,8 @@ class Step:
 
     def destroy_unbudgeted(self, m: Member, cause: str, reason: str) -> None:
         """Destroy a member the budget does not count (a stray or a duplicate of a logical ID)."""
+        if self.protected(m, reason):
+            return
         self.destroys.append(Destroy(instance_id=m.id, reason=reason, drain=True, cause=cause))
         self.destroyed.add(m.id)
 
@@ -254,7 +269,21 @@ class Step:
         elif not converged and not actions:
             reason = _waiting_reason(members)
         return Plan(actions=actions, summary=text, counts=counts, converged=converged, condition=condition,
-                    reason=reason, braked=self.brake)
+                    reason=reason, braked=self.brake, handover=self._handover(members, actions))
+
+    def _handover(self, members: Sequence[Member], actions: tuple[Action, ...]) -> str:
+        """Why this replica should hand leadership over now, or "" (see ``protected``).
+
+        Only once nothing else is planned and every other logical ID is held by a READY member
+        of the current spec: the next leader is ready and already on the new version.
+        """
+        if not self.handover_wanted or any(not isinstance(a, Relabel) for a in actions):
+            return ""
+        for lid in self.spec.logical_ids or ():
+            if lid != self.self_id and not any(m.logical_id == lid and m.current and m.verdict is Verdict.READY
+                                               and m.id not in self.destroyed for m in members):
+                return ""
+        return f"the instance this replica runs on ({self.self_id}) is due to go: {self.handover_wanted[0]}"
 
 
 def _stuck_reason(members: Sequence[Member], *, stalled: float, deadline: float, size: int) -> str:
