@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from infrakit_runtime.group import events as ev
@@ -94,8 +94,11 @@ class GroupController:
 
     def __init__(self, *, plugins: PluginDirectory, poll_interval: float = 5.0, events: ev.EventLog | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_pass: Callable[[GroupSpec, Observation, float], None] | None = None) -> None:
+                 on_pass: Callable[[GroupSpec, Observation, float], None] | None = None,
+                 self_id: str | None = None, on_handover: Callable[[str], Awaitable[Any]] | None = None) -> None:
         self.plugins = plugins
+        self.self_id = self_id  # the logical ID of the instance this replica runs on
+        self.on_handover = on_handover
         self.poll_interval = poll_interval
         self.events = events or ev.EventLog()
         self.clock = clock
@@ -195,7 +198,8 @@ class GroupController:
         supervisor = self._supervisors[group_id]
         members = await self._members(spec)
         now = self.clock()
-        plan = plan_group(spec=spec, observed=members, health=supervisor.health, memory=supervisor.memory, now=now)
+        plan = plan_group(spec=spec, observed=members, health=supervisor.health, memory=supervisor.memory, now=now,
+                          self_id=self.self_id)
         rows = []
         verdicts = judge_members(spec=spec, observed=members, health=supervisor.health, now=now)
         for d in members:
@@ -295,7 +299,8 @@ class GroupController:
     def _start(self, spec: GroupSpec) -> None:
         supervisor = Supervisor(spec=spec, instances=self.plugins.instance(spec.instance.plugin),
                                 flavors=self.plugins.flavor(spec.flavor.plugin), clock=self.clock,
-                                poll_interval=self.poll_interval, events=self.events, on_pass=self.on_pass)
+                                poll_interval=self.poll_interval, events=self.events, on_pass=self.on_pass,
+                                self_id=self.self_id, on_handover=self.on_handover)
         self._supervisors[spec.id] = supervisor
         task = asyncio.create_task(supervisor.run(), name=f"supervisor/{spec.id}")
         task.add_done_callback(lambda t, gid=spec.id: self._supervisor_exited(gid, t))

@@ -39,6 +39,7 @@ RELABELLED = "relabelled"
 BRAKE_ENGAGED = "brake_engaged"
 LEADERSHIP_GAINED = "leadership_gained"
 LEADERSHIP_LOST = "leadership_lost"
+HANDOVER = "handover"  # the leader's own instance is due to go: it hands leadership over (reason says why)
 GROUP_DEGRADED = "group_degraded"  # a stored group the leader keeps but cannot enforce (reason says why)
 GROUP_RESTORED = "group_restored"  # a Degraded group enforced again
 

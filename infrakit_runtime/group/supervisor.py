@@ -23,7 +23,7 @@ import dataclasses
 import itertools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from infrakit_runtime.group import events as ev
@@ -60,7 +60,8 @@ class Supervisor:
 
     def __init__(self, *, spec: GroupSpec, instances: Any, flavors: Any, clock: Callable[[], float],
                  poll_interval: float, events: ev.EventLog, concurrency: int = 32,
-                 on_pass: Callable[[GroupSpec, Observation, float], None] | None = None) -> None:
+                 on_pass: Callable[[GroupSpec, Observation, float], None] | None = None,
+                 self_id: str | None = None, on_handover: Callable[[str], Awaitable[Any]] | None = None) -> None:
         self.spec = spec
         self.instances = instances
         self.flavors = flavors
@@ -84,6 +85,9 @@ class Supervisor:
         self._known: dict[instance.ID, instance.Description] = {}
         self._braked = False
         self._on_pass = on_pass
+        self.self_id = self_id
+        self._on_handover = on_handover
+        self._handing_over: asyncio.Task[Any] | None = None
         self.passes = 0
 
     # -- control ---------------------------------------------------------------------------
@@ -203,17 +207,28 @@ class Supervisor:
         self._known = {d.id: d for d in members}
         await self.check_health([d for d in members if d.id not in self._unseen])
         now = self.clock()
-        plan = plan_group(spec=self.spec, observed=members, health=self.health, memory=self.memory, now=now)
+        plan = plan_group(spec=self.spec, observed=members, health=self.health, memory=self.memory, now=now,
+                          self_id=self.self_id)
         self.memory = outcomes.after_plan(self.memory, plan=plan, now=now)
         self.last = Observation(members=members, plan=plan, time=now)
         braked = plan.braked
         if braked and not self._braked:
             self.events.emit(ev.BRAKE_ENGAGED, group=self.spec.id, reason=plan.reason)
         self._braked = braked
+        if plan.handover:
+            self._hand_over(plan.handover)
         if plan.actions:
             await self.act(plan, {d.id: d for d in members})
             return True
         return not plan.converged and plan.counts.pending > 0
+
+    def _hand_over(self, reason: str) -> None:
+        """Ask the manager to hand leadership over, once; in its own task, as it stops this supervisor."""
+        if self._on_handover is None or (self._handing_over is not None and not self._handing_over.done()):
+            return
+        self.events.emit(ev.HANDOVER, group=self.spec.id, reason=reason)
+        self._handing_over = asyncio.get_running_loop().create_task(self._on_handover(reason),
+                                                                    name=f"handover/{self.spec.id}")
 
     # -- act -------------------------------------------------------------------------------
 

@@ -18,6 +18,9 @@ Options (``-o key=value`` or the config file's ``plugins[].options``)::
                                  loopback included; refused when other users can read it
     forward:        true         followers forward Group calls to the leader (false: refuse, naming it)
     events_json:    false        also write every event as one JSON line: true for stderr, or a file path
+    self_logical_id: ID          the logical ID of the instance this replica runs on (default env
+                                 INFRAKIT_GROUP_SELF_LOGICAL_ID, as in InfraKit): never destroyed while it
+                                 leads, rolled last, leadership handed over first
 
 Routes beside JSON-RPC: ``GET /events`` (Server-Sent Events) and ``GET /metrics``
 (Prometheus text format: the controller's metrics join the series every daemon exports).
@@ -34,7 +37,7 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +58,9 @@ from infrakit_runtime.rpc.client import default_timeout
 from infrakit_runtime.rpc.services import GroupService, ManagerService
 from infrakit_runtime.spi.common import ValidationError, json_type
 
-KNOWN = {"backend", "poll_interval", "listen", "advertise", "tls", "token_file", "forward", "events_json"}
+KNOWN = {"backend", "poll_interval", "listen", "advertise", "tls", "token_file", "forward", "events_json",
+         "self_logical_id"}
+ENV_SELF_LOGICAL_ID = "INFRAKIT_GROUP_SELF_LOGICAL_ID"
 
 
 def _is_loopback(host: str) -> bool:
@@ -136,6 +141,11 @@ def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
     if not isinstance(forward, bool):
         problems.append(f"forward must be true or false, got {forward!r}")
     out["forward"] = bool(forward)
+    self_id = options.get("self_logical_id", os.environ.get(ENV_SELF_LOGICAL_ID) or None)
+    if self_id is not None and (not isinstance(self_id, str) or not self_id.strip()):
+        problems.append(f"self_logical_id must be a logical ID (a non-empty string), got {self_id!r}")
+        self_id = None
+    out["self_id"] = self_id
     events_json = options.get("events_json", False)
     if events_json is None or isinstance(events_json, bool):
         out["events_json"] = bool(events_json)
@@ -217,7 +227,9 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     plugins = FencedPlugins(timeout=default_timeout())  # changes only under a trusted lease
     loop = asyncio.get_running_loop()
     metrics = ControllerMetrics(ctx.metrics.registry)
+    handover: list[Callable[[str], Awaitable[Any]]] = []
     controller = GroupController(plugins=plugins, poll_interval=opts["poll_interval"], events=events, clock=loop.time,
+                                 self_id=opts["self_id"], on_handover=lambda why: handover[0](why),
                                  on_pass=metrics.observe_pass)
     if opts["advertise"]:
         location = opts["advertise"]
@@ -230,6 +242,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
                       candidate=f"{socket.gethostname()}:{os.getpid()}:{ctx.name}", location=location,
                       forward=opts["forward"], token=opts["token"], forward_ssl=opts["forward_ssl"])
     plugins.guard = manager.acting_problem
+    handover.append(manager.hand_over)
     metrics.attach(controller=controller, manager=manager)
     task = asyncio.create_task(manager.run(), name=f"manager/{ctx.name}")
     try:

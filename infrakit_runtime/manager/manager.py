@@ -58,6 +58,8 @@ FORWARDED_BY = "X-Infrakit-Forwarded-By"
 ORIGIN = "X-Infrakit-Origin"
 # A client stamp older than this is distrusted (its clock is off) rather than refused.
 MAX_CLIENT_SKEW = 300.0
+# After a handover, how long a replica waits for another to lead before it campaigns again itself.
+HANDOVER_HOLD = 10.0
 
 
 class NotLeader(PluginError):
@@ -85,6 +87,10 @@ class Manager:
         self._mutex = asyncio.Lock()
         self._forwarders: dict[str, GroupClient] = {}
         self._settled = asyncio.Event()
+        self._handover = asyncio.Event()  # set: resign now and let a follower lead (``hand_over``)
+        self._handover_reason = ""
+        self._not_leading = asyncio.Event()
+        self._not_leading.set()
         # Wall-clock origin of the last change applied per group, and when this replica took over.
         self._applied: dict[str, float] = {}
         self._took_over_at = 0.0
@@ -100,6 +106,7 @@ class Manager:
             try:
                 async with self.backend.leadership(candidate=self.candidate, location=self.location) as lease:
                     self.lease, self.problem = lease, None
+                    self._not_leading.clear()
                     self._applied, self._took_over_at = {}, time.time()
                     self._settled.set()
                     self.leadership_changes += 1
@@ -108,9 +115,10 @@ class Manager:
                     try:
                         await self._take_over(lease)
                         retries = asyncio.create_task(self.stored.retry(self._mutex), name=f"degraded/{self.candidate}")
-                        reason = await self.backend.wait_lost(lease)
+                        reason = await self._lead_until_lost_or_handed_over(lease)
                     finally:
                         self.lease = None
+                        self._not_leading.set()
                         if retries is not None:
                             retries.cancel()
                             await asyncio.gather(retries, return_exceptions=True)
@@ -120,6 +128,9 @@ class Manager:
                     self.leadership_changes += 1
                     self.events.emit(ev.LEADERSHIP_LOST, reason=reason)
                     log.warning("%s stopped acting: %s", self.candidate, reason)
+                if self._handover.is_set():
+                    await self._let_another_lead()
+                    continue
             except asyncio.CancelledError:
                 raise
             except BackendError as e:
@@ -182,6 +193,56 @@ class Manager:
             if self.lease is None:
                 await self.controller.stop_all()
         return details
+
+    async def _lead_until_lost_or_handed_over(self, lease: Lease) -> str:
+        """Wait until the lease is lost, or until ``hand_over`` asks this replica to step down."""
+        self._handover.clear()
+        lost = asyncio.ensure_future(self.backend.wait_lost(lease))
+        asked = asyncio.ensure_future(self._handover.wait())
+        try:
+            await asyncio.wait({lost, asked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (lost, asked):
+                t.cancel()
+            await asyncio.gather(lost, asked, return_exceptions=True)
+        if self._handover.is_set():
+            return f"handed leadership over: {self._handover_reason}"
+        return lost.result() if not lost.cancelled() and lost.exception() is None else "lost"
+
+    async def _let_another_lead(self) -> None:
+        """After a handover: campaign again only once another replica leads, or after ``HANDOVER_HOLD``.
+
+        A replica alone campaigns again after the hold, so a group is never left without a leader.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HANDOVER_HOLD
+        try:
+            while loop.time() < deadline:
+                with contextlib.suppress(BackendError):
+                    location = await self.backend.leader_location()
+                    if location and location != self.location:
+                        log.info("%s handed leadership over to %s", self.candidate, location)
+                        return
+                await asyncio.sleep(0.05)
+            log.warning("%s handed leadership over but no other replica took it within %gs; campaigning again",
+                        self.candidate, HANDOVER_HOLD)
+        finally:
+            self._handover.clear()
+
+    async def hand_over(self, reason: str = "asked to") -> dict[str, Any]:
+        """Stop leading so that a follower takes over (supervisors first, then the lease).
+
+        Returns once this replica no longer leads (or at once when it did not lead); it does
+        not campaign again until another replica leads or ``HANDOVER_HOLD`` has passed.
+        """
+        if self.lease is None:
+            return {"HandedOver": False, "Leader": await self.leader_location()}
+        self._handover_reason = reason
+        self._handover.set()
+        log.warning("%s hands leadership over: %s", self.candidate, reason)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._not_leading.wait(), HANDOVER_HOLD)
+        return {"HandedOver": self.lease is None, "Leader": None if self.lease is None else self.location}
 
     async def resign(self) -> None:
         """Graceful stop: supervisors first, then the lease, so a follower takes over at once."""
@@ -442,6 +503,7 @@ class Manager:
             "Leader": leading,
             "Term": self.lease.term if self.lease else None,
             "Candidate": self.candidate,
+            "SelfLogicalID": self.controller.self_id,
             "Location": location,
             "Problem": self._status_problem(leading=leading, backend=backend, location=location),
             "LastLoss": self.problem,

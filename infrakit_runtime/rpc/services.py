@@ -385,6 +385,11 @@ async def _manager_status(obj: Any, p: Reader) -> dict[str, Any]:
     return dict(await obj.status())
 
 
+async def _manager_hand_over(obj: Any, p: Reader) -> dict[str, Any]:
+    answer = await obj.hand_over(p.string("Reason") or "asked over RPC (Manager.HandOver)")
+    return {"HandedOver": answer["HandedOver"], "Location": location_to_wire(answer["Leader"])}
+
+
 async def _manager_events(obj: Any, p: Reader) -> dict[str, Any]:
     events = await obj.recent_events(since=p.integer("Since", minimum=0), group_id=p.string("Group") or None,
                                      limit=p.integer("Limit", 100, minimum=0))
@@ -402,6 +407,9 @@ class ManagerService(Service):
         "Manager.Status": Method(_manager_status, {}),
         # Ours: this replica's recent events (Since: a sequence number, Limit 0: all kept).
         "Manager.Events": Method(_manager_events, {"Since": 0, "Group": "", "Limit": 100}),
+        # Ours: a leader stops leading so a follower takes over (supervisors first, then the lease);
+        # it campaigns again only once another leads. A follower answers HandedOver false.
+        "Manager.HandOver": Method(_manager_hand_over, {"Reason": ""}),
     }
 
     def select(self, socket_name: str, params: Reader) -> tuple[Any, dict[str, Any]]:

@@ -47,15 +47,22 @@ def member_ids(n: int) -> list[str]:
     return [f"127.0.0.1:{p}" for p in port_pairs(n)]
 
 
+def free_ids(n: int) -> list[str]:
+    """``n`` logical IDs ``127.0.0.1:PORT`` on ports free now (one port each: controller replicas)."""
+    return [f"127.0.0.1:{p}" for p in port_pairs(n)]
+
+
 def client_url(lid: str) -> str:
     return f"http://{lid}"
 
 
-def start_rendered(init: str, log: Path, *, program: str = "etcd") -> subprocess.Popen:
-    """Run ``init`` then exec ``program`` in one shell, as the process plugin runs an instance."""
+def start_rendered(init: str, log: Path, *, argv: list[str] | None = None,
+                   env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Run ``init`` then exec ``argv`` (default ``etcd``) in one shell, as the process plugin runs an instance."""
     with open(log, "ab") as out:
-        return subprocess.Popen(["/bin/sh", "-c", f'{init}\nexec "$@"', "sh", program], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(["/bin/sh", "-c", f'{init}\nexec "$@"', "sh", *(argv or ["etcd"])],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
 
 
 def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
