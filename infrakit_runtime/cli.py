@@ -445,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_group.register(sub)
     cli_group.register_observe(sub)
+    from infrakit_runtime import cli_selfhost
+
+    cli_selfhost.register(sub)
     return p
 
 
