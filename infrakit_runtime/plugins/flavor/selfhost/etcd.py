@@ -26,6 +26,7 @@ member of the running cluster must keep its logical ID across a change of the al
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -33,7 +34,14 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from infrakit_runtime.plugins.flavor.selfhost import etcd_props
-from infrakit_runtime.plugins.flavor.selfhost.etcd_members import EtcdError, Member, Members, Refused, Status, Unavailable
+from infrakit_runtime.plugins.flavor.selfhost.etcd_members import (
+    EtcdError,
+    Member,
+    Members,
+    Refused,
+    Status,
+    Unavailable,
+)
 from infrakit_runtime.plugins.flavor.selfhost.etcd_props import EtcdProperties, MemberAddress
 from infrakit_runtime.plugins.flavor.selfhost.snapshots import Snapshotter
 from infrakit_runtime.spi import flavor, instance
@@ -300,10 +308,18 @@ class EtcdFlavor:
         mine = next((m for m in members if me.peer_url in m.peer_urls), None)
         if mine is None:
             return
+        # The removal goes through another member: the removed one stops, maybe before it answers.
+        others = [u for m in members if m.id != mine.id and not m.learner for u in m.client_urls]
+        remover = self._members(list(dict.fromkeys([*others, me.client_url])), props.timeout) if others else client
         try:
             await self._step_down(client, me, mine, members)
-            await _reconfigure(lambda: client.remove(mine.id))
+            await _reconfigure(lambda: remover.remove(mine.id))
         except EtcdError as e:
+            # The answer may be lost while the removal committed ("server stopped"): ask again.
+            with contextlib.suppress(EtcdError):
+                if all(m.id != mine.id for m in await remover.list()):
+                    log.info("removed etcd member %s (%x) from the cluster (%s)", me.name, mine.id, e)
+                    return
             raise PluginError(f"cannot remove etcd member {me.logical_id} ({mine.id:x}) from the cluster: {e}") from None
         log.info("removed etcd member %s (%x) from the cluster", me.name, mine.id)
 
