@@ -230,7 +230,7 @@ class GroupSpec:
                     "Duration": durations.format_duration(u.duration), "Count": u.count,
                     "SkipBeforeInstanceDestroy": u.skip_before_instance_destroy,
                     "MaxSurge": u.max_surge.to_wire(), "MaxUnavailable": u.max_unavailable.to_wire(),
-                    "ProgressDeadline": durations.format_duration(u.progress_deadline),
+                    "ProgressDeadline": durations.format_duration(u.progress_deadline), "Quorum": u.quorum,
                 },
                 "Health": {
                     "GracePeriod": durations.format_duration(h.grace_period),

@@ -26,6 +26,7 @@ UPDATING_FIELDS = {
     "max_surge": "MaxSurge",
     "max_unavailable": "MaxUnavailable",
     "progress_deadline": "ProgressDeadline",
+    "quorum": "Quorum",
 }
 HEALTH_FIELDS = {
     "grace_period": "GracePeriod",

@@ -141,6 +141,13 @@ options:
           - InfraKit's C(SkipBeforeInstanceDestroy); any value skips the flavor's drain before a
             rolling update destroys an instance. The controller default is null.
         type: raw
+      quorum:
+        description:
+          - For pets whose members vote, such as etcd members. V(true) makes the controller change one
+            member at a time, never remove an answering member below a majority, and do nothing while
+            a majority does not answer, whatever O(updating.max_unavailable) says. The controller
+            default is V(false).
+        type: bool
   health:
     description:
       - When the controller considers an instance unhealthy and replaces it.
@@ -484,6 +491,7 @@ ARGUMENT_SPEC = dict(
             duration=dict(type="raw"),
             count=dict(type="int"),
             skip_before_instance_destroy=dict(type="raw"),
+            quorum=dict(type="bool"),
         ),
     ),
     health=dict(

@@ -209,7 +209,7 @@ def test_canonical_spells_out_every_field_with_go_durations():
     canonical = world.spec(updating={"ProgressDeadline": "600s"}).canonical()
     props = canonical["Properties"]
     assert props["Updating"] == {"Duration": "0s", "Count": 0, "SkipBeforeInstanceDestroy": None, "MaxSurge": 1,
-                                 "MaxUnavailable": 0, "ProgressDeadline": "10m0s"}
+                                 "MaxUnavailable": 0, "ProgressDeadline": "10m0s", "Quorum": False}
     assert props["Health"] == {"GracePeriod": "30s", "UnhealthyThreshold": 3, "HealthyThreshold": 1,
                                "MaxUnhealthy": "40%", "Interval": None}
     assert props["Allocation"] == {"Size": 3, "LogicalIDs": None}
@@ -234,6 +234,7 @@ def test_canonical_keeps_options_interval_and_skip_before_instance_destroy():
 
 def test_the_canonical_form_is_a_fixed_point():
     for raw in (world.raw_spec(), world.raw_spec(logical_ids=["b", "a"]),
+                world.raw_spec(logical_ids=["a", "b", "c"], updating={"MaxSurge": 0, "MaxUnavailable": 1, "Quorum": True}),
                 world.raw_spec(updating={"MaxSurge": "25%", "Duration": "1m30.5s"},
                                health={"GracePeriod": "0s", "Interval": "250ms", "MaxUnhealthy": 2})):
         canonical = parse_spec(raw).canonical()
@@ -255,3 +256,16 @@ def test_any_duration_reaches_a_canonical_text_that_reads_back_to_itself(seconds
     assert durations.format_duration(durations.parse_duration(again)) == again
     spec = world.spec(health={"GracePeriod": text})
     assert parse_spec(spec.canonical()).canonical() == spec.canonical()
+
+
+def test_quorum_is_kept_by_every_form_of_the_spec():
+    spec = world.spec(logical_ids=["a", "b", "c"], updating={"MaxSurge": 0, "MaxUnavailable": 1, "Quorum": True})
+    assert spec.updating.quorum
+    assert parse_spec(spec.canonical()).updating.quorum and parse_spec(spec.to_wire()).updating.quorum
+    assert spec.normalized() != world.spec(logical_ids=["a", "b", "c"],
+                                           updating={"MaxSurge": 0, "MaxUnavailable": 1}).normalized()
+
+
+def test_quorum_must_be_a_boolean():
+    with pytest.raises(ValidationError, match=r"Properties.Updating.Quorum must be true or false, got string"):
+        world.spec(logical_ids=["a"], updating={"MaxUnavailable": 1, "Quorum": "yes"})

@@ -48,16 +48,16 @@ def test_every_field_has_an_option():
         WORKERS,
         instance=dict(plugin="file", properties={}, options={"Resolve": True}),
         flavor=dict(plugin="vanilla", properties={}, options={"Wait": "5s"}),
-        updating=dict(skip_before_instance_destroy="skip", count=2),
+        updating=dict(skip_before_instance_destroy="skip", count=2, quorum=True),
         health=dict(interval="15s", healthy_threshold=2),
     ))
     props = built["Properties"]
     assert props["Instance"]["Options"] == {"Resolve": True} and props["Flavor"]["Options"] == {"Wait": "5s"}
-    assert props["Updating"] == {"SkipBeforeInstanceDestroy": "skip", "Count": 2}
+    assert props["Updating"] == {"SkipBeforeInstanceDestroy": "skip", "Count": 2, "Quorum": True}
     assert props["Health"] == {"Interval": "15s", "HealthyThreshold": 2}
     shown = groups.spec_to_module(built)
     assert shown["instance"]["options"] == {"Resolve": True}
-    assert shown["updating"] == {"count": 2, "skip_before_instance_destroy": "skip"}
+    assert shown["updating"] == {"count": 2, "skip_before_instance_destroy": "skip", "quorum": True}
     assert shown["health"] == {"healthy_threshold": 2, "interval": "15s"}
 
 
