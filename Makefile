@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/runtime.txt requirements/te
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -q
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv system-deps demo demo-down test test-runtime test-fuzz test-chaos test-ansible test-e2e test-alerts lint bench chaos soak clean \
+.PHONY: venv system-deps demo demo-down demo-ha demo-ha-down test test-runtime test-fuzz test-chaos test-ansible test-e2e test-alerts lint bench chaos soak clean \
 	gates-venv core-venvs test-gates lint-ansible galaxy-import ee tarball role-readme role-readme-check wheelhouse
 
 $(STAMP): requirements/runtime.txt requirements/test.txt pyproject.toml
@@ -64,6 +64,14 @@ demo: venv
 
 demo-down: venv
 	bash scripts/demo-down.sh
+
+# A self-hosted control plane on local processes (etcd members and controller replicas kept alive
+# by the plane itself): up, measured, down. KEEP=1 leaves it running; demo-ha-down removes it.
+demo-ha: venv system-deps
+	bash scripts/demo-ha.sh
+
+demo-ha-down: venv
+	bash scripts/demo-ha-down.sh
 
 lint: venv
 	$(BIN)/ruff check infrakit_runtime tests bench
@@ -133,4 +141,4 @@ soak: venv
 	$(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) $(GATES) .venv-core tests/output .pytest_cache .ruff_cache .hypothesis .demo
+	rm -rf $(VENV) $(GATES) .venv-core tests/output .pytest_cache .ruff_cache .hypothesis .demo .demo-ha
