@@ -134,6 +134,7 @@ bench: venv
 	$(BIN)/python -m bench.rpc
 	$(BIN)/python -m bench.controller
 	$(BIN)/python -m bench.aws
+	$(BIN)/python -m bench.aws --spread
 	$(BIN)/python -m bench.failover
 
 # 50 groups x 200 instances for 5 minutes under steady churn (not part of `make bench`).

@@ -191,7 +191,8 @@ def main(endpoint: str, n: int, *, write: bool = True) -> None:
                      f"{t3 - t2:.0f} s", "/".join(str(after[z]) for z in ZONES), f"{moves} moved",
                      ", ".join(f"{k} {v}" for k, v in by_action(records, t2, t3, watch.probes).items())])
         steady = aws.steady_state(port, n)
-        rows.append(["steady: converged, nothing to do (per pass)", f"{steady['period']:.1f} s per pass",
+        rows.append(["steady: converged, nothing to do (per pass)",
+                     f"{steady['period']:.1f} s per pass, {steady['describe']:.1f} s of it moto's DescribeInstances",
                      "/".join(str(after[z]) for z in ZONES), "-",
                      ", ".join(f"{k} {v / aws.STEADY_CYCLES:g}" for k, v in sorted(steady["by_action"].items()))])
     t = table(["phase", "wall", "balance a/b/c", "launches", "EC2 and ELBv2 requests (by action)"], rows)
@@ -206,17 +207,21 @@ daemon), the targetgroup flavor registering every member in one target group and
 from it (`HealthCheck: ELB`, deregistration delay 0), `MaxSurge: 10%`, `MaxUnavailable: 0`,
 poll interval {aws.POLL}. moto runs behind the tests' front, which makes subnet c refuse
 capacity (InsufficientInstanceCapacity) during the outage and counts every request by action.
-"live" is rebuilt from the front's log of launches and terminations.
+"live" is rebuilt from the front's log of launches and terminations. Convergence is read from the
+manager's event log; the bench's own DescribeGroup confirmations are not counted.
 
 {t}
 
 A steady pass costs one DescribeInstances for the whole group (the selector asks its one
 plugin once for three choices, pages of 1,000) plus one DescribeTargetHealth for the target
 group: nothing grows with the number of members but pagination. New members are registered
-100 per RegisterTargets; a member leaving costs one DeregisterTargets and two
-DescribeTargetHealth (registered? drained?). During the outage, subnet c's batches were refused
-(each refused request counts once per botocore attempt, two here) and the dry subnet was tried
-again each time its backoff (2 s doubling to 10 s) expired, a refused RunInstances each time and
-no instance launched elsewhere for it. moto, not the runtime, sets the pace: listing 1,000
-instances takes it about 15 s, which is the pass period.
+100 per RegisterTargets and launched 100 per RunInstances; the leaving side is per member: each
+member moved costs one DeregisterTargets, two DescribeTargetHealth (registered? drained?) and one
+TerminateInstances, because the Flavor SPI drains, and the controller destroys, one instance at a
+time (batching them is not done yet). During the outage, subnet c's batches were refused (each
+refused request counts once per botocore attempt, two here), its members launched in a and b in
+the same call, and the dry subnet was tried again each time its backoff (2 s doubling to 10 s)
+expired, a refused RunInstances each time and no instance launched elsewhere for it. moto, not
+the runtime, sets the pace: most of a steady pass is moto answering the DescribeInstances of
+1,000 instances.
 """)
