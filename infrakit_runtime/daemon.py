@@ -26,7 +26,7 @@ from infrakit_runtime.metrics import DaemonMetrics
 from infrakit_runtime.rpc import discovery
 from infrakit_runtime.rpc.dispatch import Dispatcher
 from infrakit_runtime.rpc.server import make_app, serve
-from infrakit_runtime.rpc.services import Service
+from infrakit_runtime.rpc.service import Service
 from infrakit_runtime.spi.common import ValidationError
 
 log = logging.getLogger(__name__)

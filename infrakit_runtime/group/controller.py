@@ -4,6 +4,8 @@ Guarantee: a commit is validated completely (spec, then the instance and flavor 
 own Validate) before anything changes; an invalid spec leaves the running group as it was.
 Free stops watching and touches nothing; Destroy keeps trying to remove every member and
 reports the ones it could not (no silent orphans, InfraKit issue 632).
+Plugins come from an injected ``PluginLookup``: RPC clients in a daemon, plugin objects in
+the same process in a test; this package knows nothing of sockets.
 Limit: this is one replica's controller. Persistence and leadership are the manager's job
 (``infrakit_runtime.manager``); ``GroupController`` holds only what it can rebuild.
 """
@@ -20,20 +22,19 @@ from typing import Any
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.health import Verdict
 from infrakit_runtime.group.memory import PROVISION, Memory
-from infrakit_runtime.group.plan import DEGRADED, PROGRESSING, Plan, judge_members, plan_group
+from infrakit_runtime.group.plan import CONVERGED, DEGRADED, PROGRESSING, Plan, judge_members, plan_group
 from infrakit_runtime.group.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.summary import describe_commit
 from infrakit_runtime.group.supervisor import Observation, Supervisor
-from infrakit_runtime.rpc.client import Client
-from infrakit_runtime.rpc.discovery import PluginName
-from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
-from infrakit_runtime.rpc.remote import FlavorClient, InstanceClient
 from infrakit_runtime.spi import flavor, group, instance
-from infrakit_runtime.spi.common import PluginError, ValidationError
+from infrakit_runtime.spi.common import PluginError, PluginName, Unsupported, ValidationError
+from infrakit_runtime.spi.lookup import PluginLookup
 
 log = logging.getLogger(__name__)
 
 DESTROY_ATTEMPTS = 5
+# How long one long poll of a plugin's changes (InstanceWatch) may wait.
+WATCH_TIMEOUT = 30.0
 
 
 def group_condition(plan: Plan, memory: Memory) -> tuple[str, str]:
@@ -42,9 +43,10 @@ def group_condition(plan: Plan, memory: Memory) -> tuple[str, str]:
     Stricter than the plan alone in two ways an operator needs: a group is Converged only
     when every member is READY (not merely pending), and a slot whose last provision failed
     keeps the group Degraded with the plugin's error even in the moment its retry is due,
-    so the status does not flicker to Progressing between two failed attempts.
+    so the status does not flicker to Progressing between two failed attempts. A Degraded plan
+    (the max-unhealthy brake) keeps its own reason.
     """
-    if plan.converged and plan.counts.healthy != plan.counts.desired:
+    if plan.converged and plan.condition == CONVERGED and plan.counts.healthy != plan.counts.desired:
         return PROGRESSING, "waiting for new instances to pass their health checks"
     if plan.condition == PROGRESSING and memory.failures:
         failure = max((f for _, f in memory.failures), key=lambda f: f.last_failure)
@@ -53,46 +55,10 @@ def group_condition(plan: Plan, memory: Memory) -> tuple[str, str]:
     return plan.condition, plan.reason
 
 
-class PluginDirectory:
-    """Remote plugins by name (``socket[/type]``), one kept-alive client per socket."""
-
-    def __init__(self, *, timeout: float | None = None) -> None:
-        self._clients: dict[str, Client] = {}
-        self._timeout = timeout
-
-    def _client(self, socket: str) -> Client:
-        if socket not in self._clients:
-            self._clients[socket] = Client.for_plugin(socket, timeout=self._timeout)
-        return self._clients[socket]
-
-    def instance(self, name: str) -> InstanceClient:
-        pn = PluginName.parse(name)
-        return InstanceClient(self._client(pn.socket), pn.type)
-
-    def flavor(self, name: str) -> FlavorClient:
-        pn = PluginName.parse(name)
-        return FlavorClient(self._client(pn.socket), pn.type)
-
-    async def check(self, name: str, interface: Any) -> None:
-        """Raise ``ValidationError`` unless plugin ``name`` answers and implements ``interface``."""
-        pn = PluginName.parse(name)
-        try:
-            await self._client(pn.socket).check_interface(interface, timeout=5)
-        except UnreachableError as e:
-            raise ValidationError(f"plugin {name!r} is not reachable: {e}") from None
-        except RemoteError as e:
-            raise ValidationError(e.message) from None
-
-    async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-        self._clients.clear()
-
-
 class GroupController:
     """``GroupPlugin`` for one replica: validates, supervises, describes."""
 
-    def __init__(self, *, plugins: PluginDirectory, poll_interval: float = 5.0, events: ev.EventLog | None = None,
+    def __init__(self, *, plugins: PluginLookup, poll_interval: float = 5.0, events: ev.EventLog | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_pass: Callable[[GroupSpec, Observation, float], None] | None = None,
                  self_id: str | None = None, on_handover: Callable[[str], Awaitable[Any]] | None = None) -> None:
@@ -140,7 +106,7 @@ class GroupController:
                 problems.extend(f"Properties.{section} ({name}): {p}" for p in e.problems)
             except ValueError as e:
                 problems.append(f"Properties.{section}.Plugin: {e}")
-            except (PluginError, UnreachableError) as e:
+            except PluginError as e:
                 problems.append(f"Properties.{section} ({name}): {e}")
         if problems or spec is None:
             raise ValidationError(problems)
@@ -346,14 +312,13 @@ class GroupController:
         revision = 0
         while True:
             try:
-                if not await plugin.supports_watch():
-                    return
-                new = await plugin.wait_change(revision, 30.0)
+                new = await plugin.wait_change(revision, WATCH_TIMEOUT)
+            except Unsupported:
+                return  # the plugin cannot announce changes: polling is all there is
             except asyncio.CancelledError:
                 raise
-            except Exception as e:
+            except Exception as e:  # the plugin restarts, or fails: polling remains the safety net
                 log.debug("watch of %s failed: %s; polling remains the safety net", plugin_name, e)
-                plugin._objects = None  # re-handshake after a plugin restart
                 await asyncio.sleep(self.poll_interval)
                 continue
             if new != revision:
@@ -369,7 +334,7 @@ class GroupController:
         for attempt in range(DESTROY_ATTEMPTS):
             try:
                 members = await plugin.describe_instances({instance.TAG_GROUP: spec.id}, False)
-            except (PluginError, UnreachableError) as e:
+            except PluginError as e:
                 log.warning("destroy of group %s: cannot list members (attempt %d): %s", spec.id, attempt + 1, e)
                 await asyncio.sleep(min(2**attempt * 0.2, 5))
                 continue

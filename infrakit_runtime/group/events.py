@@ -64,15 +64,29 @@ class Event:
         return f"{text}: {self.reason}" if self.reason else text
 
 
+# Told of every event synchronously as it is emitted (metrics count them here, so none is lost
+# to a slow queue). Must not raise; one that does is logged and the others still run.
+Observer = Callable[[Event], None]
+
+
 class EventLog:
-    """A bounded ring of events with fan-out to subscribers."""
+    """A bounded ring of events with fan-out to registered observers and to subscribers' queues."""
 
     def __init__(self, capacity: int = 1000, *, clock: Callable[[], float] = time.time) -> None:
         self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
         self._seq = itertools.count(1)
         self._clock = clock
         self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._observers: list[Observer] = []
         self.dropped = 0
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer`` with every event from now on, as it is emitted."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
 
     def emit(self, kind: str, *, group: str = "", instance: str = "", reason: str = "") -> Event:
         event = Event(seq=next(self._seq), time=self._clock(), kind=kind, group=group, instance=instance, reason=reason)
@@ -80,6 +94,11 @@ class EventLog:
         if event_log.isEnabledFor(logging.INFO):
             event_log.info("%s", event.sentence(), extra={"group": group, "instance": instance, "event": kind,
                                                           "wire": event.to_wire()})
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:  # an observer must never break the controller
+                log.exception("event observer failed on %s", kind)
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()

@@ -33,7 +33,7 @@ from infrakit_runtime.group.memory import Memory
 from infrakit_runtime.group.plan import Create, Destroy, Plan, Relabel, plan_group
 from infrakit_runtime.group.spec import GroupSpec
 from infrakit_runtime.spi import flavor, instance
-from infrakit_runtime.spi.common import PluginError
+from infrakit_runtime.spi.common import JSON, PluginError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class Observation:
 class Supervisor:
     """Drives one group toward its spec through an instance plugin and a flavor plugin."""
 
-    def __init__(self, *, spec: GroupSpec, instances: Any, flavors: Any, clock: Callable[[], float],
+    def __init__(self, *, spec: GroupSpec, instances: instance.Extended, flavors: flavor.Extended,
+                 clock: Callable[[], float],
                  poll_interval: float, events: ev.EventLog, concurrency: int = 32,
                  on_pass: Callable[[GroupSpec, Observation, float], None] | None = None,
                  self_id: str | None = None, on_handover: Callable[[str], Awaitable[Any]] | None = None) -> None:
@@ -73,7 +74,7 @@ class Supervisor:
         self.memory = Memory().progressed(clock())
         # The flavor Properties (the probe) of every spec this supervisor has enforced, by config hash:
         # a member is checked with the probe of the spec that made it, while one of its members remains.
-        self._probes: dict[str, Any] = {spec.config_hash: spec.flavor.properties}
+        self._probes: dict[str, JSON] = {spec.config_hash: spec.flavor.properties}
         self.last: Observation | None = None
         self._unseen: dict[instance.ID, tuple[float, instance.Description]] = {}
         # Slots of cattle creates whose outcome is unknown (the call failed or timed out): the next
@@ -183,7 +184,7 @@ class Supervisor:
         hashes = {d.tags.get(instance.TAG_CONFIG_HASH) for d in members}
         self._probes = {h: p for h, p in self._probes.items() if h == self.spec.config_hash or h in hashes}
 
-    async def _ask(self, properties: Any, members: list[instance.Description]) -> list[flavor.Health]:
+    async def _ask(self, properties: JSON, members: list[instance.Description]) -> list[flavor.Health]:
         try:
             verdicts = await self.flavors.healthy_many(properties, members)
         except PluginError as e:
@@ -278,40 +279,20 @@ class Supervisor:
             ready.append((c, dataclasses.replace(p, tags={**p.tags, **b.tags}, logical_id=b.logical_id)))
         if not ready:
             return
-        if len(ready) > 1 and await self._supports_batch():
-            try:
-                results = await self.instances.provision_many([s for _, s in ready])
-            except PluginError as e:
-                for c, s in ready:
-                    self._failed(c, str(e), s)
-                return
-            for i, (c, s) in enumerate(ready):
-                r = results[i] if i < len(results) else None
-                if r is not None and r.id:
-                    self._provisioned(c, s, r.id)
-                else:
-                    # A plugin that answered for fewer slots than asked left these unfilled.
-                    self._failed(c, (r.error if r else None) or "the plugin returned no instance ID for this slot", s)
-            return
-        await asyncio.gather(*(self._provision_one(c, s) for c, s in ready))
-
-    async def _supports_batch(self) -> bool:
-        probe = getattr(self.instances, "supports_batch", None)
-        if probe is None:
-            return hasattr(self.instances, "provision_many")
+        # Batched or one by one is the plugin's business (the RPC client decides from the handshake).
         try:
-            return bool(await probe())
-        except PluginError:
-            return False
-
-    async def _provision_one(self, create: Create, spec: instance.Spec) -> None:
-        async with self._gate:
-            try:
-                iid = await self.instances.provision(spec)
-            except PluginError as e:
-                self._failed(create, str(e), spec)
-                return
-        self._provisioned(create, spec, iid)
+            results = await self.instances.provision_many([s for _, s in ready])
+        except PluginError as e:
+            for c, s in ready:
+                self._failed(c, str(e), s)
+            return
+        for i, (c, s) in enumerate(ready):
+            r = results[i] if i < len(results) else None
+            if r is not None and r.id:
+                self._provisioned(c, s, r.id)
+            else:
+                # A plugin that answered for fewer slots than asked left these unfilled.
+                self._failed(c, (r.error if r else None) or "the plugin returned no instance ID for this slot", s)
 
     def _provisioned(self, create: Create, spec: instance.Spec, iid: instance.ID) -> None:
         now = self.clock()

@@ -50,12 +50,14 @@ from infrakit_runtime.durations import parse_duration
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import GroupController
 from infrakit_runtime.group.events import EventLog
-from infrakit_runtime.manager.fencing import FencedPlugins
+from infrakit_runtime.manager.fencing import FencedLookup
 from infrakit_runtime.manager.manager import Manager
 from infrakit_runtime.manager.metrics import ControllerMetrics
 from infrakit_runtime.rpc import tokens
 from infrakit_runtime.rpc.client import default_timeout
-from infrakit_runtime.rpc.services import GroupService, ManagerService
+from infrakit_runtime.rpc.group import GroupService
+from infrakit_runtime.rpc.lookup import PluginDirectory
+from infrakit_runtime.rpc.manager import ManagerService
 from infrakit_runtime.spi.common import ValidationError, json_type
 
 KNOWN = {"backend", "poll_interval", "listen", "advertise", "tls", "token_file", "forward", "events_json",
@@ -224,9 +226,10 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     opts = parse_options(ctx.options, home=ctx.home)
     events = EventLog()
     json_handler = events_json_handler(opts["events_json"])
-    plugins = FencedPlugins(timeout=default_timeout())  # changes only under a trusted lease
     loop = asyncio.get_running_loop()
     metrics = ControllerMetrics(ctx.metrics.registry)
+    directory = PluginDirectory(ctx.plugins_dir, timeout=default_timeout(), observer=metrics.observe_call)
+    plugins = FencedLookup(directory)  # changes only under a trusted lease
     handover: list[Callable[[str], Awaitable[Any]]] = []
     controller = GroupController(plugins=plugins, poll_interval=opts["poll_interval"], events=events, clock=loop.time,
                                  self_id=opts["self_id"], on_handover=lambda why: handover[0](why),
@@ -256,7 +259,7 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await manager.close()
-        await plugins.close()
+        await directory.close()
         metrics.close()
         if json_handler is not None:
             ev.event_log.removeHandler(json_handler)

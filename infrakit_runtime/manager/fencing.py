@@ -9,17 +9,18 @@ its first action, even if the loop runs its supervisors before its lease watchdo
 Limit: a check and the send that follows it are not atomic; a pause that falls exactly
 between the two still lets one call out. Plugins cannot check a lease themselves (the
 InfraKit wire carries no fencing token), so this narrows the window to microseconds
-rather than closing it. Reads (Describe, Healthy, Prepare, Validate) are never fenced.
+rather than closing it. A batch (ProvisionMany, or the client's one-by-one fallback for a
+plugin without it) is checked once, before its first call. Reads (Describe, Healthy, Prepare,
+Validate, the watch) are never fenced.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
 
-from infrakit_runtime.group.controller import PluginDirectory
-from infrakit_runtime.rpc.remote import FlavorClient, InstanceClient
-from infrakit_runtime.spi.common import PluginError
+from infrakit_runtime.spi import flavor, instance
+from infrakit_runtime.spi.common import JSON, InterfaceSpec, PluginError
+from infrakit_runtime.spi.lookup import PluginLookup
 
 # Why this replica must not act now, or None when it may.
 Guard = Callable[[], str | None]
@@ -35,54 +36,87 @@ def _check(guard: Guard, doing: str) -> None:
         raise NotActing(f"not acting: refused to {doing}: {problem}")
 
 
-class _Fenced:
-    """A plugin client whose mutating calls pass the guard first; everything else is the client's."""
+class FencedInstance:
+    """``instance.Extended`` whose changes (provision, destroy, label) pass ``guard`` first."""
 
-    _MUTATING: ClassVar[dict[str, str]] = {}
+    def __init__(self, inner: instance.Extended, guard: Guard) -> None:
+        self._inner = inner
+        self._guard = guard
 
-    def __init__(self, inner: Any, guard: Guard) -> None:
-        object.__setattr__(self, "_inner", inner)
-        object.__setattr__(self, "_guard", guard)
+    async def validate(self, properties: JSON) -> None:
+        await self._inner.validate(properties)
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        doing = self._MUTATING.get(name)
-        if doing is None:
-            return attr
+    async def provision(self, spec: instance.Spec) -> instance.ID:
+        _check(self._guard, "provision an instance")
+        return await self._inner.provision(spec)
 
-        async def fenced(*args: Any, **kwargs: Any) -> Any:
-            _check(self._guard, doing)
-            return await attr(*args, **kwargs)
+    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
+        _check(self._guard, "provision instances")
+        return await self._inner.provision_many(specs)
 
-        return fenced
+    async def label(self, instance_id: instance.ID, labels: dict[str, str]) -> None:
+        _check(self._guard, "relabel an instance")
+        await self._inner.label(instance_id, labels)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # The controller resets a client's cached handshake (``_objects``) after a plugin restart.
-        setattr(self._inner, name, value)
+    async def destroy(self, instance_id: instance.ID, context: instance.Context) -> None:
+        _check(self._guard, "destroy an instance")
+        await self._inner.destroy(instance_id, context)
 
+    async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:
+        return await self._inner.describe_instances(tags, properties)
 
-class FencedInstance(_Fenced):
-    _MUTATING: ClassVar[dict[str, str]] = {"provision": "provision an instance", "provision_many": "provision instances",
-                 "destroy": "destroy an instance", "label": "relabel an instance"}
-
-
-class FencedFlavor(_Fenced):
-    _MUTATING: ClassVar[dict[str, str]] = {"drain": "drain an instance"}
+    async def wait_change(self, revision: int, timeout: float) -> int:
+        return await self._inner.wait_change(revision, timeout)
 
 
-class FencedPlugins(PluginDirectory):
-    """The controller's plugin directory, with every change gated by ``guard``.
+class FencedFlavor:
+    """``flavor.Extended`` whose drain passes ``guard`` first (the rest only reads or computes)."""
 
-    ``guard`` is set once the manager exists (it answers for the lease); until then
-    nothing may act.
+    def __init__(self, inner: flavor.Extended, guard: Guard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def validate(self, properties: JSON, allocation: flavor.Allocation) -> None:
+        await self._inner.validate(properties, allocation)
+
+    async def prepare(self, properties: JSON, spec: instance.Spec, allocation: flavor.Allocation,
+                      index: flavor.Index) -> instance.Spec:
+        return await self._inner.prepare(properties, spec, allocation, index)
+
+    async def prepare_many(self, properties: JSON, specs: list[instance.Spec], allocation: flavor.Allocation,
+                           indices: list[flavor.Index]) -> list[instance.Spec | PluginError]:
+        return await self._inner.prepare_many(properties, specs, allocation, indices)
+
+    async def healthy(self, properties: JSON, description: instance.Description) -> flavor.Health:
+        return await self._inner.healthy(properties, description)
+
+    async def healthy_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Health]:
+        return await self._inner.healthy_many(properties, descriptions)
+
+    async def drain(self, properties: JSON, description: instance.Description) -> None:
+        _check(self._guard, "drain an instance")
+        await self._inner.drain(properties, description)
+
+
+class FencedLookup:
+    """A ``PluginLookup`` whose plugins change the world only while ``guard`` allows it.
+
+    ``guard`` is set once the manager exists (it answers for the lease); until then nothing
+    may act.
     """
 
-    def __init__(self, *, timeout: float | None = None) -> None:
-        super().__init__(timeout=timeout)
+    def __init__(self, inner: PluginLookup) -> None:
+        self._inner = inner
         self.guard: Guard = lambda: "the manager has not started"
 
-    def instance(self, name: str) -> InstanceClient:
-        return FencedInstance(super().instance(name), lambda: self.guard())  # type: ignore[return-value]
+    def _now(self) -> str | None:
+        return self.guard()
 
-    def flavor(self, name: str) -> FlavorClient:
-        return FencedFlavor(super().flavor(name), lambda: self.guard())  # type: ignore[return-value]
+    def instance(self, name: str) -> FencedInstance:
+        return FencedInstance(self._inner.instance(name), self._now)
+
+    def flavor(self, name: str) -> FencedFlavor:
+        return FencedFlavor(self._inner.flavor(name), self._now)
+
+    async def check(self, name: str, interface: InterfaceSpec) -> None:
+        await self._inner.check(name, interface)

@@ -44,7 +44,7 @@ from infrakit_runtime.manager.backend import Backend, BackendError, Lease, LostL
 from infrakit_runtime.manager.degraded import DegradedGroups, StoredGroups
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.discovery import Address
-from infrakit_runtime.rpc.remote import GroupClient
+from infrakit_runtime.rpc.group import GroupClient
 from infrakit_runtime.rpc.server import request_header
 from infrakit_runtime.spi import group, instance
 from infrakit_runtime.spi.common import PluginError, ValidationError

@@ -16,8 +16,8 @@ free-text error message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,7 +36,6 @@ from infrakit_runtime.group.actions import (
     PROGRESSING,
 )
 from infrakit_runtime.metrics import RPC_BUCKETS
-from infrakit_runtime.rpc import client as rpc_client
 
 if TYPE_CHECKING:
     from infrakit_runtime.group.spec import GroupSpec
@@ -197,36 +196,21 @@ class ControllerMetrics:
         self.rpc = Histogram("infrakit_rpc_duration_seconds", "Plugin calls made by the controller",
                              ["plugin", "method", "outcome"], registry=r, buckets=RPC_BUCKETS)
         r.register(_GroupCollector(self))
-        self._observer: Callable[[str, str, float, str], None] | None = None
 
     # -- wiring ----------------------------------------------------------------------------
 
     def attach(self, *, controller: group_controller.GroupController, manager: Manager | None = None) -> None:
-        """Read group state from ``controller`` and leadership from ``manager``; count their events and calls."""
+        """Read group state from ``controller`` and leadership from ``manager``; count the controller's events.
+
+        Plugin calls are counted by ``observe_call``, which the daemon gives its plugin directory.
+        """
         self.controller, self.manager = controller, manager
-        self._count_events(controller.events)
-        self._observer = self.observe_call
-        rpc_client.OBSERVERS.append(self._observer)
+        controller.events.add_observer(self.observe_event)
 
     def close(self) -> None:
-        """Stop observing RPC calls (the observer list is process-wide)."""
-        if self._observer is not None and self._observer in rpc_client.OBSERVERS:
-            rpc_client.OBSERVERS.remove(self._observer)
-        self._observer = None
-
-    def _count_events(self, log_: ev.EventLog) -> None:
-        """Wrap ``log_.emit`` so every event is counted as it is emitted (a queue could drop some)."""
-        emit = log_.emit
-
-        def counted(kind: str, **kwargs: Any) -> ev.Event:
-            event = emit(kind, **kwargs)
-            try:
-                self.observe_event(event)
-            except Exception:  # metrics must never break the controller
-                log.exception("counting event %s failed", kind)
-            return event
-
-        log_.emit = counted  # type: ignore[method-assign]
+        """Stop counting the controller's events."""
+        if self.controller is not None:
+            self.controller.events.remove_observer(self.observe_event)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -237,7 +221,7 @@ class ControllerMetrics:
             self.reconcile_errors.labels(spec.id).inc()
 
     def observe_call(self, plugin: str, method: str, seconds: float, outcome: str) -> None:
-        """An ``rpc.client.OBSERVERS`` callback."""
+        """A ``CallObserver`` for the controller's plugin clients (``rpc.lookup.PluginDirectory``)."""
         self.rpc.labels(plugin, method, outcome).observe(max(0.0, seconds))
 
     def observe_event(self, event: ev.Event) -> None:

@@ -36,18 +36,10 @@ traffic = logging.getLogger("infrakit_runtime.rpc.traffic")
 
 DEFAULT_TIMEOUT = 30.0
 
-# Called after every async call with (plugin name, method, seconds, outcome) where outcome is
-# "ok", "error" (an error answer) or "unreachable"; metrics subscribe here. Must not raise.
+# Told of every async call with (plugin name, method, seconds, outcome) where outcome is
+# "ok", "error" (an error answer) or "unreachable"; given to the client that makes the calls
+# (metrics register one through the daemon's plugin directory). Must not raise.
 CallObserver = Callable[[str, str, float, str], None]
-OBSERVERS: list[CallObserver] = []
-
-
-def _observe(name: str, method: str, seconds: float, outcome: str) -> None:
-    for observer in OBSERVERS:
-        try:
-            observer(name, method, seconds, outcome)
-        except Exception:  # an observer must never break a call
-            log.exception("call observer failed")
 
 
 def default_timeout() -> float:
@@ -93,8 +85,10 @@ class Client:
     """An async JSON-RPC client for one plugin daemon, with kept-alive connections."""
 
     def __init__(self, address: discovery.Address, *, name: str = "", timeout: float | None = None,
-                 token: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+                 token: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                 observer: CallObserver | None = None) -> None:
         self.address = address
+        self._observer = observer
         self.name = name or str(address)
         self.timeout = timeout if timeout is not None else default_timeout()
         self._token = token
@@ -140,8 +134,11 @@ class Client:
             outcome = "error"
             raise
         finally:
-            if OBSERVERS:
-                _observe(self.name, method, time.perf_counter() - started, outcome)
+            if self._observer is not None:
+                try:
+                    self._observer(self.name, method, time.perf_counter() - started, outcome)
+                except Exception:  # an observer must never break a call
+                    log.exception("call observer failed")
 
     async def _post(self, session: aiohttp.ClientSession, method: str, body: bytes, limit: float,
                     headers: dict[str, str] | None = None) -> Any:

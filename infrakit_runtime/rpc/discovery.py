@@ -14,6 +14,10 @@ import os
 import stat
 from pathlib import Path
 
+from infrakit_runtime.spi.common import PluginName
+
+__all__ = ["Address", "PluginName", "infrakit_home", "list_plugins", "plugins_dir", "resolve"]
+
 
 def infrakit_home() -> Path:
     return Path(os.environ.get("INFRAKIT_HOME") or Path.home() / ".infrakit")
@@ -24,24 +28,6 @@ def plugins_dir() -> Path:
     if explicit:
         return Path(explicit)
     return infrakit_home() / "plugins"
-
-
-@dataclasses.dataclass(frozen=True)
-class PluginName:
-    """``socket[/type]``: the daemon's socket name and the object type inside it."""
-
-    socket: str
-    type: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> PluginName:
-        socket, _, type_ = text.partition("/")
-        if not socket or "/" in type_ or socket in (".", ".."):
-            raise ValueError(f"plugin name {text!r} is not of the form socket[/type]")
-        return cls(socket, type_)
-
-    def __str__(self) -> str:
-        return f"{self.socket}/{self.type}" if self.type else self.socket
 
 
 @dataclasses.dataclass(frozen=True)

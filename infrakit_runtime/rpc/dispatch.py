@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from infrakit_runtime.rpc import errors
-from infrakit_runtime.rpc.services import Service
+from infrakit_runtime.rpc.service import Service
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type
 from infrakit_runtime.spi.wire import ParamsError, Reader
 

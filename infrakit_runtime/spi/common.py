@@ -27,11 +27,33 @@ class InterfaceSpec:
         return cls(name, version)
 
 
+@dataclasses.dataclass(frozen=True)
+class PluginName:
+    """``socket[/type]``: a plugin daemon's socket name and the object type inside it (``aws/ec2-instance``)."""
+
+    socket: str
+    type: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> PluginName:
+        socket, _, type_ = text.partition("/")
+        if not socket or "/" in type_ or socket in (".", ".."):
+            raise ValueError(f"plugin name {text!r} is not of the form socket[/type]")
+        return cls(socket, type_)
+
+    def __str__(self) -> str:
+        return f"{self.socket}/{self.type}" if self.type else self.socket
+
+
 class PluginError(Exception):
     """A failure a plugin reports to its caller (JSON-RPC code -32000).
 
     The message is a sentence a person can act on; it crosses the wire as is.
     """
+
+
+class Unsupported(PluginError):
+    """The plugin does not implement an optional extension (``InstanceWatch``...): an answer, not a failure."""
 
 
 class ValidationError(PluginError):
@@ -40,15 +62,6 @@ class ValidationError(PluginError):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("; ".join(self.problems))
-
-
-def require_mapping(value: JSON, field: str) -> dict[str, Any]:
-    """``value`` as a dict, treating JSON null as empty; raise naming ``field`` otherwise."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValidationError(f"{field} must be an object, got {json_type(value)}")
-    return value
 
 
 def json_type(value: JSON) -> str:

@@ -12,10 +12,12 @@ import enum
 from typing import Any, Protocol, runtime_checkable
 
 from infrakit_runtime.spi import instance
-from infrakit_runtime.spi.common import JSON, InterfaceSpec
+from infrakit_runtime.spi.common import JSON, InterfaceSpec, PluginError
 from infrakit_runtime.spi.wire import Reader
 
 INTERFACE = InterfaceSpec("Flavor", "0.1.1")
+# Our extension (additive, announced in Handshake.Hello): Flavor.PrepareMany and Flavor.HealthyMany.
+BATCH_INTERFACE = InterfaceSpec("FlavorBatch", "0.1.0")
 
 
 class Health(enum.IntEnum):
@@ -76,3 +78,21 @@ class FlavorPlugin(Protocol):
 
     async def drain(self, properties: JSON, description: instance.Description) -> None:
         """Prepare an instance for removal (move its work away)."""
+
+
+@runtime_checkable
+class Batch(Protocol):
+    """``FlavorBatch``: one round trip per reconcile pass instead of one per instance."""
+
+    async def prepare_many(self, properties: JSON, specs: list[instance.Spec], allocation: Allocation,
+                           indices: list[Index]) -> list[instance.Spec | PluginError]:
+        """``prepare`` for each spec, in order; a spec that could not be prepared gives its error."""
+
+    async def healthy_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[Health]:
+        """``healthy`` for each instance, in order; a probe that failed to run gives ``UNKNOWN``."""
+
+
+@runtime_checkable
+class Extended(FlavorPlugin, Batch, Protocol):
+    """What a group controller drives: the plugin with the batch extension always callable
+    (one call where the plugin announces it, else one call per instance, bounded)."""

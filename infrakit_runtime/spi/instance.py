@@ -14,6 +14,10 @@ from infrakit_runtime.spi.common import JSON, InterfaceSpec, json_type
 from infrakit_runtime.spi.wire import ParamsError, Reader
 
 INTERFACE = InterfaceSpec("Instance", "0.6.1")
+# Our extensions, additive: announced under their own names in Handshake.Hello, which
+# InfraKit's Go clients ignore.
+BATCH_INTERFACE = InterfaceSpec("InstanceBatch", "0.1.0")  # Instance.ProvisionMany
+WATCH_INTERFACE = InterfaceSpec("InstanceWatch", "0.1.0")  # Instance.WaitChange (long poll)
 
 # Tags that drive group membership (InfraKit's names, so its instances are adopted).
 TAG_GROUP = "infrakit.group"
@@ -88,10 +92,6 @@ class Spec:
             ),
         )
 
-    def with_tags(self, tags: dict[str, str]) -> Spec:
-        """A copy whose tags are this spec's tags overlaid with ``tags``."""
-        return dataclasses.replace(self, tags={**self.tags, **tags})
-
 
 @dataclasses.dataclass(frozen=True)
 class Description:
@@ -137,6 +137,22 @@ class Context:
         return cls(reason=Reader(obj, where).string("Reason"))
 
 
+@dataclasses.dataclass(frozen=True)
+class ProvisionResult:
+    """One slot's outcome in a batch provision: an ID, or the error that left the slot unfilled."""
+
+    id: ID | None = None
+    error: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ID": self.id, "Error": self.error}
+
+    @classmethod
+    def from_wire(cls, obj: JSON, where: str = "Result") -> ProvisionResult:
+        r = Reader(obj, where)
+        return cls(id=r.optional_string("ID") or None, error=r.optional_string("Error") or None)
+
+
 @runtime_checkable
 class InstancePlugin(Protocol):
     """Where instances come from. Every method may raise ``PluginError``."""
@@ -155,3 +171,33 @@ class InstancePlugin(Protocol):
 
     async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[Description]:
         """Live instances carrying every tag in ``tags`` (AND); with Properties if asked."""
+
+
+@runtime_checkable
+class Batch(Protocol):
+    """``InstanceBatch``: many creates in one call (one EC2 RunInstances for identical cattle)."""
+
+    async def provision_many(self, specs: list[Spec]) -> list[ProvisionResult]:
+        """One result per spec, in order; a slot that failed carries its error, the others their ID."""
+
+
+@runtime_checkable
+class Watch(Protocol):
+    """``InstanceWatch``: a long poll that returns as soon as the plugin's members change."""
+
+    async def wait_change(self, revision: int, timeout: float) -> int:
+        """The plugin's revision once it passes ``revision``, or after ``timeout`` seconds.
+
+        Raises ``Unsupported`` when the plugin cannot announce changes (the caller then polls).
+        """
+
+
+@runtime_checkable
+class Extended(InstancePlugin, Batch, Watch, Protocol):
+    """What a group controller drives: the plugin with both extensions always callable.
+
+    ``provision_many`` works on every plugin (one call where the plugin announces the batch
+    extension, else one Provision per spec, bounded); ``wait_change`` raises ``Unsupported``
+    where the plugin announces no watch. Whether to batch is the implementation's decision
+    (the RPC client's, from the handshake), never the caller's.
+    """

@@ -24,14 +24,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infrakit_runtime.rpc import services
+from infrakit_runtime.rpc import flavor as rpc_flavor
+from infrakit_runtime.rpc import group as rpc_group
+from infrakit_runtime.rpc import instance as rpc_instance
+from infrakit_runtime.rpc import manager as rpc_manager
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import RawClient, check_answer, count, examples, processes_with, rss_bytes, strict_json
 from tests.runtime.conftest import Daemons, wait_for_socket
 
-INSTANCE_METHODS = [*services.InstanceService.methods, "Instance.ProvisionMany", "Instance.WaitChange"]
-FLAVOR_METHODS = list(services.FlavorService.methods)
-MANAGER_METHODS = [*services.GroupService.methods, *services.ManagerService.methods]
+INSTANCE_METHODS = [*rpc_instance.InstanceService.methods, "Instance.ProvisionMany", "Instance.WaitChange"]
+FLAVOR_METHODS = list(rpc_flavor.FlavorService.methods)
+MANAGER_METHODS = [*rpc_group.GroupService.methods, *rpc_manager.ManagerService.methods]
 KIND_METHODS: dict[str, list[str]] = {
     "file": INSTANCE_METHODS,
     "process": INSTANCE_METHODS,
@@ -68,13 +71,12 @@ _INSTANCE = {"ID": "instance-1", "LogicalID": "10.0.0.1", "Tags": {"infrakit.gro
 
 def example(kind: str, method: str) -> dict[str, Any]:
     """The method's documented example params, made richer so valid-looking calls reach plugin code."""
-    for service in (services.InstanceService, services.FlavorService, services.GroupService, services.ManagerService):
+    for service in (rpc_instance.InstanceService, rpc_flavor.FlavorService, rpc_group.GroupService, rpc_manager.ManagerService):
         if method in service.methods:
             params = copy.deepcopy(service.methods[method].example)
             break
     else:
-        params = copy.deepcopy(services.InstanceService.extensions[
-            "provision_many" if method == "Instance.ProvisionMany" else "wait_change"][2].example)
+        params = copy.deepcopy(rpc_instance.InstanceService.extensions[method][2].example)
     instance_props: Any = {"Command": ["x"], "Env": {"A": "b"}, "Port": True}
     if kind == "aws":
         instance_props = {"ImageId": "ami-12345678", "InstanceType": "t3.micro", "MinCount": 1, "MaxCount": 1,

@@ -23,13 +23,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from infrakit_runtime.daemon import DaemonContext, Served
-from infrakit_runtime.rpc import discovery
-from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.errors import UnreachableError
-from infrakit_runtime.rpc.remote import FlavorClient
-from infrakit_runtime.rpc.services import FlavorService
+from infrakit_runtime.rpc.flavor import FlavorService
+from infrakit_runtime.rpc.lookup import PluginDirectory
 from infrakit_runtime.spi import flavor, instance
-from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type
+from infrakit_runtime.spi.common import JSON, PluginError, PluginName, ValidationError, json_type
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +82,7 @@ def parse_properties(obj: JSON, *, self_name: str, strict: bool) -> list[Member]
             problems.append(f"{where}.Plugin must name a flavor plugin as name[/type], got {json_type(name)}")
             continue
         try:
-            socket = discovery.PluginName.parse(name).socket
+            socket = PluginName.parse(name).socket
         except ValueError as e:
             problems.append(f"{where}.Plugin: {e}")
             continue
@@ -95,32 +93,6 @@ def parse_properties(obj: JSON, *, self_name: str, strict: bool) -> list[Member]
     if problems:
         raise ValidationError(problems)
     return members
-
-
-class ClientCache:
-    """One kept-alive ``Client`` per plugin socket, one ``FlavorClient`` per ``name[/type]``."""
-
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory
-        self._clients: dict[str, Client] = {}
-        self._flavors: dict[str, FlavorClient] = {}
-
-    def __call__(self, name: str) -> flavor.FlavorPlugin:
-        found = self._flavors.get(name)
-        if found is None:
-            pn = discovery.PluginName.parse(name)
-            client = self._clients.get(pn.socket)
-            if client is None:
-                # Client.for_plugin, but resolved in the daemon's own plugin directory.
-                address = discovery.resolve(pn, self.directory)
-                client = self._clients[pn.socket] = Client(address, name=pn.socket)
-            found = self._flavors[name] = FlavorClient(client, pn.type)
-        return found
-
-    async def close(self) -> None:
-        clients, self._clients, self._flavors = list(self._clients.values()), {}, {}
-        for client in clients:
-            await client.close()
 
 
 class ComboFlavorPlugin:
@@ -189,9 +161,9 @@ class ComboFlavorPlugin:
 @contextlib.asynccontextmanager
 async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     """No options: members are found by name in the plugin directory at call time."""
-    cache = ClientCache(ctx.plugins_dir)
-    plugin = ComboFlavorPlugin(self_name=ctx.name, lookup=cache)
+    plugins = PluginDirectory(ctx.plugins_dir)
+    plugin = ComboFlavorPlugin(self_name=ctx.name, lookup=plugins.flavor)
     try:
         yield Served(services=[FlavorService({"": plugin})])
     finally:
-        await cache.close()
+        await plugins.close()

@@ -27,17 +27,17 @@ from typing import Any
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
 from infrakit_runtime.plugins.flavor import targetgroup_elb as tge
-from infrakit_runtime.plugins.flavor.combo import ClientCache
 from infrakit_runtime.plugins.instance import aws
 from infrakit_runtime.plugins.instance.aws_ec2 import AwsError, Ec2
-from infrakit_runtime.rpc.remote import DRAIN_TIMEOUT
-from infrakit_runtime.rpc.services import FlavorService
+from infrakit_runtime.rpc.flavor import DRAIN_TIMEOUT
+from infrakit_runtime.rpc.flavor import FlavorService
+from infrakit_runtime.rpc.lookup import PluginDirectory
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type
 
 log = logging.getLogger(__name__)
 
-Lookup = Callable[[str], flavor.FlavorPlugin]
+Lookup = Callable[[str], flavor.Extended]
 FIELDS = ("TargetGroups", "Port", "HealthCheck", "Flavor", "DrainTimeout")
 HEALTH_CHECKS = ("EC2", "ELB")
 # Beyond the target group's own deregistration delay, how long Drain keeps waiting by default.
@@ -154,6 +154,14 @@ class TargetGroupFlavor:
             return spec
         return await self.lookup(props.inner[0]).prepare(props.inner[1], spec, allocation, index)
 
+    async def prepare_many(self, properties: JSON, specs: list[instance.Spec], allocation: flavor.Allocation,
+                           indices: list[flavor.Index]) -> list[instance.Spec | PluginError]:
+        """The wrapped flavor prepares them all in one call; without one, the specs go as they are."""
+        props = self._props(properties)
+        if props.inner is None:
+            return list(specs)
+        return await self.lookup(props.inner[0]).prepare_many(props.inner[1], specs, allocation, indices)
+
     async def _gates(self, props: Properties, descriptions: list[instance.Description]) -> list[flavor.Health]:
         """Whether each member is ready to take traffic, before any load balancer looks at it."""
         if props.inner is None:
@@ -161,9 +169,7 @@ class TargetGroupFlavor:
             return [flavor.Health.HEALTHY if s in (None, "running") else flavor.Health.UNKNOWN for s in states]
         inner = self.lookup(props.inner[0])
         try:
-            if hasattr(inner, "healthy_many"):
-                return list(await inner.healthy_many(props.inner[1], descriptions))
-            return list(await asyncio.gather(*(inner.healthy(props.inner[1], d) for d in descriptions)))
+            return list(await inner.healthy_many(props.inner[1], descriptions))
         except PluginError as e:
             log.warning("flavor %s gave no verdict: %s", props.inner[0], e)
             return [flavor.Health.UNKNOWN] * len(descriptions)
@@ -269,11 +275,11 @@ async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     for name in ("botocore", "boto3", "urllib3"):
         if logging.getLogger(name).getEffectiveLevel() < logging.INFO:
             logging.getLogger(name).setLevel(logging.INFO)
-    cache = ClientCache(ctx.plugins_dir)
+    plugins = PluginDirectory(ctx.plugins_dir)
     try:
         await api.connect()
-        plugin = TargetGroupFlavor(tge.Elb(api, ttl=float(ttl)), lookup=cache, self_name=ctx.name)
+        plugin = TargetGroupFlavor(tge.Elb(api, ttl=float(ttl)), lookup=plugins.flavor, self_name=ctx.name)
         yield Served(services=[FlavorService({"": plugin})])
     finally:
         api.close()
-        await cache.close()
+        await plugins.close()

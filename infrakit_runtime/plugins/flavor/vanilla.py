@@ -28,7 +28,7 @@ import aiohttp
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
 from infrakit_runtime.plugins.flavor import probes
-from infrakit_runtime.rpc.services import FlavorService
+from infrakit_runtime.rpc.flavor import FlavorService
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type
 

@@ -41,7 +41,7 @@ from typing import Any
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.plugins.instance import aws_launch, aws_pets, aws_templates, aws_validate
 from infrakit_runtime.plugins.instance.aws_ec2 import RETRY_MODES, AwsError, Backoff, Ec2, Settings
-from infrakit_runtime.rpc.services import InstanceService, ProvisionResult
+from infrakit_runtime.rpc.instance import InstanceService
 from infrakit_runtime.spi import instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
 
@@ -170,41 +170,41 @@ class AwsInstancePlugin:
             log.warning("volumes of %s are attached at the next describe: %s", instance_id, e)
         return instance_id
 
-    async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
+    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
         """Provision every spec; cattle with the same request share RunInstances calls.
 
         Results are per slot, in order: a slot gets an ID or the error that kept it empty
         (invalid Properties, an EC2 error for its batch, or a partial launch).
         """
-        results: list[ProvisionResult] = [ProvisionResult(error="not attempted")] * len(specs)
+        results: list[instance.ProvisionResult] = [instance.ProvisionResult(error="not attempted")] * len(specs)
         launches: list[tuple[int, dict[str, Any], instance.Spec]] = []
         pets: list[tuple[int, dict[str, Any], instance.Spec]] = []
         for i, spec in enumerate(specs):
             try:
                 properties = aws_validate.validate(spec.properties, f"Specs[{i}].Properties")
             except ValidationError as e:
-                results[i] = ProvisionResult(error=str(e))
+                results[i] = instance.ProvisionResult(error=str(e))
                 continue
             (pets if "Volumes" in properties else launches).append((i, properties, spec))
 
         async def pet(i: int, properties: dict[str, Any], spec: instance.Spec) -> None:
             try:
-                results[i] = ProvisionResult(id=await self._provision_pet(properties, spec))
+                results[i] = instance.ProvisionResult(id=await self._provision_pet(properties, spec))
             except PluginError as e:
-                results[i] = ProvisionResult(error=str(e))
+                results[i] = instance.ProvisionResult(error=str(e))
 
         async def run(batch: aws_launch.Batch) -> None:
             try:
                 launched = await self._launch(batch.params, len(batch.slots), batch.token)
             except PluginError as e:
                 for i in batch.slots:
-                    results[i] = ProvisionResult(error=str(e))
+                    results[i] = instance.ProvisionResult(error=str(e))
                 return
             for n, i in enumerate(batch.slots):
                 if n < len(launched):
-                    results[i] = ProvisionResult(id=launched[n]["InstanceId"])
+                    results[i] = instance.ProvisionResult(id=launched[n]["InstanceId"])
                 else:
-                    results[i] = ProvisionResult(error=(
+                    results[i] = instance.ProvisionResult(error=(
                         f"RunInstances launched {len(launched)} of {len(batch.slots)} instances "
                         "(EC2 capacity or limits); this slot is still empty"))
 

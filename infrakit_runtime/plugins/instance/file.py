@@ -24,7 +24,7 @@ from typing import Any
 
 from infrakit_runtime import fsutil
 from infrakit_runtime.daemon import DaemonContext, Served
-from infrakit_runtime.rpc.services import InstanceService, ProvisionResult
+from infrakit_runtime.rpc.instance import InstanceService
 from infrakit_runtime.spi import instance
 from infrakit_runtime.spi.common import JSON, PluginError
 
@@ -56,13 +56,13 @@ class FileInstancePlugin:
         self._write(self.directory / instance_id, record)
         return instance_id
 
-    async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
+    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
         results = []
         for spec in specs:
             try:
-                results.append(ProvisionResult(id=await self.provision(spec)))
+                results.append(instance.ProvisionResult(id=await self.provision(spec)))
             except OSError as e:
-                results.append(ProvisionResult(error=f"cannot write instance file: {e}"))
+                results.append(instance.ProvisionResult(error=f"cannot write instance file: {e}"))
         return results
 
     def _path(self, instance_id: str) -> Path:

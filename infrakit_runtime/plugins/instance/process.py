@@ -34,7 +34,7 @@ from typing import Any
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
 from infrakit_runtime.plugins.instance import process_cgroup, process_os, process_props, process_store, process_track
-from infrakit_runtime.rpc.services import InstanceService, ProvisionResult
+from infrakit_runtime.rpc.instance import InstanceService
 from infrakit_runtime.spi import instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
 
@@ -132,17 +132,17 @@ class ProcessInstancePlugin(process_track.Tracker):
             self._bury_later(instance_id, (pid, stat.start_time), why="exited")
         return instance_id
 
-    async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
+    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
         """Provision concurrently; one slot's failure is its own result, not the batch's."""
         outcomes = await asyncio.gather(*(self.provision(s) for s in specs), return_exceptions=True)
         results = []
         for outcome in outcomes:
             if isinstance(outcome, (PluginError, OSError)):
-                results.append(ProvisionResult(error=str(outcome)))
+                results.append(instance.ProvisionResult(error=str(outcome)))
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                results.append(ProvisionResult(id=outcome))
+                results.append(instance.ProvisionResult(id=outcome))
         return results
 
     async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:

@@ -1,4 +1,9 @@
-"""The controller against real processes: heal, scale, roll, pets, free, destroy, pretend."""
+"""The controller against real daemons and real processes: converge, heal, roll, destroy, refuse.
+
+Integration only: what the controller decides (scaling, pets, free, pretend...) is tested in one
+process on a fake clock in ``test_controller_in_process.py``; here the same stack runs as an
+operator's would (manager, process and vanilla daemons on sockets, instances as OS processes).
+"""
 
 from __future__ import annotations
 
@@ -54,45 +59,6 @@ def test_a_rolling_update_never_drops_below_the_declared_size(stack):
     assert stack.live_processes() == 4
 
 
-def test_scaling_up_then_down_removes_the_newest_and_keeps_serving(stack):
-    stack.commit(stack.spec(size=5))
-    first = {i["ID"] for i in stack.wait_converged(5)["Instances"]}
-    assert stack.commit(stack.spec(size=8)) == "Adding 3 instances to increase the group size to 8"
-    stack.wait_converged(8)
-    assert stack.commit(stack.spec(size=2)) == "Terminating 6 instances to reduce the group size to 2"
-    remaining = {i["ID"] for i in stack.wait_converged(2)["Instances"]}
-    assert remaining <= first, "scale-down removes the newest instances first"
-    assert stack.live_processes() == 2
-    stack.call("Group.SetSize", {"ID": "web", "Size": 3})
-    stack.wait_converged(3)
-    assert stack.call("Group.Size", {"ID": "web"})["Size"] == 3
-
-
-def test_pets_get_one_instance_per_logical_id(stack):
-    stack.commit(stack.spec(logical_ids=["db-a", "db-b", "db-c"]))
-    desc = stack.wait_converged(3)
-    assert sorted(i["LogicalID"] for i in desc["Instances"]) == ["db-a", "db-b", "db-c"]
-    victim = next(i for i in desc["Instances"] if i["LogicalID"] == "db-b")
-    os.kill(victim["Properties"]["PID"], signal.SIGKILL)
-    desc = stack.wait(lambda d: d.get("Converged") and len(d["Instances"]) == 3
-                      and victim["ID"] not in {i["ID"] for i in d["Instances"]}, what="db-b replaced")
-    assert sorted(i["LogicalID"] for i in desc["Instances"]) == ["db-a", "db-b", "db-c"]
-    stack.commit(stack.spec(logical_ids=["db-a", "db-c"]))
-    desc = stack.wait_converged(2)
-    assert sorted(i["LogicalID"] for i in desc["Instances"]) == ["db-a", "db-c"]
-
-
-def test_free_then_recommit_adopts_the_instances_without_churn(stack):
-    stack.commit(stack.spec(size=3))
-    before = {i["ID"] for i in stack.wait_converged(3)["Instances"]}
-    stack.call("Group.FreeGroup", {"ID": "web"})
-    assert stack.call("Group.InspectGroups", {"ID": ""})["Groups"] is None
-    assert {i["ID"] for i in stack.instances()} == before, "free leaves the instances running"
-    stack.commit(stack.spec(size=3))
-    after = {i["ID"] for i in stack.wait_converged(3)["Instances"]}
-    assert after == before
-
-
 def test_destroy_removes_every_instance_and_the_group(stack):
     stack.commit(stack.spec(size=3))
     stack.wait_converged(3)
@@ -100,18 +66,6 @@ def test_destroy_removes_every_instance_and_the_group(stack):
     assert stack.instances() == []
     assert stack.live_processes() == 0
     assert stack.call("Group.InspectGroups", {"ID": ""})["Groups"] is None
-
-
-def test_pretend_returns_the_plan_and_changes_nothing(stack):
-    assert stack.commit(stack.spec(size=3), pretend=True) == "Managing 3 instances"
-    assert stack.call("Group.InspectGroups", {"ID": ""})["Groups"] is None
-    assert stack.instances() == []
-    stack.commit(stack.spec(size=3))
-    before = {i["ID"] for i in stack.wait_converged(3)["Instances"]}
-    assert stack.commit(stack.spec(size=3, message="v2"), pretend=True) == "Performing a rolling update on 3 instances"
-    assert stack.commit(stack.spec(size=5), pretend=True) == "Adding 2 instances to increase the group size to 5"
-    assert {i["ID"] for i in stack.describe()["Instances"]} == before
-    assert stack.call("Group.Size", {"ID": "web"})["Size"] == 3
 
 
 def test_an_invalid_spec_is_refused_with_every_problem_and_changes_nothing(stack):

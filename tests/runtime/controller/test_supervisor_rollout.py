@@ -16,7 +16,7 @@ from typing import Any
 from infrakit_runtime.group import events
 from infrakit_runtime.group.controller import group_condition
 from infrakit_runtime.group.memory import START, Memory
-from infrakit_runtime.group.plan import Plan
+from infrakit_runtime.group.plan import Counts, Plan
 from infrakit_runtime.group.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.supervisor import Supervisor
 from infrakit_runtime.spi import flavor, instance
@@ -75,6 +75,9 @@ class Cloud:
             self.procs[iid] = Proc(instance.Description(id=iid, tags=dict(s.tags), logical_id=s.logical_id),
                                    str(props.get("Program")), self.clock[0])
         return iid
+
+    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
+        return [instance.ProvisionResult(id=await self.provision(s)) for s in specs]
 
     async def destroy(self, iid: str, context: instance.Context) -> None:
         self.procs.pop(iid, None)
@@ -256,3 +259,9 @@ def test_the_group_condition_names_a_start_failure_as_such_while_its_retry_is_du
     assert group_condition(Plan(condition="Progressing"), memory) == (
         "Degraded", "new instances keep failing to start (1 consecutive failures; retrying now): instance i-4 exited "
                     "0.7s after it started, before it passed its health check")
+
+
+def test_a_braked_group_whose_members_never_passed_a_check_says_so_rather_than_waiting():
+    plan = Plan(condition="Degraded", reason="max-unhealthy brake: 3 of 3 instances are unhealthy", braked=True,
+                converged=True, counts=Counts(desired=3, running=3, suspect=3))
+    assert group_condition(plan, Memory())[1] == "max-unhealthy brake: 3 of 3 instances are unhealthy"

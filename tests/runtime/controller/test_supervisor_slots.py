@@ -12,7 +12,6 @@ from infrakit_runtime.group import events
 from infrakit_runtime.group.spec import parse_spec
 from infrakit_runtime.group.supervisor import Supervisor
 from infrakit_runtime.rpc.errors import UnreachableError
-from infrakit_runtime.rpc.services import ProvisionResult
 from infrakit_runtime.spi import flavor, instance
 
 
@@ -26,9 +25,6 @@ class FlakyInstances:
     async def describe_instances(self, tags, properties):
         return list(self.made)
 
-    async def supports_batch(self):
-        return True
-
     async def provision_many(self, specs):
         self.calls.append([s.tags[instance.TAG_SLOT] for s in specs])
         if len(self.calls) == 1:
@@ -37,7 +33,7 @@ class FlakyInstances:
         for s in specs:
             iid = f"i-{len(self.made)}"
             self.made.append(instance.Description(id=iid, tags=dict(s.tags)))
-            out.append(ProvisionResult(id=iid))
+            out.append(instance.ProvisionResult(id=iid))
         return out
 
 

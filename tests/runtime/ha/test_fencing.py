@@ -12,8 +12,9 @@ import pytest
 from infrakit_runtime.backends.etcd import EtcdBackend
 from infrakit_runtime.group.controller import GroupController
 from infrakit_runtime.manager.backend import LeaderTimings
-from infrakit_runtime.manager.fencing import FencedInstance, FencedPlugins, NotActing
+from infrakit_runtime.manager.fencing import FencedInstance, FencedLookup, NotActing
 from infrakit_runtime.manager.manager import Manager
+from infrakit_runtime.rpc.lookup import PluginDirectory
 from infrakit_runtime.spi import instance
 
 FAST = LeaderTimings(ttl=2.0, renew_interval=0.3, renew_deadline=1.2, retry_interval=0.3)
@@ -38,7 +39,7 @@ class Recorder:
 
 
 async def leading(etcd, prefix: str) -> tuple[Manager, asyncio.Task[None]]:
-    plugins = FencedPlugins()
+    plugins = FencedLookup(PluginDirectory())
     manager = Manager(backend=EtcdBackend(etcd.endpoints, prefix, FAST), controller=GroupController(plugins=plugins),
                       candidate="a", location="http://127.0.0.1:1")
     plugins.guard = manager.acting_problem

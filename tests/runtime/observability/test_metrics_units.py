@@ -93,7 +93,7 @@ def test_events_are_counted_as_they_are_emitted_and_histograms_fill_from_the_hoo
         controller.events.emit(ev.DESTROYED, group="g", instance="i1", reason="unhealthy for 3 consecutive checks")
         controller.events.emit(ev.PROVISION_FAILED, group="g", reason="cannot start instance x: gone")
         metrics.observe_call("process", "Instance.Provision", 0.002, "error")
-        assert len(controller.events.recent(limit=0)) == 3, "wrapping emit keeps the ring intact"
+        assert len(controller.events.recent(limit=0)) == 3, "observing keeps the ring intact"
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                    for f in text_string_to_metric_families(generate_latest(metrics.registry).decode()) for s in f.samples}
         assert samples[("infrakit_instances_provisioned_total", (("group", "g"),))] == 1
@@ -103,6 +103,7 @@ def test_events_are_counted_as_they_are_emitted_and_histograms_fill_from_the_hoo
                         (("method", "Instance.Provision"), ("outcome", "error"), ("plugin", "process")))] == 1
     finally:
         metrics.close()
-    from infrakit_runtime.rpc import client
-
-    assert metrics.observe_call not in client.OBSERVERS
+    controller.events.emit(ev.PROVISIONED, group="g", instance="i2")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(metrics.registry).decode()) for s in f.samples}
+    assert samples[("infrakit_instances_provisioned_total", (("group", "g"),))] == 1, "closed metrics count no more"

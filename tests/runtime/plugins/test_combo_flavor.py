@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from infrakit_runtime.plugins.flavor.combo import ClientCache
 from infrakit_runtime.rpc.client import SyncClient
 from infrakit_runtime.rpc.errors import RemoteError
+from infrakit_runtime.rpc.lookup import PluginDirectory
 from tests.runtime.conftest import Daemons, wait_for_socket
 
 UNKNOWN, HEALTHY, UNHEALTHY = 0, 1, 2
@@ -138,10 +138,11 @@ def test_validate_lists_every_problem_of_every_member(combo):
 
 
 def test_clients_are_cached_per_plugin_name_and_share_one_connection_per_socket(tmp_path):
-    cache = ClientCache(tmp_path)
-    a, a_again, a_typed = cache("a"), cache("a"), cache("a/t")
+    plugins = PluginDirectory(tmp_path)
+    a, a_again, a_typed = plugins.flavor("a"), plugins.flavor("a"), plugins.flavor("a/t")
     assert a is a_again
     assert a_typed is not a
     assert a_typed.client is a.client
-    assert cache("b").client is not a.client
-    asyncio.run(cache.close())
+    assert plugins.flavor("b").client is not a.client
+    assert plugins.instance("a").client is a.client, "one connection per socket, whatever the SPI"
+    asyncio.run(plugins.close())

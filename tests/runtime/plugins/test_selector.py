@@ -28,7 +28,6 @@ from infrakit_runtime.plugins.instance import aws
 from infrakit_runtime.plugins.instance.selector import choices as ch
 from infrakit_runtime.plugins.instance.selector import placement
 from infrakit_runtime.plugins.instance.selector.plugin import REBALANCE_HASH, SelectorPlugin
-from infrakit_runtime.rpc.services import ProvisionResult
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import PluginError, ValidationError
 
@@ -59,14 +58,14 @@ class Zones:
                                                    properties={"Zone": zone})
         return iid
 
-    async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
+    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
         self.calls["provision_many"] += 1
         out = []
         for s in specs:
             try:
-                out.append(ProvisionResult(id=await self.provision(s)))
+                out.append(instance.ProvisionResult(id=await self.provision(s)))
             except PluginError as e:
-                out.append(ProvisionResult(error=str(e)))
+                out.append(instance.ProvisionResult(error=str(e)))
         return out
 
     async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:

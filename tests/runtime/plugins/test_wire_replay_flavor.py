@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from infrakit_runtime.rpc.services import FLAVOR_BATCH
+from infrakit_runtime.spi import flavor
 from tests.runtime.conftest import Daemons
 
 WIRE = Path(__file__).resolve().parents[3].parent / "shared" / "wire"
@@ -129,7 +129,7 @@ def test_our_vanilla_answers_each_recorded_request_as_infrakit_did(vanilla_socke
 
     if vector.name == "handshake-hello-vanilla.json":
         objects = dict(answer["result"]["Objects"])
-        assert objects.pop(str(FLAVOR_BATCH)) == expected["result"]["Objects"]["Flavor/0.1.1"]
+        assert objects.pop(str(flavor.BATCH_INTERFACE)) == expected["result"]["Objects"]["Flavor/0.1.1"]
         answer["result"]["Objects"] = objects
     assert answer["id"] == expected["id"]
     assert answer["jsonrpc"] == "2.0"

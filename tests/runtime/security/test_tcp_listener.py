@@ -17,7 +17,7 @@ import pytest
 from infrakit_runtime.manager.daemon import parse_options
 from infrakit_runtime.rpc import server, tokens
 from infrakit_runtime.rpc.dispatch import Dispatcher
-from infrakit_runtime.rpc.services import InstanceService
+from infrakit_runtime.rpc.instance import InstanceService
 from infrakit_runtime.spi.common import ValidationError
 from tests.runtime.conftest import REPO
 from tests.runtime.security.conftest import TOKEN, WRONG_TOKEN, client_context, free_port

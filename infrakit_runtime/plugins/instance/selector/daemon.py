@@ -20,39 +20,12 @@ from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.group.memory import Memory
 from infrakit_runtime.plugins.instance.selector import choices as ch
 from infrakit_runtime.plugins.instance.selector.plugin import SelectorPlugin
-from infrakit_runtime.rpc import discovery
-from infrakit_runtime.rpc.client import Client
-from infrakit_runtime.rpc.remote import InstanceClient
-from infrakit_runtime.rpc.services import InstanceService
-from infrakit_runtime.spi import instance
+from infrakit_runtime.rpc.instance import InstanceService
+from infrakit_runtime.rpc.lookup import PluginDirectory
 from infrakit_runtime.spi.common import ValidationError
 
 VENDOR = {"Name": "infrakit-instance-selector", "Version": "0.1.0", "Sub": "", "URL": "https://github.com/docker/infrakit"}
 _OPTIONS = {"backoff_base": 5.0, "backoff_max": 300.0}
-
-
-class InstanceClients:
-    """``Lookup`` over RPC: one kept-alive ``Client`` per socket, one ``InstanceClient`` per ``name[/type]``."""
-
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory
-        self._clients: dict[str, Client] = {}
-        self._instances: dict[str, InstanceClient] = {}
-
-    def __call__(self, name: str) -> instance.InstancePlugin:
-        found = self._instances.get(name)
-        if found is None:
-            pn = discovery.PluginName.parse(name)
-            client = self._clients.get(pn.socket)
-            if client is None:
-                client = self._clients[pn.socket] = Client(discovery.resolve(pn, self.directory), name=pn.socket)
-            found = self._instances[name] = InstanceClient(client, pn.type)
-        return found
-
-    async def close(self) -> None:
-        clients, self._clients, self._instances = list(self._clients.values()), {}, {}
-        for client in clients:
-            await client.close()
 
 
 def options(raw: dict[str, Any]) -> dict[str, float]:
@@ -76,14 +49,14 @@ def options(raw: dict[str, Any]) -> dict[str, float]:
 @contextlib.asynccontextmanager
 async def _serve(ctx: DaemonContext, policy: str) -> AsyncIterator[Served]:
     o = options(ctx.options)
-    clients = InstanceClients(ctx.plugins_dir)
-    plugin = SelectorPlugin(policy=policy, lookup=clients, self_name=ctx.name,
+    plugins = PluginDirectory(ctx.plugins_dir)
+    plugin = SelectorPlugin(policy=policy, lookup=plugins.instance, self_name=ctx.name,
                             memory=Memory(base_delay=o["backoff_base"], max_delay=o["backoff_max"]),
                             state_file=ctx.state_dir("selectors") / f"{ctx.name}.json")
     try:
         yield Served(services=[InstanceService({"": plugin})], vendor={**VENDOR, "Sub": policy})
     finally:
-        await clients.close()
+        await plugins.close()
 
 
 def open_spread(ctx: DaemonContext) -> contextlib.AbstractAsyncContextManager[Served]:

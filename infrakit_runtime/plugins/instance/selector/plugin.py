@@ -34,13 +34,12 @@ from infrakit_runtime import fsutil
 from infrakit_runtime.group.memory import Memory
 from infrakit_runtime.plugins.instance.selector import choices as ch
 from infrakit_runtime.plugins.instance.selector import placement
-from infrakit_runtime.rpc.services import ProvisionResult
 from infrakit_runtime.spi import instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
 
 log = logging.getLogger(__name__)
 
-Lookup = Callable[[str], instance.InstancePlugin]
+Lookup = Callable[[str], instance.Extended]
 # What a member reports as its config hash while the selector wants it moved.
 REBALANCE_HASH = "rebalance"
 # A member provisioned but not yet described (EC2 is eventually consistent) still counts this long.
@@ -196,9 +195,9 @@ class SelectorPlugin:
             raise PluginError(result.error or "no choice provisioned the instance")
         return result.id
 
-    async def provision_many(self, specs: list[instance.Spec]) -> list[ProvisionResult]:
+    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
         """Place each spec on a choice and provision it there; a slot refused by one choice tries the next."""
-        results: list[ProvisionResult | None] = [None] * len(specs)
+        results: list[instance.ProvisionResult | None] = [None] * len(specs)
         parsed: dict[str, tuple[ch.Choice, ...]] = {}
         todo: list[int] = []
         for i, spec in enumerate(specs):
@@ -207,7 +206,7 @@ class SelectorPlugin:
                 if key not in parsed:
                     parsed[key] = self._choices(spec.properties)
             except ValidationError as e:
-                results[i] = ProvisionResult(error=f"Specs[{i}].{e}")
+                results[i] = instance.ProvisionResult(error=f"Specs[{i}].{e}")
                 continue
             group = spec.tags.get(instance.TAG_GROUP, "")
             self._learn(parsed[key], group=group, raw=spec.properties,
@@ -230,7 +229,7 @@ class SelectorPlugin:
                     choice = self._pick(group, state, state.choices, group_counts, excluded)
                 if choice is None:
                     why = "; ".join(f"{name}: {error}" for name, error in tried[i]) or "no choice"
-                    results[i] = ProvisionResult(error=f"no choice could provision the instance ({why})")
+                    results[i] = instance.ProvisionResult(error=f"no choice could provision the instance ({why})")
                     continue
                 placed[i] = choice
                 group_counts[choice.name] = group_counts.get(choice.name, 0) + 1
@@ -244,10 +243,10 @@ class SelectorPlugin:
                 if state.marks and ch.pinned_choice(state.choices, specs[i].logical_id) is None:
                     # A move toward a choice that still fails: placing it elsewhere would only make the
                     # group surge and shrink again. Fail it; the marks go at the next describe.
-                    results[i] = ProvisionResult(error=f"moving a member to {choice.name} failed: {error}")
+                    results[i] = instance.ProvisionResult(error=f"moving a member to {choice.name} failed: {error}")
                 else:
                     todo.append(i)
-        return [r if r is not None else ProvisionResult(error="not attempted") for r in results]
+        return [r if r is not None else instance.ProvisionResult(error="not attempted") for r in results]
 
     def _delegated(self, spec: instance.Spec, choice: ch.Choice) -> instance.Spec:
         tags = {**spec.tags, ch.TAG_CHOICE: choice.name}
@@ -258,7 +257,7 @@ class SelectorPlugin:
         return dataclasses.replace(spec, properties=choice.properties, tags=tags)
 
     async def _provision_placed(self, specs: list[instance.Spec], placed: dict[int, ch.Choice],
-                                results: list[ProvisionResult | None]) -> dict[int, tuple[ch.Choice, str]]:
+                                results: list[instance.ProvisionResult | None]) -> dict[int, tuple[ch.Choice, str]]:
         """Provision every placed spec, one call per plugin; the slots that failed, with their choice and error."""
         by_plugin: dict[str, list[int]] = {}
         for i, choice in placed.items():
@@ -288,23 +287,14 @@ class SelectorPlugin:
         await asyncio.gather(*(on(p, slots) for p, slots in by_plugin.items()))
         return failed
 
-    async def _provision_on(self, plugin: str, specs: list[instance.Spec]) -> list[ProvisionResult]:
-        target = self.lookup(plugin)
-        if len(specs) > 1 and await _supports_batch(target):
-            try:
-                results = await target.provision_many(specs)  # type: ignore[attr-defined]
-            except PluginError as e:
-                return [ProvisionResult(error=str(e))] * len(specs)
-            return [results[n] if n < len(results) else ProvisionResult(error="the plugin answered for fewer slots")
-                    for n in range(len(specs))]
-
-        async def one(spec: instance.Spec) -> ProvisionResult:
-            try:
-                return ProvisionResult(id=await target.provision(spec))
-            except PluginError as e:
-                return ProvisionResult(error=str(e))
-
-        return list(await asyncio.gather(*(one(s) for s in specs)))
+    async def _provision_on(self, plugin: str, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
+        # Batched or one by one is the plugin's business (its client decides from the handshake).
+        try:
+            results = await self.lookup(plugin).provision_many(specs)
+        except PluginError as e:
+            return [instance.ProvisionResult(error=str(e))] * len(specs)
+        return [results[n] if n < len(results) else instance.ProvisionResult(error="the plugin answered for fewer slots")
+                for n in range(len(specs))]
 
     # -- DescribeInstances ---------------------------------------------------------------------
 
@@ -435,12 +425,3 @@ class SelectorPlugin:
         if len(errors) == len(plugins):
             raise PluginError(f"no choice plugin could destroy instance {instance_id}: " + "; ".join(errors))
         self._forget(instance_id)
-
-
-async def _supports_batch(target: Any) -> bool:
-    probe = getattr(target, "supports_batch", None)
-    if probe is None:
-        return hasattr(target, "provision_many")
-    with contextlib.suppress(PluginError):
-        return bool(await probe())
-    return False
