@@ -89,7 +89,7 @@ def _describe_group(client: SyncClient, args: argparse.Namespace, group_id: str)
 
 def _normalized(spec: Any) -> Any:
     """A spec as InspectGroups would show it once committed, so the diff shows only real changes."""
-    from infrakit_runtime.group.spec import parse_spec
+    from infrakit_runtime.group.plan.spec import parse_spec
     from infrakit_runtime.spi.common import ValidationError
 
     try:

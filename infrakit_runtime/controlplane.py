@@ -251,7 +251,7 @@ class ControlPlane:
 
 def _same(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Is the stored spec the wanted one? (Compared as the controller canonicalises both.)"""
-    from infrakit_runtime.group.spec import parse_spec
+    from infrakit_runtime.group.plan.spec import parse_spec
 
     try:
         return parse_spec(stored).normalized() == parse_spec(wanted).normalized()

@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from infrakit_runtime.group import events as ev
-from infrakit_runtime.group.health import Verdict
-from infrakit_runtime.group.memory import PROVISION, Memory
-from infrakit_runtime.group.plan import CONVERGED, DEGRADED, PROGRESSING, Plan, judge_members, plan_group
-from infrakit_runtime.group.spec import GroupSpec, parse_spec
-from infrakit_runtime.group.summary import describe_commit
+from infrakit_runtime.group.plan.health import Verdict
+from infrakit_runtime.group.plan.memory import PROVISION, Memory
+from infrakit_runtime.group.plan.plan import CONVERGED, DEGRADED, PROGRESSING, Plan, judge_members, plan_group
+from infrakit_runtime.group.plan.spec import GroupSpec, parse_spec
+from infrakit_runtime.group.plan.summary import describe_commit
 from infrakit_runtime.group.supervisor import Observation, Supervisor
 from infrakit_runtime.spi import flavor, group, instance
 from infrakit_runtime.spi.common import PluginError, PluginName, Unsupported, ValidationError

@@ -27,11 +27,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from infrakit_runtime.group import events as ev
-from infrakit_runtime.group import outcomes
-from infrakit_runtime.group.health import HealthRecord, probe_for
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.plan import Create, Destroy, Plan, Relabel, plan_group
-from infrakit_runtime.group.spec import GroupSpec
+from infrakit_runtime.group.plan import outcomes
+from infrakit_runtime.group.plan.health import HealthRecord, probe_for
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.plan import Create, Destroy, Plan, Relabel, plan_group
+from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import JSON, PluginError
 

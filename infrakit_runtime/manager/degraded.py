@@ -23,9 +23,9 @@ from typing import Any
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import GroupController
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.plan import DEGRADED
-from infrakit_runtime.group.spec import parse_spec
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.plan import DEGRADED
+from infrakit_runtime.group.plan.spec import parse_spec
 from infrakit_runtime.manager.backend import Backend, BackendError, Stored
 from infrakit_runtime.spi import group
 from infrakit_runtime.spi.common import PluginError, ValidationError

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import GroupController
-from infrakit_runtime.group.spec import GroupSpec
+from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.manager.backend import Backend, BackendError, Lease, LostLeadership
 from infrakit_runtime.manager.degraded import DegradedGroups, StoredGroups
 from infrakit_runtime.rpc.client import Client

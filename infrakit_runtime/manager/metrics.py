@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from infrakit_runtime.group import controller as group_controller
 from infrakit_runtime.group import events as ev
-from infrakit_runtime.group.actions import (
+from infrakit_runtime.group.plan.actions import (
     CAUSE_DUPLICATE,
     CAUSE_NOT_IN_ALLOCATION,
     CAUSE_ROLLING_UPDATE,
@@ -38,7 +38,7 @@ from infrakit_runtime.group.actions import (
 from infrakit_runtime.metrics import RPC_BUCKETS
 
 if TYPE_CHECKING:
-    from infrakit_runtime.group.spec import GroupSpec
+    from infrakit_runtime.group.plan.spec import GroupSpec
     from infrakit_runtime.group.supervisor import Observation
     from infrakit_runtime.manager.manager import Manager
 
@@ -51,7 +51,7 @@ CONDITIONS = (CONVERGED, PROGRESSING, DEGRADED)
 # A reconcile pass is a describe, a health round and maybe a few provisions: milliseconds to a minute.
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-# Destroy reasons as the planner words them (group/plan.py, group/pets.py), mapped back to its causes.
+# Destroy reasons as the planner words them (group/plan/plan.py, group/plan/pets.py), mapped back to its causes.
 _DESTROY_TEXTS: tuple[tuple[str, str], ...] = (
     ("unhealthy for ", CAUSE_UNHEALTHY),
     ("outdated: rolling update", CAUSE_ROLLING_UPDATE),

@@ -2,7 +2,7 @@
 
 A group is a spec ``{ID, Properties}`` whose Properties name an instance plugin,
 a flavor plugin and an allocation. The wire carries Properties as raw JSON; the
-controller (``infrakit_runtime.group.spec``) parses and validates it.
+controller (``infrakit_runtime.group.plan.spec``) parses and validates it.
 """
 
 from __future__ import annotations

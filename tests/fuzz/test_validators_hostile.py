@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infrakit_runtime import config
-from infrakit_runtime.group.spec import parse_spec
+from infrakit_runtime.group.plan.spec import parse_spec
 from infrakit_runtime.spi.common import ValidationError
 from tests.fuzz import strategies as fz
 from tests.fuzz.conftest import count, examples

@@ -15,9 +15,9 @@ from typing import Any
 
 from infrakit_runtime.group import events
 from infrakit_runtime.group.controller import group_condition
-from infrakit_runtime.group.memory import START, Memory
-from infrakit_runtime.group.plan import Counts, Plan
-from infrakit_runtime.group.spec import GroupSpec, parse_spec
+from infrakit_runtime.group.plan.memory import START, Memory
+from infrakit_runtime.group.plan.plan import Counts, Plan
+from infrakit_runtime.group.plan.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.supervisor import Supervisor
 from infrakit_runtime.spi import flavor, instance
 

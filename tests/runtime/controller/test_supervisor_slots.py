@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from infrakit_runtime.group import events
-from infrakit_runtime.group.spec import parse_spec
+from infrakit_runtime.group.plan.spec import parse_spec
 from infrakit_runtime.group.supervisor import Supervisor
 from infrakit_runtime.rpc.errors import UnreachableError
 from infrakit_runtime.spi import flavor, instance

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infrakit_runtime.group import hashing
+from infrakit_runtime.group.plan import hashing
 from tests.runtime.conftest import WIRE
 
 INSTANCE = {"Plugin": "file", "Properties": {"note": "wire-test"}}

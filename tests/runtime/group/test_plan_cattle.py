@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.plan import (
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.plan import (
     CAUSE_ROLLING_UPDATE,
     CAUSE_SCALE_DOWN,
     Create,

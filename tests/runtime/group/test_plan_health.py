@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from infrakit_runtime.group.health import HealthRecord, Verdict, verdict
-from infrakit_runtime.group.memory import CATTLE_SLOT, Memory, backoff_delay
-from infrakit_runtime.group.plan import CAUSE_UNHEALTHY, Create, Destroy, plan_group
+from infrakit_runtime.group.plan.health import HealthRecord, Verdict, verdict
+from infrakit_runtime.group.plan.memory import CATTLE_SLOT, Memory, backoff_delay
+from infrakit_runtime.group.plan.plan import CAUSE_UNHEALTHY, Create, Destroy, plan_group
 from infrakit_runtime.spi import flavor
 from tests.runtime.group import world
 from tests.runtime.group.world import failing, member, ready

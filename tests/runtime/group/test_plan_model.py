@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from infrakit_runtime.group import outcomes
-from infrakit_runtime.group.health import HealthRecord, Verdict, probe_for
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.plan import Create, Destroy, Plan, Relabel, judge_members, plan_group
-from infrakit_runtime.group.spec import GroupSpec
+from infrakit_runtime.group.plan import outcomes
+from infrakit_runtime.group.plan.health import HealthRecord, Verdict, probe_for
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.plan import Create, Destroy, Plan, Relabel, judge_members, plan_group
+from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import flavor, instance
 from tests.runtime.group import world
 

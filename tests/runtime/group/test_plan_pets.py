@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.plan import CAUSE_DUPLICATE, CAUSE_NOT_IN_ALLOCATION, Create, Destroy, plan_group
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.plan import CAUSE_DUPLICATE, CAUSE_NOT_IN_ALLOCATION, Create, Destroy, plan_group
 from tests.runtime.group import world
 from tests.runtime.group.world import member, ready, unknown
 

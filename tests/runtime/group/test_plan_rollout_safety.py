@@ -7,9 +7,9 @@ counts every member that looks dead before any destroy is planned, whatever woul
 
 from __future__ import annotations
 
-from infrakit_runtime.group.health import HealthRecord, Verdict
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.plan import Create, Destroy, judge_members, plan_group
+from infrakit_runtime.group.plan.health import HealthRecord, Verdict
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.plan import Create, Destroy, judge_members, plan_group
 from infrakit_runtime.spi import flavor
 from tests.runtime.group import world
 from tests.runtime.group.world import member, ready

@@ -13,8 +13,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.plan import Create, Destroy, plan_group
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.plan import Create, Destroy, plan_group
 from tests.runtime.group import world
 from tests.runtime.group.world import failing, member, ready, unknown
 

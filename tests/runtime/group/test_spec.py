@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infrakit_runtime import durations
-from infrakit_runtime.group.spec import GroupSpec, Scaled, parse_spec
+from infrakit_runtime.group.plan.spec import GroupSpec, Scaled, parse_spec
 from infrakit_runtime.spi import group
 from infrakit_runtime.spi.common import ValidationError
 from tests.runtime.conftest import WIRE

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from infrakit_runtime.group.spec import parse_spec
-from infrakit_runtime.group.summary import describe_commit
+from infrakit_runtime.group.plan.spec import parse_spec
+from infrakit_runtime.group.plan.summary import describe_commit
 from infrakit_runtime.spi import instance
 from tests.runtime.conftest import WIRE
 from tests.runtime.group import world

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infrakit_runtime.group.health import HealthRecord
-from infrakit_runtime.group.spec import GroupSpec, parse_spec
+from infrakit_runtime.group.plan.health import HealthRecord
+from infrakit_runtime.group.plan.spec import GroupSpec, parse_spec
 from infrakit_runtime.spi import flavor, instance
 
 GROUP = "workers"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infrakit_runtime.group.memory import backoff_delay
+from infrakit_runtime.group.plan.memory import backoff_delay
 from infrakit_runtime.manager.degraded import BASE_DELAY, MAX_DELAY, DegradedGroups
 
 

@@ -7,8 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import group_condition
-from infrakit_runtime.group.memory import CATTLE_SLOT, Memory
-from infrakit_runtime.group.plan import Destroy, plan_group
+from infrakit_runtime.group.plan.memory import CATTLE_SLOT, Memory
+from infrakit_runtime.group.plan.plan import Destroy, plan_group
 from infrakit_runtime.manager.metrics import ControllerMetrics, destroy_cause, provision_failure_reason
 from tests.runtime.group import world
 

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infrakit_runtime.group import events
-from infrakit_runtime.group.health import Verdict, verdict
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.spec import parse_spec
+from infrakit_runtime.group.plan.health import Verdict, verdict
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.spec import parse_spec
 from infrakit_runtime.group.supervisor import Supervisor
 from infrakit_runtime.plugins.instance import aws
 from infrakit_runtime.plugins.instance.selector import choices as ch

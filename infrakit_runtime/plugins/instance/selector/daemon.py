@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from infrakit_runtime.daemon import DaemonContext, Served
-from infrakit_runtime.group.memory import Memory
+from infrakit_runtime.group.plan.memory import Memory
 from infrakit_runtime.plugins.instance.selector import choices as ch
 from infrakit_runtime.plugins.instance.selector.plugin import SelectorPlugin
 from infrakit_runtime.rpc.instance import InstanceService

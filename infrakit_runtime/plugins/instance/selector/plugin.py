@@ -2,7 +2,7 @@
 
 Guarantee: a new member goes to the choice ``placement`` names among the choices not backing
 off (pets pinned by ``Instances`` always to theirs); a choice whose plugin fails a provision is
-backed off (``group.memory``'s schedule, per group and choice) and the slot is placed again on
+backed off (``group.plan.memory``'s schedule, per group and choice) and the slot is placed again on
 another choice in the same call, so the share of a zone without capacity goes to the others.
 DescribeInstances asks each distinct plugin once (choices sharing a plugin share the call) and
 fails rather than report an incomplete group, unless the plugin that cannot answer held none of
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from infrakit_runtime import fsutil
-from infrakit_runtime.group.memory import Memory
+from infrakit_runtime.group.plan.memory import Memory
 from infrakit_runtime.plugins.instance.selector import choices as ch
 from infrakit_runtime.plugins.instance.selector import placement
 from infrakit_runtime.spi import instance

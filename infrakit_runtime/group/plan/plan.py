@@ -49,8 +49,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from infrakit_runtime.group import pets, quorum
-from infrakit_runtime.group.actions import (
+from infrakit_runtime.group.plan import pets, quorum
+from infrakit_runtime.group.plan.actions import (
     CAUSE_DUPLICATE,
     CAUSE_NOT_IN_ALLOCATION,
     CAUSE_ROLLING_UPDATE,
@@ -66,11 +66,11 @@ from infrakit_runtime.group.actions import (
     Plan,
     Relabel,
 )
-from infrakit_runtime.group.health import HealthRecord, Verdict
-from infrakit_runtime.group.memory import Memory
-from infrakit_runtime.group.spec import GroupSpec
-from infrakit_runtime.group.step import Member, Step, classify, excess_order, removal_order
-from infrakit_runtime.group.summary import describe_commit
+from infrakit_runtime.group.plan.health import HealthRecord, Verdict
+from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.spec import GroupSpec
+from infrakit_runtime.group.plan.step import Member, Step, classify, excess_order, removal_order
+from infrakit_runtime.group.plan.summary import describe_commit
 from infrakit_runtime.spi import instance
 
 __all__ = [

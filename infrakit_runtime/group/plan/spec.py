@@ -51,8 +51,8 @@ import json
 from typing import Any
 
 from infrakit_runtime import durations
-from infrakit_runtime.group import fields, hashing
-from infrakit_runtime.group.fields import Scaled
+from infrakit_runtime.group.plan import fields, hashing
+from infrakit_runtime.group.plan.fields import Scaled
 from infrakit_runtime.spi import group
 from infrakit_runtime.spi.common import JSON, ValidationError, json_type
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from infrakit_runtime.group.actions import CAUSE_UNHEALTHY, Destroy, Plan
-from infrakit_runtime.group.health import HealthRecord, settled
-from infrakit_runtime.group.memory import CATTLE_SLOT, START, Memory, Slot
-from infrakit_runtime.group.spec import GroupSpec
+from infrakit_runtime.group.plan.actions import CAUSE_UNHEALTHY, Destroy, Plan
+from infrakit_runtime.group.plan.health import HealthRecord, settled
+from infrakit_runtime.group.plan.memory import CATTLE_SLOT, START, Memory, Slot
+from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import instance
 
 __all__ = ["after_checks", "after_commit", "after_destroy", "after_loss", "after_plan", "after_vanished", "slot_of"]

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from infrakit_runtime.group.actions import Destroy
-from infrakit_runtime.group.health import Verdict
-from infrakit_runtime.group.spec import GroupSpec
-from infrakit_runtime.group.step import Member, Step
+from infrakit_runtime.group.plan.actions import Destroy
+from infrakit_runtime.group.plan.health import Verdict
+from infrakit_runtime.group.plan.spec import GroupSpec
+from infrakit_runtime.group.plan.step import Member, Step
 
 __all__ = ["limit", "lost"]
 

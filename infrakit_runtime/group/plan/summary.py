@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from infrakit_runtime.group.spec import GroupSpec
+from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import instance
 
 __all__ = ["NOOP", "describe_change", "describe_commit", "managing"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from infrakit_runtime.group import summary
-from infrakit_runtime.group.memory import CATTLE_SLOT, Slot
+from infrakit_runtime.group.plan import summary
+from infrakit_runtime.group.plan.memory import CATTLE_SLOT, Slot
 from infrakit_runtime.spi import instance
 
 __all__ = [

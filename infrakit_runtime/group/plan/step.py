@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from infrakit_runtime.group import summary
-from infrakit_runtime.group.actions import (
+from infrakit_runtime.group.plan import summary
+from infrakit_runtime.group.plan.actions import (
     CAUSE_ROLLING_UPDATE,
     CAUSE_UNHEALTHY,
     CONVERGED,
@@ -24,9 +24,9 @@ from infrakit_runtime.group.actions import (
     Plan,
     Relabel,
 )
-from infrakit_runtime.group.health import HealthRecord, Verdict, judge
-from infrakit_runtime.group.memory import CATTLE_SLOT, Memory, Slot
-from infrakit_runtime.group.spec import GroupSpec
+from infrakit_runtime.group.plan.health import HealthRecord, Verdict, judge
+from infrakit_runtime.group.plan.memory import CATTLE_SLOT, Memory, Slot
+from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import instance
 
 __all__ = ["Budget", "Member", "Step", "classify", "excess_order", "keep_order", "probe_proven", "removal_order"]

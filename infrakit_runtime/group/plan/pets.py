@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from infrakit_runtime.group.actions import (
+from infrakit_runtime.group.plan.actions import (
     CAUSE_DUPLICATE,
     CAUSE_NOT_IN_ALLOCATION,
     CAUSE_ROLLING_UPDATE,
 )
-from infrakit_runtime.group.health import Verdict
-from infrakit_runtime.group.step import Member, Step, keep_order, removal_order
+from infrakit_runtime.group.plan.health import Verdict
+from infrakit_runtime.group.plan.step import Member, Step, keep_order, removal_order
 
 __all__ = ["plan_pets"]
 

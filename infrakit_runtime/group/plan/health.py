@@ -19,7 +19,7 @@ import dataclasses
 import enum
 from collections.abc import Collection
 
-from infrakit_runtime.group.spec import HealthPolicy
+from infrakit_runtime.group.plan.spec import HealthPolicy
 from infrakit_runtime.spi import flavor
 
 __all__ = ["HealthRecord", "Verdict", "judge", "probe_for", "settled", "verdict"]
