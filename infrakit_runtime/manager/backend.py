@@ -17,7 +17,7 @@ import abc
 import contextlib
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -167,3 +167,10 @@ class Backend(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections."""
+
+
+# Turns a ``backend`` configuration (``{type: file|etcd, ...}``) into a ``Backend``, raising
+# ``ValidationError`` that lists every problem; ``infrakit_runtime.backends.open_backend`` is the
+# one the daemon wiring injects.
+BackendFactory = Callable[[dict[str, Any]], "Backend"]
+

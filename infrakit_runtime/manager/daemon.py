@@ -44,12 +44,12 @@ from typing import Any
 from aiohttp import web
 
 from infrakit_runtime import logs
-from infrakit_runtime.backends import open_backend
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import GroupController
 from infrakit_runtime.group.events import EventLog
+from infrakit_runtime.manager.backend import BackendFactory
 from infrakit_runtime.manager.fencing import FencedLookup
 from infrakit_runtime.manager.manager import Manager
 from infrakit_runtime.manager.metrics import ControllerMetrics
@@ -74,8 +74,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse_options(options: dict[str, Any], *, home: Path) -> dict[str, Any]:
-    """Every option checked; ``ValidationError`` lists each problem (secrets never echoed)."""
+def parse_options(options: dict[str, Any], *, home: Path, open_backend: BackendFactory) -> dict[str, Any]:
+    """Every option checked; ``ValidationError`` lists each problem (secrets never echoed).
+
+    ``open_backend`` turns the ``backend`` option into a ``Backend``: the daemon wiring injects
+    the implementations (``infrakit_runtime.backends``), which this package never imports.
+    """
     problems: list[str] = []
     for key in sorted(set(options) - KNOWN, key=str):
         problems.append(f"manager option {key!r} is unknown (known: {', '.join(sorted(KNOWN))})")
@@ -222,8 +226,8 @@ async def _events(request: web.Request, log: EventLog) -> web.StreamResponse:
 
 
 @contextlib.asynccontextmanager
-async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
-    opts = parse_options(ctx.options, home=ctx.home)
+async def open_daemon(ctx: DaemonContext, *, open_backend: BackendFactory) -> AsyncIterator[Served]:
+    opts = parse_options(ctx.options, home=ctx.home, open_backend=open_backend)
     events = EventLog()
     json_handler = events_json_handler(opts["events_json"])
     loop = asyncio.get_running_loop()

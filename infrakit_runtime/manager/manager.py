@@ -17,9 +17,10 @@ Limit: between a leader's death and its successor's election nothing is enforced
 the lease TTL with etcd, one lock poll with the file backend). Followers forward Group calls
 to the leader's advertised location, or refuse them naming it.
 
-Ordering: a change is applied only if it was sent (first received by any replica, carried in
-``X-Infrakit-Origin`` when forwarded) after the last change applied to the same group, and a
-call is forwarded at most once. So a commit stuck in a paused replica can never land after,
+Ordering: a change is applied only if it was sent (first received by any replica; the Group
+service passes each call's ``group.Origin`` in explicitly, from ``X-Infrakit-Origin`` and
+``X-Infrakit-Forwarded-By``) after the last change applied to the same group, and a call is
+forwarded at most once. So a commit stuck in a paused replica can never land after,
 and undo, a later one that was acknowledged; it is refused and its sender told to retry.
 Origins are wall-clock times: replicas' clocks must agree to well within the time between
 two changes of one group (NTP does).
@@ -45,7 +46,6 @@ from infrakit_runtime.manager.degraded import DegradedGroups, StoredGroups
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.discovery import Address
 from infrakit_runtime.rpc.group import GroupClient
-from infrakit_runtime.rpc.server import request_header
 from infrakit_runtime.spi import group, instance
 from infrakit_runtime.spi.common import PluginError, ValidationError
 
@@ -53,9 +53,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # How long a call arriving before the first election waits for it.
 ELECTION_SETTLE = 3.0
-# Headers a follower adds when it forwards a Group call to the leader.
-FORWARDED_BY = "X-Infrakit-Forwarded-By"
-ORIGIN = "X-Infrakit-Origin"
+# A call made here and now (nobody forwarded it, nobody stamped it).
+LOCAL = group.Origin()
 # A client stamp older than this is distrusted (its clock is off) rather than refused.
 MAX_CLIENT_SKEW = 300.0
 # After a handover, how long a replica waits for another to lead before it campaigns again itself.
@@ -71,7 +70,7 @@ class Manager:
 
     def __init__(self, *, backend: Backend, controller: GroupController, candidate: str, location: str | None,
                  forward: bool = True, token: str | None = None, retry_interval: float = 1.0,
-                 forward_ssl: ssl.SSLContext | None = None) -> None:
+                 forward_ssl: ssl.SSLContext | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.backend = backend
         self.controller = controller
         self.candidate = candidate
@@ -80,6 +79,8 @@ class Manager:
         self.token = token
         self.forward_ssl = forward_ssl
         self.retry_interval = retry_interval
+        # Ordering stamps are wall-clock times (they cross replicas); everything else uses the controller's clock.
+        self.wall_clock = wall_clock
         self.events = controller.events
         self.lease: Lease | None = None
         self.problem: str | None = None
@@ -107,7 +108,7 @@ class Manager:
                 async with self.backend.leadership(candidate=self.candidate, location=self.location) as lease:
                     self.lease, self.problem = lease, None
                     self._not_leading.clear()
-                    self._applied, self._took_over_at = {}, time.time()
+                    self._applied, self._took_over_at = {}, self.wall_clock()
                     self._settled.set()
                     self.leadership_changes += 1
                     self.events.emit(ev.LEADERSHIP_GAINED, reason=f"{self.candidate} leads (term {lease.term})")
@@ -250,14 +251,14 @@ class Manager:
 
     # -- routing ---------------------------------------------------------------------------
 
-    async def _leader_or_forward(self, local: Callable[[Lease], Awaitable[T]],
-                                 remote: Callable[[GroupClient], Awaitable[T]]) -> T:
+    async def _leader_or_forward(self, origin: group.Origin, local: Callable[[Lease], Awaitable[T]],
+                                 remote: Callable[[GroupClient, group.Origin], Awaitable[T]]) -> T:
         lease = self.lease
         if lease is None and not self._settled.is_set():
             lease = await self._await_election()
         if lease is not None:
             return await local(lease)
-        if request_header(FORWARDED_BY):
+        if origin.forwarded_by:
             raise NotLeader(f"this replica ({self.candidate}) is not the leader (any more) and does not forward a "
                             f"call a second time; nothing was applied, retry against the current leader")
         location = await self.leader_location()
@@ -265,7 +266,8 @@ class Manager:
             where = f" the leader is at {location}" if location else " no leader is elected yet"
             why = f" ({self.problem})" if self.problem else ""
             raise NotLeader(f"this replica ({self.candidate}) is not the leader;{where}{why}")
-        return await remote(self._forwarder(location))
+        # The leader orders the call by when it was first sent, and knows not to forward it again.
+        return await remote(self._forwarder(location), group.Origin(sent=self._origin(origin), forwarded_by=self.candidate))
 
     async def _await_election(self) -> Lease | None:
         """Right after start a call may race the first election: give it a moment to settle."""
@@ -288,57 +290,46 @@ class Manager:
             else:
                 address = Address(url=location)
             client = Client(address, name="leader", token=self.token, ssl_context=self.forward_ssl)
-            self._forwarders[location] = GroupClient(client,
-                                                     headers=self._forward_headers)
+            self._forwarders[location] = GroupClient(client)
         return self._forwarders[location]
 
-    def _forward_headers(self) -> dict[str, str]:
-        return {FORWARDED_BY: self.candidate, ORIGIN: repr(self._origin())}
-
-    @staticmethod
-    def _origin() -> float:
+    def _origin(self, origin: group.Origin) -> float:
         """When the call being served was sent: the forwarding replica's stamp, the client's, or now.
 
         A replica's stamp is trusted (replicas keep NTP time). A client's is used only when it is
         plausible: never in the future, and not older than ``MAX_CLIENT_SKEW`` (a client whose
         clock is that far off loses the ordering guard, not its ability to commit).
         """
-        now = time.time()
-        raw = request_header(ORIGIN)
-        if not raw:
+        now = self.wall_clock()
+        sent = origin.sent
+        if sent is None or sent > now:
             return now
-        try:
-            origin = float(raw)
-        except ValueError:
+        if origin.forwarded_by:
+            return sent
+        if now - sent > MAX_CLIENT_SKEW:
+            log.warning("a client's call is stamped %.0fs ago: its clock is off, or the call was delayed", now - sent)
             return now
-        if origin != origin or origin > now:
-            return now
-        if request_header(FORWARDED_BY):
-            return origin
-        if now - origin > MAX_CLIENT_SKEW:
-            log.warning("a client's call is stamped %.0fs ago: its clock is off, or the call was delayed", now - origin)
-            return now
-        return origin
+        return sent
 
-    def _check_order(self, group_id: str) -> float:
+    def _check_order(self, group_id: str, origin: group.Origin) -> float:
         """Refuse a change sent before one already applied to the group (call under the mutex)."""
-        origin = self._origin()
+        sent = self._origin(origin)
         floor = self._applied.get(group_id, 0.0)
-        if request_header(FORWARDED_BY):
+        if origin.forwarded_by:
             floor = max(floor, self._took_over_at)
-        if origin < floor:
+        if sent < floor:
             raise PluginError(f"not applied: a newer change to group {group_id} was applied after this request was "
                               f"sent (or leadership changed while it was forwarded); retry if it is still wanted")
-        return origin
+        return sent
 
-    async def _store(self, group_id: str, spec: dict[str, Any] | None, lease: Lease) -> None:
+    async def _store(self, group_id: str, spec: dict[str, Any] | None, lease: Lease, origin: group.Origin) -> None:
         """Write (or with ``spec`` None, delete) a group's spec: in order, fenced, known to have landed."""
-        origin = self._check_order(group_id)
+        sent = self._check_order(group_id, origin)
         if spec is None:
             await self._fenced(lambda: self.backend.delete(group_id, lease), group_id=group_id, expected=None)
         else:
             await self._fenced(lambda: self.backend.put(group_id, spec, lease), group_id=group_id, expected=spec)
-        self._applied[group_id] = max(self._applied.get(group_id, 0.0), origin)
+        self._applied[group_id] = max(self._applied.get(group_id, 0.0), sent)
 
     async def _fenced(self, write: Callable[[], Awaitable[None]], *, group_id: str,
                       expected: dict[str, Any] | None) -> None:
@@ -369,7 +360,11 @@ class Manager:
 
     # -- Group SPI -------------------------------------------------------------------------
 
-    async def commit_group(self, spec: group.Spec, pretend: bool) -> group.Commit:
+    def with_origin(self, origin: group.Origin) -> group.GroupPlugin:
+        """The Group SPI answering calls from ``origin`` (the Group service binds each request's)."""
+        return FromOrigin(self, origin)
+
+    async def commit_group(self, spec: group.Spec, pretend: bool, *, origin: group.Origin = LOCAL) -> group.Commit:
         async def local(lease: Lease) -> group.Commit:
             parsed = await self.controller.validate(spec)
             if pretend:
@@ -377,36 +372,36 @@ class Manager:
             async with self._mutex:
                 details = await self.controller.plan_commit(parsed)  # may fail: nothing is stored yet
                 answer = self.controller.commit_answer(parsed, details)  # against what was enforced until now
-                await self._store(parsed.id, parsed.raw, lease)
+                await self._store(parsed.id, parsed.raw, lease, origin)
                 await self._enforce_committed(parsed, details)
                 return answer
 
-        return await self._leader_or_forward(local, lambda c: c.commit_group(spec, pretend))
+        return await self._leader_or_forward(origin, local, lambda c, o: c.commit_group(spec, pretend, origin=o))
 
-    async def free_group(self, group_id: group.ID) -> None:
+    async def free_group(self, group_id: group.ID, *, origin: group.Origin = LOCAL) -> None:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 if group_id in self.degraded and self.controller.spec(group_id) is None:
-                    await self._store(group_id, None, lease)  # the operator's explicit way to drop a bad entry
+                    await self._store(group_id, None, lease, origin)  # the operator's explicit way to drop a bad entry
                     self.degraded.clear(group_id)
                     self.events.emit(ev.GROUP_FREED, group=group_id, reason="its Degraded stored entry was removed")
                     return
                 self._require(group_id)
-                await self._store(group_id, None, lease)
+                await self._store(group_id, None, lease, origin)
                 await self.controller.free_group(group_id)
 
-        await self._leader_or_forward(local, lambda c: c.free_group(group_id))
+        await self._leader_or_forward(origin, local, lambda c, o: c.free_group(group_id, origin=o))
 
-    async def destroy_group(self, group_id: group.ID) -> None:
+    async def destroy_group(self, group_id: group.ID, *, origin: group.Origin = LOCAL) -> None:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 self._require(group_id)  # a Degraded group's members cannot be listed: refused, nothing stored
-                await self._store(group_id, None, lease)
+                await self._store(group_id, None, lease, origin)
                 await self.controller.destroy_group(group_id)
 
-        await self._leader_or_forward(local, lambda c: c.destroy_group(group_id))
+        await self._leader_or_forward(origin, local, lambda c, o: c.destroy_group(group_id, origin=o))
 
-    async def set_size(self, group_id: group.ID, size: int) -> None:
+    async def set_size(self, group_id: group.ID, size: int, *, origin: group.Origin = LOCAL) -> None:
         async def local(lease: Lease) -> None:
             async with self._mutex:
                 spec = self._require(group_id)
@@ -414,12 +409,12 @@ class Manager:
                     raise ValidationError(f"group {group_id} is allocated by LogicalIDs; change its LogicalIDs instead of its size")
                 resized = spec.with_size(size)
                 details = await self.controller.plan_commit(resized)  # may fail: nothing is stored yet
-                await self._store(group_id, resized.raw, lease)
+                await self._store(group_id, resized.raw, lease, origin)
                 await self._enforce_committed(resized, details)
 
-        await self._leader_or_forward(local, lambda c: c.set_size(group_id, size))
+        await self._leader_or_forward(origin, local, lambda c, o: c.set_size(group_id, size, origin=o))
 
-    async def describe_group(self, group_id: group.ID) -> group.Description:
+    async def describe_group(self, group_id: group.ID, *, origin: group.Origin = LOCAL) -> group.Description:
         async def local(_: Lease) -> group.Description:
             if group_id in self.degraded and self.controller.spec(group_id) is None:
                 description = self.degraded.describe(group_id)
@@ -427,10 +422,10 @@ class Manager:
                 return dataclasses.replace(description, status={**description.status, "Events": events})
             return await self.controller.describe_group(group_id)
 
-        return await self._leader_or_forward(local, lambda c: c.describe_group(group_id))
+        return await self._leader_or_forward(origin, local, lambda c, o: c.describe_group(group_id, origin=o))
 
-    async def inspect_groups(self) -> list[group.Spec]:
-        return await self._leader_or_forward(lambda _: self._inspect(), lambda c: c.inspect_groups())
+    async def inspect_groups(self, *, origin: group.Origin = LOCAL) -> list[group.Spec]:
+        return await self._leader_or_forward(origin, lambda _: self._inspect(), lambda c, o: c.inspect_groups(origin=o))
 
     async def _inspect(self) -> list[group.Spec]:
         """The enforced groups and the Degraded ones (with their Status), by ID."""
@@ -439,18 +434,18 @@ class Manager:
             specs.setdefault(gid, self.degraded.inspect(gid))
         return [specs[gid] for gid in sorted(specs)]
 
-    async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID]) -> None:
+    async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID], *, origin: group.Origin = LOCAL) -> None:
         async def local(_: Lease) -> None:
             self._require(group_id)
             await self.controller.destroy_instances(group_id, instances)
 
-        await self._leader_or_forward(local, lambda c: c.destroy_instances(group_id, instances))
+        await self._leader_or_forward(origin, local, lambda c, o: c.destroy_instances(group_id, instances, origin=o))
 
-    async def size(self, group_id: group.ID) -> int:
+    async def size(self, group_id: group.ID, *, origin: group.Origin = LOCAL) -> int:
         async def local(_: Lease) -> int:
             return int(self._require(group_id).size)
 
-        return await self._leader_or_forward(local, lambda c: c.size(group_id))
+        return await self._leader_or_forward(origin, local, lambda c, o: c.size(group_id, origin=o))
 
     def _require(self, group_id: group.ID) -> Any:
         spec = self.controller.spec(group_id)
@@ -542,3 +537,35 @@ class Manager:
             await f.client.close()
         with contextlib.suppress(Exception):
             await self.backend.close()
+
+
+class FromOrigin:
+    """``GroupPlugin``: the manager answering calls that come from one ``origin``."""
+
+    def __init__(self, manager: Manager, origin: group.Origin) -> None:
+        self._manager, self._origin = manager, origin
+
+    async def commit_group(self, spec: group.Spec, pretend: bool) -> group.Commit:
+        return await self._manager.commit_group(spec, pretend, origin=self._origin)
+
+    async def free_group(self, group_id: group.ID) -> None:
+        await self._manager.free_group(group_id, origin=self._origin)
+
+    async def describe_group(self, group_id: group.ID) -> group.Description:
+        return await self._manager.describe_group(group_id, origin=self._origin)
+
+    async def destroy_group(self, group_id: group.ID) -> None:
+        await self._manager.destroy_group(group_id, origin=self._origin)
+
+    async def inspect_groups(self) -> list[group.Spec]:
+        return await self._manager.inspect_groups(origin=self._origin)
+
+    async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID]) -> None:
+        await self._manager.destroy_instances(group_id, instances, origin=self._origin)
+
+    async def size(self, group_id: group.ID) -> int:
+        return await self._manager.size(group_id, origin=self._origin)
+
+    async def set_size(self, group_id: group.ID, size: int) -> None:
+        await self._manager.set_size(group_id, size, origin=self._origin)
+

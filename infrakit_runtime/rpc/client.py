@@ -222,7 +222,8 @@ class SyncClient:
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         body = json.dumps(request(method, params=_params(params)), separators=(",", ":")).encode()
-        # When the call was made: the manager refuses a change older than one it already applied.
+        # When the call was made (rpc.group.ORIGIN): the manager refuses a change older than one it
+        # already applied.
         headers = {"Content-Type": "application/json", "X-Infrakit-Origin": repr(time.time())}
         token = self._token or _default_token(self.name, self.address)
         if token:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from infrakit_runtime.rpc import errors
@@ -105,8 +105,13 @@ class Dispatcher:
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    async def handle_body(self, body: bytes) -> bytes | None:
-        """Answer one HTTP request body; ``None`` means "no response" (notifications only)."""
+    async def handle_body(self, body: bytes, *, headers: Mapping[str, str] | None = None) -> bytes | None:
+        """Answer one HTTP request body; ``None`` means "no response" (notifications only).
+
+        ``headers`` are the HTTP request's, handed to each service's ``bind`` (the Group SPI reads
+        its ordering and forwarding headers there).
+        """
+        headers = headers if headers is not None else {}
         try:
             message = json.loads(body, parse_constant=_reject_constant)
         except RecursionError:
@@ -118,24 +123,25 @@ class Dispatcher:
         if isinstance(message, list):
             if not message:
                 return encode(self._error(None, errors.RpcError(errors.INVALID_REQUEST, "empty batch")))
-            answers = await asyncio.gather(*(self.handle_message(m) for m in message))
+            answers = await asyncio.gather(*(self.handle_message(m, headers=headers) for m in message))
             kept = [a for a in answers if a is not None]
             return encode(kept) if kept else None
-        answer = await self.handle_message(message)
+        answer = await self.handle_message(message, headers=headers)
         return encode(answer) if answer is not None else None
 
-    async def handle_message(self, message: JSON) -> dict[str, Any] | None:
+    async def handle_message(self, message: JSON, *, headers: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+        headers = headers if headers is not None else {}
         if self.observe is None:
-            return await self._answer(message)
+            return await self._answer(message, headers)
         started = time.perf_counter()
-        answer = await self._answer(message)
+        answer = await self._answer(message, headers)
         method = message.get("method") if isinstance(message, dict) else None
         known = isinstance(method, str) and (method == HANDSHAKE or method in self._methods)
         code = answer["error"]["code"] if answer is not None and "error" in answer else None
         self.observe(method if known else "other", code, time.perf_counter() - started)
         return answer
 
-    async def _answer(self, message: JSON) -> dict[str, Any] | None:
+    async def _answer(self, message: JSON, headers: Mapping[str, str]) -> dict[str, Any] | None:
         if not isinstance(message, dict):
             return self._error(None, errors.RpcError(errors.INVALID_REQUEST, f"a request must be an object, got {json_type(message)}"))
         has_id = "id" in message
@@ -143,7 +149,7 @@ class Dispatcher:
         if has_id and not (req_id is None or (isinstance(req_id, (str, int, float)) and not isinstance(req_id, bool))):
             return self._error(None, errors.RpcError(errors.INVALID_REQUEST, f"id must be a string, number or null, got {json_type(req_id)}"))
         try:
-            result = await self._call(message)
+            result = await self._call(message, headers)
         except errors.RpcError as e:
             return self._error(req_id, e) if has_id else None
         if not has_id:
@@ -153,7 +159,7 @@ class Dispatcher:
     def _error(self, req_id: JSON, error: errors.RpcError) -> dict[str, Any]:
         return {"jsonrpc": "2.0", "error": error.to_wire(), "id": req_id}
 
-    async def _call(self, message: dict[str, Any]) -> Any:
+    async def _call(self, message: dict[str, Any], headers: Mapping[str, str]) -> Any:
         if message.get("jsonrpc") != "2.0":
             raise errors.RpcError(errors.INVALID_REQUEST, "jsonrpc must be 2.0", message)
         method = message.get("method")
@@ -184,7 +190,7 @@ class Dispatcher:
         except ValidationError as e:
             raise errors.RpcError(errors.APPLICATION_ERROR, str(e)) from None
         try:
-            result = await handler.handler(obj, reader)
+            result = await handler.handler(service.bind(obj, headers), reader)
         except ValidationError as e:
             # Malformed params are -32602; a plugin's own validation verdict is an application error.
             code = errors.INVALID_PARAMS if isinstance(e, ParamsError) else errors.APPLICATION_ERROR

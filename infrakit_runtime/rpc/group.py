@@ -7,7 +7,8 @@ Limit: the service announces one object, ``groups``; the group is always named b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from infrakit_runtime.rpc.client import Client
@@ -16,6 +17,38 @@ from infrakit_runtime.rpc.service import Method, Service
 from infrakit_runtime.spi import group, instance
 from infrakit_runtime.spi.common import PluginError
 from infrakit_runtime.spi.wire import Reader
+
+# Headers that carry a call's origin (``group.Origin``): when its sender sent it (seconds since
+# the epoch: our CLI stamps every call) and which replica forwarded it to the leader.
+ORIGIN = "X-Infrakit-Origin"
+FORWARDED_BY = "X-Infrakit-Forwarded-By"
+
+
+def origin_from_headers(headers: Mapping[str, str]) -> group.Origin:
+    """The origin a request's headers declare; a stamp that is not a finite number is ignored."""
+    sent: float | None = None
+    raw = headers.get(ORIGIN)
+    if raw:
+        try:
+            sent = float(raw)
+        except ValueError:
+            sent = None
+        if sent is not None and not math.isfinite(sent):
+            sent = None
+    return group.Origin(sent=sent, forwarded_by=headers.get(FORWARDED_BY) or None)
+
+
+def origin_headers(origin: group.Origin | None) -> dict[str, str] | None:
+    """The headers that carry ``origin`` (none for a call made here and now)."""
+    if origin is None:
+        return None
+    headers = {}
+    if origin.sent is not None:
+        headers[ORIGIN] = repr(origin.sent)
+    if origin.forwarded_by:
+        headers[FORWARDED_BY] = origin.forwarded_by
+    return headers or None
+
 
 # --- service --------------------------------------------------------------------------------
 
@@ -91,6 +124,12 @@ class GroupService(Service):
     def select(self, socket_name: str, params: Reader) -> tuple[Any, dict[str, Any]]:
         return self.objects[""], {"Name": params.string("Name")}
 
+    def bind(self, obj: Any, headers: Mapping[str, str]) -> Any:
+        """A manager answers each call knowing its origin, passed explicitly from the request's headers."""
+        if isinstance(obj, group.Routed):
+            return obj.with_origin(origin_from_headers(headers))
+        return obj
+
     def hello_objects(self) -> list[dict[str, str]]:
         return [{"Name": "groups", "ProxyFor": ""}]
 
@@ -99,44 +138,46 @@ class GroupService(Service):
 
 
 class GroupClient:
-    """``GroupPlugin`` over JSON-RPC, addressing the manager's ``group`` socket."""
+    """``GroupPlugin`` over JSON-RPC, addressing the manager's ``group`` socket.
 
-    def __init__(self, client: Client, name: str = "group",
-                 headers: Callable[[], dict[str, str]] | None = None) -> None:
+    Every method takes an optional ``origin``: a replica forwarding a call to its leader passes
+    the call's origin on (``X-Infrakit-Origin``, ``X-Infrakit-Forwarded-By``).
+    """
+
+    def __init__(self, client: Client, name: str = "group") -> None:
         self.client = client
         self.name = name
-        self._headers = headers
 
-    async def _call(self, method: str, params: dict[str, Any]) -> Any:
+    async def _call(self, method: str, params: dict[str, Any], origin: group.Origin | None) -> Any:
         try:
-            return await self.client.call(method, {"Name": self.name, **params},
-                                          headers=self._headers() if self._headers else None)
+            return await self.client.call(method, {"Name": self.name, **params}, headers=origin_headers(origin))
         except RemoteError as e:
             raise PluginError(e.message) from None
 
-    async def commit_group(self, spec: group.Spec, pretend: bool) -> group.Commit:
-        result = await self._call("Group.CommitGroup", {"Spec": spec.to_wire(), "Pretend": pretend})
+    async def commit_group(self, spec: group.Spec, pretend: bool, *, origin: group.Origin | None = None) -> group.Commit:
+        result = await self._call("Group.CommitGroup", {"Spec": spec.to_wire(), "Pretend": pretend}, origin)
         return group.Commit.from_wire(result)
 
-    async def free_group(self, group_id: group.ID) -> None:
-        await self._call("Group.FreeGroup", {"ID": group_id})
+    async def free_group(self, group_id: group.ID, *, origin: group.Origin | None = None) -> None:
+        await self._call("Group.FreeGroup", {"ID": group_id}, origin)
 
-    async def describe_group(self, group_id: group.ID) -> group.Description:
-        result = await self._call("Group.DescribeGroup", {"ID": group_id})
+    async def describe_group(self, group_id: group.ID, *, origin: group.Origin | None = None) -> group.Description:
+        result = await self._call("Group.DescribeGroup", {"ID": group_id}, origin)
         return group.Description.from_wire(result.get("Description"))
 
-    async def destroy_group(self, group_id: group.ID) -> None:
-        await self._call("Group.DestroyGroup", {"ID": group_id})
+    async def destroy_group(self, group_id: group.ID, *, origin: group.Origin | None = None) -> None:
+        await self._call("Group.DestroyGroup", {"ID": group_id}, origin)
 
-    async def inspect_groups(self) -> list[group.Spec]:
-        result = await self._call("Group.InspectGroups", {"ID": ""})
+    async def inspect_groups(self, *, origin: group.Origin | None = None) -> list[group.Spec]:
+        result = await self._call("Group.InspectGroups", {"ID": ""}, origin)
         return [group.Spec.from_wire(g) for g in result.get("Groups") or []]
 
-    async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID]) -> None:
-        await self._call("Group.DestroyInstances", {"ID": group_id, "Instances": instances})
+    async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID], *,
+                                origin: group.Origin | None = None) -> None:
+        await self._call("Group.DestroyInstances", {"ID": group_id, "Instances": instances}, origin)
 
-    async def size(self, group_id: group.ID) -> int:
-        return int((await self._call("Group.Size", {"ID": group_id}))["Size"])
+    async def size(self, group_id: group.ID, *, origin: group.Origin | None = None) -> int:
+        return int((await self._call("Group.Size", {"ID": group_id}, origin))["Size"])
 
-    async def set_size(self, group_id: group.ID, size: int) -> None:
-        await self._call("Group.SetSize", {"ID": group_id, "Size": size})
+    async def set_size(self, group_id: group.ID, size: int, *, origin: group.Origin | None = None) -> None:
+        await self._call("Group.SetSize", {"ID": group_id, "Size": size}, origin)

@@ -11,13 +11,12 @@ Prometheus registry, behind the same bearer token as every route on TCP.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import ipaddress
 import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ traffic = logging.getLogger("infrakit_runtime.rpc.traffic")
 
 # Bodies past this are refused with a JSON-RPC error before they are parsed.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-# The HTTP headers of the request being dispatched, for the few methods that need them
-# (the manager reads who forwarded a call); None outside a request.
-REQUEST_HEADERS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("request_headers", default=None)
-
-
-def request_header(name: str) -> str | None:
-    """A header of the request being dispatched on this task, if any."""
-    headers = REQUEST_HEADERS.get()
-    return headers.get(name) if headers is not None else None
 SHUTDOWN_TIMEOUT = 1.0
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 EXTRA_ROUTES = web.AppKey("extra_routes", list)
@@ -68,11 +58,7 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
         return _json_response(encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}))
     if traffic.isEnabledFor(logging.DEBUG):
         traffic.debug("request on %s: %s", dispatcher.name, redact.for_log(body))
-    reset = REQUEST_HEADERS.set(request.headers)
-    try:
-        answer = await dispatcher.handle_body(body)
-    finally:
-        REQUEST_HEADERS.reset(reset)
+    answer = await dispatcher.handle_body(body, headers=request.headers)
     if traffic.isEnabledFor(logging.DEBUG):
         traffic.debug("response on %s: %s", dispatcher.name, redact.for_log(answer or b""))
     return _json_response(answer or b"")

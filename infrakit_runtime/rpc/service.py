@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from infrakit_runtime.spi.common import InterfaceSpec, ValidationError
@@ -54,6 +54,11 @@ class Service:
         raise ValidationError(
             f"not found: {socket_name}/{key} (key={key}); this plugin serves types: {known}"
         )
+
+    def bind(self, obj: Any, headers: Mapping[str, str]) -> Any:
+        """The object that answers this request; a service whose answers depend on the request's
+        metadata (the Group SPI: who forwarded it, when it was sent) passes it explicitly here."""
+        return obj
 
     def extra_interfaces(self) -> list[InterfaceSpec]:
         return []

@@ -102,6 +102,19 @@ class Commit:
                    changed=changed if isinstance(changed, bool) else None)
 
 
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where a Group call comes from, which the manager orders and forwards by.
+
+    ``sent``: when the call was first sent (seconds since the epoch, by its sender's clock), if
+    the sender said. ``forwarded_by``: the replica that forwarded it, if one did. ``Origin()``
+    is a call made here and now.
+    """
+
+    sent: float | None = None
+    forwarded_by: str | None = None
+
+
 @runtime_checkable
 class GroupPlugin(Protocol):
     """Declared groups, enforced. Every method may raise ``PluginError``."""
@@ -129,3 +142,12 @@ class GroupPlugin(Protocol):
 
     async def set_size(self, group_id: ID, size: int) -> None:
         """Change the declared size."""
+
+
+@runtime_checkable
+class Routed(Protocol):
+    """A Group implementation whose answers depend on where a call comes from (the manager)."""
+
+    def with_origin(self, origin: Origin) -> GroupPlugin:
+        """This implementation, answering calls from ``origin``."""
+

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from infrakit_runtime import config
+from infrakit_runtime.backends import open_backend
 from infrakit_runtime.manager import daemon as manager_daemon
 from tests.e2e.conftest import BIN, E2E
 
@@ -98,7 +99,7 @@ def test_an_etcd_config_with_a_listener_and_token_is_what_the_manager_accepts(e2
     token.parent.mkdir(parents=True, exist_ok=True)
     token.write_text("s3cret\n")
     token.chmod(0o640)  # as the role writes it: a token file other users can read is refused
-    parsed = manager_daemon.parse_options(options, home=tmp_path)
+    parsed = manager_daemon.parse_options(options, home=tmp_path, open_backend=open_backend)
     assert parsed["tcp"] == ("127.0.0.1", 24864)
     assert parsed["token"] == "s3cret"
     assert parsed["poll_interval"] == 2.0

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from infrakit_runtime.backends import open_backend
 from infrakit_runtime.manager.daemon import parse_options
 from infrakit_runtime.rpc import server, tokens
 from infrakit_runtime.rpc.dispatch import Dispatcher
@@ -39,7 +40,7 @@ def _no_ambient_token(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_manager_refuses_a_listener_off_loopback_without_tls_and_token(tmp_path: Path, host: str) -> None:
     with pytest.raises(ValidationError) as e:
         parse_options({"listen": f"{host}:7443", "backend": {"type": "file", "dir": str(tmp_path / "s")}},
-                      home=tmp_path)
+                      home=tmp_path, open_backend=open_backend)
     text = str(e.value)
     assert "requires tls" in text and "requires a bearer token" in text and "token_file" in text
 
@@ -49,7 +50,7 @@ def test_the_manager_refuses_a_listener_off_loopback_with_tls_but_no_token(tmp_p
     cert, key = tls
     with pytest.raises(ValidationError) as e:
         parse_options({"listen": f"0.0.0.0:{free_port()}", "tls": {"cert": str(cert), "key": str(key)},
-                       "backend": {"type": "file", "dir": str(tmp_path / "s")}}, home=tmp_path)
+                       "backend": {"type": "file", "dir": str(tmp_path / "s")}}, home=tmp_path, open_backend=open_backend)
     assert "requires a bearer token" in str(e.value) and "requires tls" not in str(e.value)
 
 
@@ -58,21 +59,21 @@ def test_the_manager_refuses_a_listener_on_loopback_without_a_token(tmp_path: Pa
     """Loopback is no trust boundary: any local user reaches it."""
     with pytest.raises(ValidationError) as e:
         parse_options({"listen": f"{host}:7443", "backend": {"type": "file", "dir": str(tmp_path / "s")}},
-                      home=tmp_path)
+                      home=tmp_path, open_backend=open_backend)
     assert "requires a bearer token, loopback included" in str(e.value)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.0.0.2"])
 def test_the_manager_accepts_a_plain_listener_on_loopback_with_a_token(tmp_path: Path, host: str) -> None:
     opts = parse_options({"listen": f"{host}:7443", "backend": {"type": "file", "dir": str(tmp_path / "s")},
-                          "token_file": str(_token_file(tmp_path))}, home=tmp_path)
+                          "token_file": str(_token_file(tmp_path))}, home=tmp_path, open_backend=open_backend)
     assert opts["tcp"] == (host, 7443) and opts["ssl_context"] is None and opts["token"] == TOKEN
 
 
 def test_the_managers_token_defaults_to_infrakit_token_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFRAKIT_TOKEN_FILE", str(_token_file(tmp_path)))
     opts = parse_options({"listen": "127.0.0.1:7443", "backend": {"type": "file", "dir": str(tmp_path / "s")}},
-                         home=tmp_path)
+                         home=tmp_path, open_backend=open_backend)
     assert opts["token"] == TOKEN
 
 
@@ -82,7 +83,7 @@ def test_the_manager_refuses_a_token_file_other_users_can_read_or_write(tmp_path
     path.chmod(mode)
     with pytest.raises(ValidationError) as e:
         parse_options({"listen": "127.0.0.1:7443", "backend": {"type": "file", "dir": str(tmp_path / "s")},
-                       "token_file": str(path)}, home=tmp_path)
+                       "token_file": str(path)}, home=tmp_path, open_backend=open_backend)
     assert str(path) in str(e.value) and "by other users" in str(e.value) and TOKEN not in str(e.value)
 
 
