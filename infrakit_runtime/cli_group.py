@@ -110,7 +110,7 @@ def _commit(args: argparse.Namespace, client: SyncClient) -> int:
     out = cli_render.console()
     for spec in specs:
         result = _call(client, args, "Group.CommitGroup", Spec=spec, Pretend=args.pretend)
-        gid = result.get("ID") or (spec.get("ID") if isinstance(spec, dict) else "")
+        gid = str(result.get("ID") or (spec.get("ID") if isinstance(spec, dict) else "") or "")
         entry: dict[str, Any] = {"ID": gid, "Details": result.get("Details"), "Pretend": args.pretend}
         if args.pretend:
             entry["Diff"] = "".join(cli_render.spec_diff(gid, stored.get(gid), _normalized(spec)))

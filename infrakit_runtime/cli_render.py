@@ -109,7 +109,7 @@ def events_table(events: Iterable[Mapping[str, Any]], *, with_group: bool = True
     headers = ("TIME", "KIND", "GROUP", "INSTANCE", "REASON") if with_group else ("TIME", "KIND", "INSTANCE", "REASON")
     table = _table(*headers)
     for e in events:
-        cells = [when(e.get("Time")), _kind(e.get("Kind", ""))]
+        cells: list[Any] = [when(e.get("Time")), _kind(e.get("Kind", ""))]
         if with_group:
             cells.append(e.get("Group") or "-")
         cells += [e.get("Instance") or "-", e.get("Reason") or ""]

@@ -90,7 +90,7 @@ def open_backend(config: dict[str, Any], *, where: str = "manager.backend") -> B
     timeout = _duration(config, "timeout", where, problems, 2.0)
     if timeout is None or timeout <= 0:
         problems.append(f"{where}.timeout must be positive")
-    if problems:
+    if problems or timeout is None:
         raise ValidationError(problems)
     return etcd.EtcdBackend(endpoints, prefix, timings, ca_cert=tls.get("ca_cert"), cert=tls.get("cert"),
                             key=tls.get("key"), username=username, password=password, timeout=timeout)

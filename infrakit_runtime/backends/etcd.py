@@ -139,7 +139,7 @@ class EtcdBackend(Backend):
             if username is not None:
                 # Present from the start (None is never sent), so logging in only ever
                 # replaces a value: no thread ever sees the header appear or vanish.
-                client.session.headers["Authorization"] = None
+                client.session.headers["Authorization"] = None  # type: ignore[assignment]  # requests skips it
             self._clients.append(client)
         self._current = 0  # the endpoint that answered last; calls start there
         self._problem: str | None = None
@@ -346,7 +346,7 @@ class EtcdBackend(Backend):
         session = requests.Session()
         session.verify, session.cert = client.session.verify, client.session.cert
         session.headers.update(client.session.headers)
-        body = {"create_request": {"key": _b64(self.leader_key), "start_revision": revision + 1}}
+        body: dict[str, Any] = {"create_request": {"key": _b64(self.leader_key), "start_revision": revision + 1}}
         established = False
         try:
             with session.post(client.get_url("/watch"), json=body, stream=True,

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -53,6 +54,11 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.2
 """How often a candidate retries the lock: the takeover delay after the leader dies."""
 
+
+
+def _close_fd(fd: int, _: object) -> None:
+    """A done-callback closing ``fd`` (a lock descriptor handed over to a finishing thread)."""
+    os.close(fd)
 
 class _Held:
     """What a file lease carries: the locked descriptor, and whether it was given up.
@@ -135,7 +141,7 @@ class FileBackend(Backend):
                         # Keep the lock until the term write finishes: releasing it
                         # earlier would let our late write clobber the next leader's term.
                         locked, fd = fd, None
-                        office.add_done_callback(lambda _, locked=locked: os.close(locked))
+                        office.add_done_callback(functools.partial(_close_fd, locked))
                         raise
                     held = _Held(self, fd, term)
                     fd = None  # owned by ``held`` from here on

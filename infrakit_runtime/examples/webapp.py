@@ -19,7 +19,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         instance_id = os.environ.get("INFRAKIT_INSTANCE_ID", "")
         if self.path.startswith("/healthz"):
             flags = os.environ.get("HEALTH_FLAG_DIR")
-            sick = bool(flags) and (Path(flags) / instance_id).exists()
+            sick = (Path(flags) / instance_id).exists() if flags else False
             self._answer(500 if sick else 200, "unhealthy\n" if sick else "ok\n")
             return
         if self.path.split("?")[0] != "/":

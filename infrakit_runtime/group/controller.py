@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -91,9 +92,9 @@ class GroupController:
         props = wire.properties if isinstance(wire.properties, dict) else {}
         for section, interface in (("Instance", instance.INTERFACE), ("Flavor", flavor.INTERFACE)):
             raw = props.get(section)
-            name = raw.get("Plugin") if isinstance(raw, dict) else None
-            if not isinstance(name, str) or not name:
+            if not isinstance(raw, dict) or not isinstance(raw.get("Plugin"), str) or not raw["Plugin"]:
                 continue  # parse_spec has already said so
+            name = raw["Plugin"]
             try:
                 PluginName.parse(name)
                 await self.plugins.check(name, interface)
@@ -269,7 +270,7 @@ class GroupController:
                                 self_id=self.self_id, on_handover=self.on_handover)
         self._supervisors[spec.id] = supervisor
         task = asyncio.create_task(supervisor.run(), name=f"supervisor/{spec.id}")
-        task.add_done_callback(lambda t, gid=spec.id: self._supervisor_exited(gid, t))
+        task.add_done_callback(functools.partial(self._supervisor_exited, spec.id))
         self._tasks[spec.id] = task
         self._watch(spec.instance.plugin)
 

@@ -152,6 +152,7 @@ class _GroupCollector(Collector):
         # Groups the leader keeps but cannot enforce (a refused stored entry, an unreachable plugin).
         degraded = manager.degraded if manager is not None and manager.lease is not None else None
         for gid in degraded.ids() if degraded is not None else ():
+            assert degraded is not None
             if gid in controller.supervisors():
                 continue
             converged.add_metric([gid], 0.0)

@@ -179,7 +179,7 @@ class Client:
 class UnixHTTPConnection(http.client.HTTPConnection):
     """``http.client`` over a Unix socket: the standard library's way to reach a plugin daemon."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float | None) -> None:
         super().__init__("plugin", timeout=timeout)
         self._path = path
 

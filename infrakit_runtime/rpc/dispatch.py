@@ -136,9 +136,9 @@ class Dispatcher:
         started = time.perf_counter()
         answer = await self._answer(message, headers)
         method = message.get("method") if isinstance(message, dict) else None
-        known = isinstance(method, str) and (method == HANDSHAKE or method in self._methods)
+        known = method if isinstance(method, str) and (method == HANDSHAKE or method in self._methods) else "other"
         code = answer["error"]["code"] if answer is not None and "error" in answer else None
-        self.observe(method if known else "other", code, time.perf_counter() - started)
+        self.observe(known, code, time.perf_counter() - started)
         return answer
 
     async def _answer(self, message: JSON, headers: Mapping[str, str]) -> dict[str, Any] | None:

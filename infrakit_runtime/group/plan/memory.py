@@ -48,7 +48,7 @@ def backoff_delay(slot: Slot, count: int, *, base: float = DEFAULT_BASE_DELAY, c
     nominal = min(cap, base * 2 ** min(max(count - 1, 0), 62))
     digest = hashlib.sha256(f"{slot}\x00{count}".encode()).digest()
     jitter = int.from_bytes(digest[:8], "big") / 2**64  # [0, 1)
-    return nominal * (0.5 + 0.5 * jitter)
+    return float(nominal * (0.5 + 0.5 * jitter))
 
 
 @dataclasses.dataclass(frozen=True)

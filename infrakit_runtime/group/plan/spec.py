@@ -184,8 +184,8 @@ class GroupSpec:
 
     def to_wire(self) -> dict[str, Any]:
         """The spec as InfraKit's InspectGroups returns it: its struct fields filled, ours kept if given."""
-        raw_props = self.raw.get("Properties") if isinstance(self.raw.get("Properties"), dict) else {}
-        raw_updating = raw_props.get("Updating") if isinstance(raw_props.get("Updating"), dict) else {}
+        raw_props: dict[str, Any] = self.raw["Properties"] if isinstance(self.raw.get("Properties"), dict) else {}
+        raw_updating: dict[str, Any] = raw_props["Updating"] if isinstance(raw_props.get("Updating"), dict) else {}
         updating: dict[str, Any] = {
             "Duration": durations.format_duration(self.updating.duration),
             "Count": self.updating.count,

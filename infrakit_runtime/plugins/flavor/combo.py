@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.rpc.errors import UnreachableError

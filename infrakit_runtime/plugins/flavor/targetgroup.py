@@ -29,8 +29,7 @@ from infrakit_runtime.durations import parse_duration
 from infrakit_runtime.plugins.flavor import targetgroup_elb as tge
 from infrakit_runtime.plugins.instance import aws
 from infrakit_runtime.plugins.instance.aws_ec2 import AwsError, Ec2
-from infrakit_runtime.rpc.flavor import DRAIN_TIMEOUT
-from infrakit_runtime.rpc.flavor import FlavorService
+from infrakit_runtime.rpc.flavor import DRAIN_TIMEOUT, FlavorService
 from infrakit_runtime.rpc.lookup import PluginDirectory
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type

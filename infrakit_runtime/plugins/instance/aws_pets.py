@@ -73,6 +73,8 @@ class Pets:
         subnet, zone = zone_source(properties)
         if zone:
             return zone
+        if subnet is None:
+            raise PluginError("a pet needs a SubnetId or a Placement.AvailabilityZone to keep its volume in")
         if subnet not in self._zones:
             answer = await self.ec2.call("DescribeSubnets", SubnetIds=[subnet])
             self._zones[subnet] = answer["Subnets"][0]["AvailabilityZone"]
@@ -149,7 +151,7 @@ class Pets:
         deadline = self.clock() + RUN_WAIT
         while True:
             answer = await self.ec2.call("DescribeInstances", InstanceIds=[instance_id])
-            raw = next((i for r in answer.get("Reservations") or [] for i in r.get("Instances") or []), {})
+            raw: dict[str, Any] = next((i for r in answer.get("Reservations") or [] for i in r.get("Instances") or []), {})
             state = (raw.get("State") or {}).get("Name")
             if state == "running":
                 await self.reconcile(raw)

@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 
 import pytest
-
 from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 

@@ -21,14 +21,12 @@ the first launch completes: the group is then one member over and scales it down
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from infrakit_runtime import fsutil
 from infrakit_runtime.group.plan.memory import Memory

@@ -8,7 +8,6 @@ import os
 import sys
 
 import pytest
-
 from ansible.errors import AnsibleError
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader

@@ -209,7 +209,7 @@ def test_https_sends_the_bearer_token(tls_pair):
         assert wrong.sleeps == []
 
         verifying = client_for(fake.url, token="s3cret", validate_certs=True)
-        with pytest.raises(ctl.UnreachableError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed") as bad:
+        with pytest.raises(ctl.UnreachableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed") as bad:
             verifying.is_leader()
         # Not retried (no retry changes a certificate), and the sentence says what to do.
         assert verifying.sleeps == []
