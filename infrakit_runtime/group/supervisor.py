@@ -18,7 +18,6 @@ that changes the instance or flavor plugin starts a new supervisor: the same as 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -30,7 +29,7 @@ from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.plan import outcomes
 from infrakit_runtime.group.plan.health import HealthRecord, probe_for
 from infrakit_runtime.group.plan.memory import Memory
-from infrakit_runtime.group.plan.plan import Create, Destroy, Plan, Relabel, plan_group
+from infrakit_runtime.group.plan.plan import Create, Destroy, Plan, Relabel, judge_members, plan_group
 from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import JSON, PluginError
@@ -126,12 +125,49 @@ class Supervisor:
                 busy = False
             if self._on_pass and self.last:
                 self._on_pass(self.spec, self.last, self.clock() - started)
-            await self._wait(ACTIVE_INTERVAL if busy else self.poll_interval)
+            await self._rest(ACTIVE_INTERVAL if busy else self.poll_interval)
 
-    async def _wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+    async def _rest(self, seconds: float) -> None:
+        """Until the next pass: ``seconds``, or a poke, or a health probe that changes a verdict.
+
+        With ``Health.Interval`` shorter than the rest, the members of the last pass are probed at
+        that interval meanwhile; a probe that changes what the planner would decide about any of
+        them ends the rest at once (the probe only wakes the loop; the pass decides).
+        """
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            interval = self.spec.health.interval
+            if not interval or interval >= left:
+                await self._wait(left)
+                return
+            if await self._wait(interval) or await self._probe():
+                return
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless poked first; True when poked.
+
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` loses a cancellation that
+        arrives as the event is set (a poke racing ``stop_all``), and the task would never stop.
+        """
+        poked = True
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            poked = False
         self._wakeup.clear()
+        return poked
+
+    async def _probe(self) -> bool:
+        """Probe the last pass's members between passes (``Health.Interval``); True when a verdict changed."""
+        if self.last is None:
+            return False
+        members = [d for d in self.last.members if d.id not in self._unseen]
+        if not members:
+            return False
+        before = judge_members(spec=self.spec, observed=members, health=self.health, now=self.clock())
+        await self.check_health(members)
+        return judge_members(spec=self.spec, observed=members, health=self.health, now=self.clock()) != before
 
     # -- observe ---------------------------------------------------------------------------
 

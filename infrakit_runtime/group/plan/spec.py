@@ -38,7 +38,8 @@ decoder; for ours an explicit 0 is a value, e.g. ``GracePeriod: 0s`` means no gr
 - ``Health.MaxUnhealthy``: ``"40%"``: above this many unhealthy instances at once the group stops
   replacing for health (the cloud is sick, not the instances). A percentage rounds down but
   never below 1, so a small group can still heal one instance.
-- ``Health.Interval``: null (the supervisor's poll interval decides how often to check).
+- ``Health.Interval``: null (members are probed once per pass, so the poll interval decides);
+  a duration probes them at that interval between passes too, whatever the poll interval.
 
 Durations are Go strings (``"30s"``, ``"1m30s"``); a bare number other than 0 is refused
 because Go reads it as nanoseconds.

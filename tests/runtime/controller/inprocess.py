@@ -83,7 +83,8 @@ class World:
 
     @staticmethod
     def spec(gid: str = "web", *, size: int | None = 3, logical_ids: list[str] | None = None, init: str = "v1",
-             grace: str = "1s", unhealthy_threshold: int = 2, **updating: Any) -> group.Spec:
+             grace: str = "1s", unhealthy_threshold: int = 2, health_interval: str | None = None,
+             **updating: Any) -> group.Spec:
         allocation: dict[str, Any] = {"LogicalIDs": logical_ids} if logical_ids is not None else {"Size": size}
         props: dict[str, Any] = {
             "Allocation": allocation,
@@ -91,6 +92,8 @@ class World:
             "Flavor": {"Plugin": "memory", "Properties": {"Init": init}},
             "Health": {"GracePeriod": grace, "UnhealthyThreshold": unhealthy_threshold},
         }
+        if health_interval is not None:
+            props["Health"]["Interval"] = health_interval
         if updating:
             props["Updating"] = updating
         return group.Spec(id=gid, properties=props)

@@ -7,6 +7,8 @@ same behaviours against real daemons and real processes are in ``test_group_cont
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from infrakit_runtime.spi.common import ValidationError
@@ -14,9 +16,9 @@ from tests.runtime import fakeclock
 from tests.runtime.controller.inprocess import World
 
 
-def scenario(tmp_path, body) -> None:
+def scenario(tmp_path, body, *, poll_interval: float = 5.0) -> None:
     async def main() -> None:
-        world = World(tmp_path / "instances")
+        world = World(tmp_path / "instances", poll_interval=poll_interval)
         try:
             await body(world)
         finally:
@@ -174,3 +176,25 @@ def test_an_invalid_spec_is_refused_with_every_problem_and_changes_nothing(tmp_p
         assert await w.controller.size("web") == 2
 
     scenario(tmp_path, body)
+
+
+@pytest.mark.parametrize(("interval", "replaced_within"), [("1s", 10.0), (None, None)])
+def test_health_is_probed_at_health_interval_whatever_the_poll_interval(tmp_path, interval, replaced_within):
+    """Health.Interval 1s under a 60 s poll: an instance failing its checks is replaced within seconds;
+    without it, health is checked once per pass, so nothing happens before the next poll."""
+    async def body(w: World) -> None:
+        await w.commit(w.spec(size=3, grace="0s", unhealthy_threshold=2, health_interval=interval))
+        await fakeclock.until(lambda: w.converged(3), within=60, what="converged at 3")
+        await asyncio.sleep(1)  # loop time: the supervisor is resting until its next poll
+        sick = (await w.members())[0].id
+        w.flavor.unhealthy.add(sick)
+
+        async def replaced() -> bool:
+            return sick not in {d.id for d in await w.members()}
+        if replaced_within is not None:
+            await fakeclock.until(replaced, within=replaced_within, what="the unhealthy instance replaced")
+        else:
+            with pytest.raises(AssertionError, match="not the unhealthy instance replaced"):
+                await fakeclock.until(replaced, within=30, what="the unhealthy instance replaced")
+
+    scenario(tmp_path, body, poll_interval=60.0)
