@@ -65,6 +65,9 @@ def trial(world: World, seed: int, faults: Faults) -> None:
     print(f"chaos {world.scenario} seed {seed}: held ({figures})")
 
 
+# Every time.sleep in this suite is a fault's duration (how long a process stays killed, paused or
+# cut off, a disk stays full) or the fault schedule itself: chaos is time passing on purpose. Waits
+# for an outcome poll a condition with a deadline (World.wait_*).
 def kill_and_restart(name: str, down: tuple[float, float]) -> Faults:
     def faults(world: World, rng: random.Random) -> None:
         for at in moments(rng):

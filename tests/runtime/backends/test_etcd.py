@@ -95,7 +95,7 @@ def test_three_candidates_elect_one_leader_at_a_time_with_growing_terms(etcd: Et
             terms = []
             for round_ in range(3):
                 leader = await first_winner([c for c in cs if not c.task.done()], 5)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # a window in which a second winner would show
                 assert sum(c.task.done() and not c.lease.handle.lost.is_set() for c in cs) == 1, \
                     f"round {round_}: more than one leader"
                 assert await leader.backend.leader_location() == f"tcp://{leader.name}:24864"
@@ -107,18 +107,19 @@ def test_three_candidates_elect_one_leader_at_a_time_with_growing_terms(etcd: Et
     asyncio.run(scenario())
 
 
-def test_graceful_resign_hands_over_well_under_a_second(etcd: EtcdCluster, prefix: str) -> None:
+def test_graceful_resign_hands_over_without_waiting_for_the_lease(etcd: EtcdCluster, prefix: str) -> None:
+    # A lease that would outlive its holder by a minute: only a revoked lease lets the follower in sooner.
+    patient = LeaderTimings(ttl=60.0, renew_interval=1.0, renew_deadline=40.0, retry_interval=0.3)
+
     async def scenario() -> None:
-        async with candidates(etcd, prefix, ["a", "b"]) as cs:
-            leader = await first_winner(cs, 5)
+        async with candidates(etcd, prefix, ["a", "b"], patient) as cs:
+            leader = await first_winner(cs, 10)
             follower = next(c for c in cs if c is not leader)
-            await asyncio.sleep(0.5)  # the follower is now watching
             resigned = time.monotonic()
             await leader.resign()
-            await asyncio.wait_for(follower.task, 1.0)
+            await asyncio.wait_for(follower.task, 30)  # half the TTL: the lease was revoked, not expired
             took = (follower.won_at or 0) - resigned
-            print(f"etcd takeover after a graceful resign: {took * 1000:.0f} ms")
-            assert took < 1.0
+            print(f"etcd takeover after a graceful resign: {took * 1000:.0f} ms (bench.failover measures it)")
             assert follower.lease.term > leader.lease.term
             assert await leader.backend.wait_lost(leader.lease) == "resigned"
 
@@ -203,7 +204,7 @@ def test_losing_etcds_own_leader_member_changes_nothing_for_our_leader_or_follow
             await asyncio.to_thread(etcd.wait_healthy, 10, members=etcd.running())
             print(f"etcd: the survivors elected a raft leader {time.monotonic() - stopped:.2f}s after {victim} died")
             await leader.backend.put("web", {"ID": "web", "Properties": {"n": 1}}, leader.lease)
-            await asyncio.sleep(1.5)  # renewals keep flowing through the other members
+            await asyncio.sleep(1.5)  # a window: renewals keep flowing through the other members meanwhile
             assert not leader.lease.handle.lost.is_set()
             assert not any(c.task.done() for c in followers)
             assert all([(await c.backend.status())["healthy"] for c in cs])
@@ -239,7 +240,7 @@ def test_without_quorum_nobody_acts_and_the_specs_survive_recovery(etcd: EtcdClu
                 await leader.backend.put("cache", attempted, leader.lease)
 
             async with candidates(etcd, prefix, ["b"]) as (newcomer,):
-                await asyncio.sleep(2.5)
+                await asyncio.sleep(2.5)  # a window: more than a TTL in which a leader would be elected
                 assert not newcomer.task.done(), "a leader was elected without a quorum"
                 await asyncio.to_thread(etcd.start, "m2")
                 await asyncio.to_thread(etcd.start, "m3")
@@ -305,7 +306,7 @@ def test_username_and_password_log_in_and_a_stale_token_is_renewed(etcd_with_aut
             backend._clients[0].session.headers["Authorization"] = "expired"  # as after etcd's token TTL
             await backend.put("web", {"ID": "web", "Properties": {"v": 2}}, lease)
             assert (await backend.load_all()).specs == {"web": {"ID": "web", "Properties": {"v": 2}}}
-            await asyncio.sleep(FAST.renew_deadline + 0.3)
+            await asyncio.sleep(FAST.renew_deadline + 0.3)  # a window: past the renewal deadline
             assert not lease.handle.lost.is_set(), "renewals failed under authentication"
         assert await backend.leader_location() is None
         for b in (anonymous, wrong, backend):

@@ -82,6 +82,8 @@ def test_a_leader_paused_past_its_lease_neither_acts_nor_writes_when_it_resumes(
 
     caller = threading.Thread(target=late_commit)
     caller.start()
+    # A deliberate pause: the call must reach the frozen replica's socket before it resumes, and
+    # nothing observable from here marks that (it is queued in the kernel).
     time.sleep(0.3)
     stack.kill(old, signal.SIGCONT)
     caller.join(30)
@@ -110,13 +112,15 @@ def test_a_graceful_stop_of_the_leader_hands_over_without_waiting_for_the_lease(
     stack.commit(stack.spec(size=2))
     stack.wait_converged(2)
     old = stack.leader()
-    time.sleep(0.5)  # the followers are watching the leader key
+    followers = [n for n in stack.names if n != old]
+    wait_for(lambda: all(stack.status(n)["Location"] == stack.location(old) for n in followers), 30,
+             "the followers to know the leader")
     stopped = stack.kill(old, signal.SIGTERM)
     new = stack.leader(timeout=TTL + 10)
     gained = max(e["Time"] for e in stack.events(new, "leadership_gained"))
-    print(f"graceful handover: new leader {gained - stopped:.3f}s after SIGTERM to the old one")
-    # Had the old leader not revoked its lease, nobody could lead before the TTL ran out.
-    assert gained - stopped < TTL / 2
+    print(f"graceful handover: new leader {gained - stopped:.3f}s after SIGTERM to the old one (bench.failover)")
+    # The old leader revoked its lease on the way out (the speed that buys is bench.failover's to measure).
+    assert "resigned leadership" in stack.log(old) and "could not revoke" not in stack.log(old), stack.log(old)[-2000:]
     victim = kill_one_instance(stack)
     stack.wait(lambda d: d.get("Converged") and len(d["Instances"]) == 2 and victim not in {i["ID"] for i in d["Instances"]},
                what="the new leader replacing a killed instance")

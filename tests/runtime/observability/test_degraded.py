@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 
+from tests.runtime.ha.cluster import wait_for
 from tests.runtime.observability.conftest import MISSING_PROGRAM, value
 
 PLUGIN_ERROR = "No such file or directory"
@@ -20,14 +20,17 @@ def test_a_failing_provision_is_degraded_with_the_plugins_error_and_backs_off(st
     assert MISSING_PROGRAM in status["Reason"], "the reason names the plugin's error"
     assert not desc["Converged"] and status["Running"] == 0
 
-    # Watch the retries for a while: the controller keeps passing but calls Provision ever more rarely.
+    # Watch three more retries: the controller keeps passing but calls Provision ever more rarely.
     first = stack.scrape()
-    window = 7.0
-    time.sleep(window)
+
+    def attempts_so_far() -> list[float]:
+        events = stack.call("Manager.Events", {"Group": "broken", "Limit": 0})["Events"]
+        return [e["Time"] for e in events if e["Kind"] == "provision_failed"]
+
+    before = len(attempts_so_far())
+    wait_for(lambda: len(attempts_so_far()) >= before + 3, 120, "three more retries")
     later = stack.scrape()
-    events = stack.call("Manager.Events", {"Group": "broken", "Limit": 0})["Events"]
-    attempts = [e["Time"] for e in events if e["Kind"] == "provision_failed"]
-    assert len(attempts) >= 3, "the plugin must have been retried"
+    attempts = attempts_so_far()
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     # Backoff doubles (with jitter in [50%, 100%]); a pass may land up to one poll (0.5 s) late.
     for earlier, next_gap in itertools.pairwise(gaps):
@@ -39,7 +42,6 @@ def test_a_failing_provision_is_degraded_with_the_plugins_error_and_backs_off(st
              - value(first, "infrakit_rpc_duration_seconds_count", plugin="process", method="Instance.Provision",
                      outcome="error"))
     assert passes > 2 * max(calls, 1), f"{calls:g} provisions in {passes:g} passes: the plugin is being hammered"
-    assert calls <= 4, f"{calls:g} provisions in {window}s: the backoff is not growing"
 
     # The metrics say the same: Degraded, failures by the side that failed, a slot backing off.
     m = later

@@ -23,11 +23,15 @@ class Reader(threading.Thread):
         super().__init__(daemon=True)
         self.address, self.since = Address(unix_path=socket_path), since
         self.events: list[dict] = []
+        # Set once the stream is open: it replays the event at ``since`` first, and keeps only later ones.
+        self.connected = threading.Event()
 
     def run(self) -> None:
         try:
-            for e in stream_events(self.address, since=self.since, group="web", timeout=60):
-                self.events.append(e)
+            for e in stream_events(self.address, since=self.since - 1, group="web", timeout=60):
+                self.connected.set()
+                if e["Seq"] > self.since:
+                    self.events.append(e)
         except Exception:
             pass  # the daemon stopped at teardown
 
@@ -42,7 +46,7 @@ def test_the_event_stream_shows_a_killed_instance_lost_then_replaced_then_health
     seen = max(e["Seq"] for e in desc["Status"]["Events"])
     reader = Reader(stack.d.plugins_dir / "group", since=seen)
     reader.start()
-    time.sleep(0.3)
+    assert reader.connected.wait(30), "the event stream did not open"
     victim = desc["Instances"][0]
     os.kill(victim["Properties"]["PID"], signal.SIGKILL)
     stack.wait(lambda d: d.get("Converged") and victim["ID"] not in {i["ID"] for i in d["Instances"]},

@@ -257,7 +257,7 @@ def test_a_recycled_pid_is_never_taken_for_an_instance_nor_signalled(daemons, pl
     (directory / "process-0000000000000003.json").write_text(json.dumps({
         "ID": "process-0000000000000003", "Tags": {}, "PID": bystander.pid, "StartTime": stat.start_time + 1}))
     call("Destroy", Instance="process-0000000000000003", Context={"Reason": "terminate"})
-    time.sleep(0.2)
+    time.sleep(0.2)  # a window in which a wrongly sent signal would have ended the bystander
     assert bystander.poll() is None and running(bystander.pid)
 
 

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from infrakit_runtime.rpc.errors import RemoteError
 from tests.runtime.conftest import Daemons
+from tests.runtime.procs import marker_pids
 
 UNKNOWN, HEALTHY, UNHEALTHY = 0, 1, 2
 
@@ -208,17 +210,21 @@ def test_every_declared_probe_must_pass(vanilla):
 def test_probes_do_not_block_the_daemon_while_they_wait(daemons_here, vanilla):
     """A slow probe runs on the event loop's terms: other calls are answered meanwhile."""
     results: dict[str, int] = {}
+    marker = f"slow-probe-{uuid.uuid4().hex}"
 
     def slow() -> None:
         client = daemons_here.client("vanilla", timeout=15)
         try:
-            results["slow"] = health(client, {"Command": ["sleep", "3"], "Timeout": "2s"})
+            results["slow"] = health(client, {"Command": ["sh", "-c", "sleep 3", marker], "Timeout": "2s"})
         finally:
             client.close()
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while not marker_pids(marker):  # the slow probe is running inside the daemon
+        assert time.monotonic() < deadline, "the slow probe never started"
+        time.sleep(0.02)
     assert "slow" not in results
     assert health(vanilla, {"Command": ["true"]}) == HEALTHY
     assert "slow" not in results, "the quick probe was answered only after the slow one"
