@@ -112,7 +112,9 @@ class EtcdBackend(Backend):
 
     def __init__(self, endpoints: list[str], prefix: str = "/infrakit/", timings: LeaderTimings | None = None, *,
                  ca_cert: str | None = None, cert: str | None = None, key: str | None = None,
-                 username: str | None = None, password: str | None = None, timeout: float = 2.0) -> None:
+                 username: str | None = None, password: str | None = None, timeout: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: the monotonic clock lease renewals are timed by (read from the keeper's threads too)."""
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         if timeout <= 0:
@@ -123,6 +125,7 @@ class EtcdBackend(Backend):
             raise ValueError("etcd authentication needs both username and password")
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.timings = timings or LeaderTimings()
+        self.clock = clock
         self.timeout = timeout
         self.endpoints = list(endpoints)
         self.leader_key = self.prefix + "leader"
@@ -309,7 +312,7 @@ class EtcdBackend(Backend):
         kv, revision = self._call("read the leader key", self._get_leader)
         if kv is not None:
             return revision
-        granted_at = time.monotonic()
+        granted_at = self.clock()
         ttl = max(1, math.ceil(self.timings.ttl))
         lease_id = self._call("grant a lease", lambda c: c.lease(ttl).id)
         try:
@@ -377,7 +380,7 @@ class EtcdBackend(Backend):
         """Keep the lease alive; a renewal that etcd refuses (lease gone) ends leadership at once."""
         while not held.lost.is_set():
             await asyncio.sleep(self.timings.renew_interval)
-            sent = time.monotonic()
+            sent = self.clock()
             try:
                 ttl = await self._run("renew the leader lease", lambda c: etcd3gw.Lease(held.lease_id, client=c).refresh())
             except BackendError as e:
@@ -392,7 +395,7 @@ class EtcdBackend(Backend):
     async def _watchdog(self, held: _Held) -> None:
         """Declare the lease lost once no renewal succeeded for ``renew_deadline``, renewer or not."""
         while not held.lost.is_set():
-            left = held.renewed_at + self.timings.renew_deadline - time.monotonic()
+            left = held.renewed_at + self.timings.renew_deadline - self.clock()
             if left <= 0:
                 reason = f"no lease renewal succeeded for {self.timings.renew_deadline:g}s"
                 log.error("giving up leadership (term %d): %s", held.term, reason)
@@ -411,7 +414,7 @@ class EtcdBackend(Backend):
         held = lease.handle
         if not isinstance(held, _Held) or held.backend is not self or held.lost.is_set():
             return False
-        return time.monotonic() - held.renewed_at < self.timings.renew_deadline
+        return self.clock() - held.renewed_at < self.timings.renew_deadline
 
     def _held(self, lease: Lease) -> _Held:
         held = lease.handle

@@ -149,6 +149,34 @@ def test_a_leader_that_cannot_renew_steps_down_before_the_ttl_and_another_wins(e
     asyncio.run(scenario())
 
 
+def test_the_lease_is_trusted_by_the_injected_clock_and_no_longer_once_it_passes_the_renewal_deadline(
+        etcd: EtcdCluster, prefix: str) -> None:
+    """The clock lease renewals are timed by is injected: move it past the renewal deadline and the
+    backend stops trusting its lease at once (the fence refuses), with no wall-clock wait."""
+    class Clock:
+        now = 5000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    patient = LeaderTimings(ttl=30.0, renew_interval=10.0, renew_deadline=20.0, retry_interval=0.3)
+
+    async def scenario() -> None:
+        clock = Clock()
+        backend = EtcdBackend(etcd.endpoints, prefix, patient, clock=clock)
+        try:
+            async with backend.leadership(candidate="a", location="here") as lease:
+                assert backend.holds(lease)
+                clock.now += patient.renew_deadline - 1
+                assert backend.holds(lease), "still inside the renewal deadline"
+                clock.now += 2
+                assert not backend.holds(lease), "past the renewal deadline the lease is not trusted any more"
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_paused_leaders_write_is_refused_by_etcd_and_changes_nothing(etcd: EtcdCluster, prefix: str) -> None:
     async def scenario() -> None:
         async with candidates(etcd, prefix, ["a", "b"]) as cs:
