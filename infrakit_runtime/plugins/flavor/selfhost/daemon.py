@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.plugins.flavor.selfhost.etcd import EtcdFlavor
 from infrakit_runtime.plugins.flavor.selfhost.manager import ManagerFlavor
-from infrakit_runtime.rpc.services import FlavorService
+from infrakit_runtime.rpc.flavor import FlavorService
 from infrakit_runtime.spi.common import ValidationError
 
 VENDOR = {"Name": "infrakit-flavor-selfhost", "Version": "0.1.0", "Sub": "", "URL": "https://github.com/docker/infrakit"}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -184,11 +185,11 @@ class EtcdFlavor:
                         continue
                     log.info("removing etcd member %x (%s) of logical ID %s before adding its replacement",
                              m.id, m.name or "never started", me.logical_id)
-                    await _reconfigure(lambda m=m: client.remove(m.id))
+                    await _reconfigure(functools.partial(client.remove, m.id))
                 elif not m.started and not (set(m.peer_urls) & allocated):
                     log.info("removing etcd learner %x (%s): added for a logical ID no longer allocated, never started",
                              m.id, ", ".join(m.peer_urls))
-                    await _reconfigure(lambda m=m: client.remove(m.id))
+                    await _reconfigure(functools.partial(client.remove, m.id))
             if reuse is not None:
                 log.info("etcd learner %x for %s was added earlier and never started: reusing it", reuse.id, me.name)
                 members = await client.list()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import dataclasses
 import json
 import logging
@@ -159,7 +160,7 @@ class Members:
         answer = await self._post("cluster/member/list", {}, doing="list the etcd members", endpoint=endpoint)
         return _members(answer, "member list")
 
-    async def add(self, peer_urls: list[str], *, learner: bool = True) -> tuple[Member, list[Member]]:
+    async def add(self, peer_urls: builtins.list[str], *, learner: bool = True) -> tuple[Member, builtins.list[Member]]:
         """Add a member (a learner unless told otherwise); the new member and the membership after."""
         answer = await self._post("cluster/member/add", {"peerURLs": peer_urls, "isLearner": learner},
                                   doing=f"add {', '.join(peer_urls)} as a {'learner' if learner else 'member'}")
