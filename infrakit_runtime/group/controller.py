@@ -22,8 +22,7 @@ from typing import Any
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.plan.health import Verdict
-from infrakit_runtime.group.plan.memory import PROVISION, Memory
-from infrakit_runtime.group.plan.plan import CONVERGED, DEGRADED, PROGRESSING, Plan, judge_members, plan_group
+from infrakit_runtime.group.plan.plan import judge_members, plan_group
 from infrakit_runtime.group.plan.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.plan.summary import describe_commit
 from infrakit_runtime.group.supervisor import Observation, Supervisor
@@ -36,24 +35,6 @@ log = logging.getLogger(__name__)
 DESTROY_ATTEMPTS = 5
 # How long one long poll of a plugin's changes (InstanceWatch) may wait.
 WATCH_TIMEOUT = 30.0
-
-
-def group_condition(plan: Plan, memory: Memory) -> tuple[str, str]:
-    """The Condition and Reason a group reports, from its plan and its backoff memory.
-
-    Stricter than the plan alone in two ways an operator needs: a group is Converged only
-    when every member is READY (not merely pending), and a slot whose last provision failed
-    keeps the group Degraded with the plugin's error even in the moment its retry is due,
-    so the status does not flicker to Progressing between two failed attempts. A Degraded plan
-    (the max-unhealthy brake) keeps its own reason.
-    """
-    if plan.converged and plan.condition == CONVERGED and plan.counts.healthy != plan.counts.desired:
-        return PROGRESSING, "waiting for new instances to pass their health checks"
-    if plan.condition == PROGRESSING and memory.failures:
-        failure = max((f for _, f in memory.failures), key=lambda f: f.last_failure)
-        what = "provisioning keeps failing" if failure.kind == PROVISION else "new instances keep failing to start"
-        return DEGRADED, f"{what} ({failure.count} consecutive failures; retrying now): {failure.error}"
-    return plan.condition, plan.reason
 
 
 class GroupController:
@@ -182,19 +163,14 @@ class GroupController:
                 "UpToDate": d.tags.get(instance.TAG_CONFIG_HASH) in (spec.config_hash, instance.BOOTSTRAP_CONFIG_HASH),
                 "Age": round(now - record.first_seen, 3) if record else 0.0,
             })
-        # Converged means count, config and health all match: every member READY, not merely pending.
-        converged = plan.converged and plan.counts.healthy == plan.counts.desired
-        condition, reason = group_condition(plan, supervisor.memory)
         status = {
             **plan.status(),
-            "Condition": condition,
-            "Reason": reason,
             "Plan": plan.summary,
             "LastError": supervisor.memory.last_error(),
             "Instances": rows,
             "Events": [e.to_wire() for e in self.events.recent(group=group_id, limit=20)],
         }
-        return group.Description(instances=tuple(members), converged=converged, status=status)
+        return group.Description(instances=tuple(members), converged=plan.converged, status=status)
 
     async def destroy_group(self, group_id: group.ID) -> None:
         spec = self._require(group_id)

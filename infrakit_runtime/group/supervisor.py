@@ -36,8 +36,8 @@ from infrakit_runtime.spi.common import JSON, PluginError
 
 log = logging.getLogger(__name__)
 
-# While a group is moving (actions taken, members pending), pass again after this long
-# rather than a whole poll interval, so a rollout advances as fast as instances get ready.
+# The shortest rest between two passes: a plan that asks to look again at once (the group is
+# moving: ``Plan.requeue_after``) gets this, so a rollout advances as fast as instances get ready.
 ACTIVE_INTERVAL = 0.1
 # An instance provisioned but not yet described counts as a pending member this long,
 # so an eventually consistent plugin (EC2) never gets a second instance for one slot.
@@ -109,23 +109,22 @@ class Supervisor:
     async def run(self) -> None:
         while True:
             started = self.clock()
-            busy = True
+            requeue_after: float | None = None
             try:
-                busy = await self.reconcile_once()
+                requeue_after = (await self.reconcile_once()).requeue_after
             except asyncio.CancelledError:
                 raise
             except PluginError as e:
                 # The instance plugin is unreachable or failing: try again at the poll interval, not at once.
                 log.warning("group %s: reconcile pass failed: %s", self.spec.id, e)
                 self.last = dataclasses.replace(self.last, error=str(e)) if self.last else None
-                busy = False
             except Exception as e:  # a bug in a pass must not end supervision, nor spin
                 log.exception("group %s: reconcile pass failed", self.spec.id)
                 self.last = dataclasses.replace(self.last, error=str(e)) if self.last else None
-                busy = False
             if self._on_pass and self.last:
                 self._on_pass(self.spec, self.last, self.clock() - started)
-            await self._rest(ACTIVE_INTERVAL if busy else self.poll_interval)
+            await self._rest(self.poll_interval if requeue_after is None
+                             else min(self.poll_interval, max(ACTIVE_INTERVAL, requeue_after)))
 
     async def _rest(self, seconds: float) -> None:
         """Until the next pass: ``seconds``, or a poke, or a health probe that changes a verdict.
@@ -232,8 +231,8 @@ class Supervisor:
 
     # -- one pass --------------------------------------------------------------------------
 
-    async def reconcile_once(self) -> bool:
-        """Observe, plan and act once; True when the group is still moving."""
+    async def reconcile_once(self) -> Plan:
+        """Observe, plan and act once; the plan acted on (its ``requeue_after`` says when to look again)."""
         self.passes += 1
         members = await self.observe()
         ids = {d.id for d in members}
@@ -256,8 +255,7 @@ class Supervisor:
             self._hand_over(plan.handover)
         if plan.actions:
             await self.act(plan, {d.id: d for d in members})
-            return True
-        return not plan.converged and plan.counts.pending > 0
+        return plan
 
     def _hand_over(self, reason: str) -> None:
         """Ask the manager to hand leadership over, once; in its own task, as it stops this supervisor."""

@@ -142,9 +142,8 @@ class _GroupCollector(Collector):
             c = last.plan.counts
             for name in ("running", "healthy", "unhealthy", "pending", "suspect", "outdated"):
                 counts[name].add_metric([gid], float(getattr(c, name)))
-            state, _ = group_controller.group_condition(last.plan, memory)
-            is_converged = state == CONVERGED
-            converged.add_metric([gid], 1.0 if is_converged else 0.0)
+            state = last.plan.condition
+            converged.add_metric([gid], 1.0 if last.plan.converged else 0.0)
             for name in CONDITIONS:
                 condition.add_metric([gid, name], 1.0 if name == state else 0.0)
             braked.add_metric([gid], 1.0 if last.plan.braked else 0.0)

@@ -92,7 +92,19 @@ class Counts:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """The next step for one group, and where the group stands."""
+    """The next step for one group, where the group stands, and when to look again.
+
+    This is the one answer to "is the group converged?": DescribeGroup's ``Converged`` and
+    ``Status``, the metrics, the Ansible module's ``wait`` and the CLI's ``watch`` all read
+    ``converged``, ``condition`` and ``reason`` from here and recompute nothing.
+
+    - ``shaped``: count and configuration match the spec and nothing is planned or held back;
+      the members' health checks may still be pending.
+    - ``converged``: ``shaped`` and every member READY (condition ``Converged``).
+    - ``requeue_after``: as controller-runtime's ``Result.RequeueAfter``: ``None`` when nothing
+      is expected to change before the next poll, else look again after this many seconds
+      (``0.0``: as soon as the supervisor allows - the group is moving).
+    """
 
     actions: tuple[Action, ...] = ()
     summary: str = summary.NOOP
@@ -104,6 +116,8 @@ class Plan:
     # Non-empty: the member this replica runs on is due to go (why), and a ready follower on the
     # current spec can lead: the replica hands leadership over instead of destroying its own instance.
     handover: str = ""
+    shaped: bool = False
+    requeue_after: float | None = None
 
     @property
     def is_noop(self) -> bool:

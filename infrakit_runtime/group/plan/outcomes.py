@@ -99,5 +99,6 @@ def after_commit(memory: Memory, *, previous: GroupSpec, spec: GroupSpec, now: f
 
 
 def after_plan(memory: Memory, *, plan: Plan, now: float) -> Memory:
-    """A converged group is where it should be: the progress clock restarts from here."""
-    return memory.progressed(now) if plan.converged else memory
+    """A group in shape (count and config as specified, nothing left to do) is where it should be: the
+    progress clock restarts from here (its members' health is measured by ``after_checks``)."""
+    return memory.progressed(now) if plan.shaped else memory

@@ -25,7 +25,7 @@ from infrakit_runtime.group.plan.actions import (
     Relabel,
 )
 from infrakit_runtime.group.plan.health import HealthRecord, Verdict, judge
-from infrakit_runtime.group.plan.memory import CATTLE_SLOT, Memory, Slot
+from infrakit_runtime.group.plan.memory import CATTLE_SLOT, PROVISION, Memory, Slot
 from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import instance
 
@@ -241,35 +241,52 @@ class Step:
         )
         shape_ok = len(members) == spec.size and outdated == 0 and (
             not spec.is_pets or sorted(m.logical_id or "" for m in members) == sorted(spec.logical_ids or ()))
-        converged = shape_ok and not actions and not self.held_slots and not self.held_failed
-        text = summary.NOOP if converged else summary.describe_change(
-            size=spec.size, members=len(members), outdated=outdated)
-        condition, reason = CONVERGED if converged else PROGRESSING, ""
-        last = self.memory.last_progress
+        shaped = shape_ok and not actions and not self.held_slots and not self.held_failed
+        # Converged means count, config and health all match: every member READY, not merely pending.
+        converged = shaped and counts.healthy == spec.size
+        text = summary.NOOP if shaped else summary.describe_change(size=spec.size, members=len(members), outdated=outdated)
+        condition, reason = self._condition(members, converged=converged, shaped=shaped, actions=actions)
+        # Look again soon while the group moves: after acting, or while members it still lacks are starting.
+        requeue_after = 0.0 if actions or (not shaped and counts.pending > 0) else None
+        return Plan(actions=actions, summary=text, counts=counts, converged=converged, condition=condition,
+                    reason=reason, braked=self.brake, shaped=shaped, requeue_after=requeue_after,
+                    handover=self._handover(members, actions))
+
+    def _condition(self, members: Sequence[Member], *, converged: bool, shaped: bool,
+                   actions: tuple[Action, ...]) -> tuple[str, str]:
+        """The Condition and Reason the group reports, in the order they take precedence.
+
+        A slot whose last provision failed keeps the group Degraded with the plugin's error even in
+        the moment its retry is due, so the status does not flicker to Progressing between two
+        failed attempts.
+        """
+        spec, memory = self.spec, self.memory
+        last = memory.last_progress
         deadline = spec.updating.progress_deadline
+        if converged:
+            return CONVERGED, ""
         if self.brake:
-            condition = DEGRADED
             doubtful = sum(1 for m in members if not m.verdict.available)
-            reason = (f"max-unhealthy brake: {doubtful} of {spec.size} instances are unhealthy or not passing their "
-                      f"health checks, more than Health.MaxUnhealthy ({spec.health.max_unhealthy}) allows; no "
-                      f"instance is destroyed on the word of a health check until fewer are")
-        elif not converged and last is not None and self.now - last > deadline:
-            condition = DEGRADED
+            return DEGRADED, (f"max-unhealthy brake: {doubtful} of {spec.size} instances are unhealthy or not passing "
+                              f"their health checks, more than Health.MaxUnhealthy ({spec.health.max_unhealthy}) "
+                              f"allows; no instance is destroyed on the word of a health check until fewer are")
+        if not shaped and last is not None and self.now - last > deadline:
             reason = _stuck_reason(members, stalled=self.now - last, deadline=deadline, size=spec.size)
-            error = self.memory.last_error()
-            if error:
-                reason += f"; last failure: {error}"
-        elif self.held_slots:
-            condition = DEGRADED
-            failure = self.memory.get(self.held_slots[0])
+            error = memory.last_error()
+            return DEGRADED, reason + (f"; last failure: {error}" if error else "")
+        if self.held_slots:
+            failure = memory.get(self.held_slots[0])
             assert failure is not None
             what = "instances" if self.held_slots[0] == CATTLE_SLOT else f"logical ID {self.held_slots[0]}"
-            reason = (f"creating {what} is backing off after {failure.count} failures "
-                      f"(next try in {max(0.0, failure.retry_at - self.now):.0f}s): {failure.error}")
-        elif not converged and not actions:
-            reason = _waiting_reason(members)
-        return Plan(actions=actions, summary=text, counts=counts, converged=converged, condition=condition,
-                    reason=reason, braked=self.brake, handover=self._handover(members, actions))
+            return DEGRADED, (f"creating {what} is backing off after {failure.count} failures "
+                              f"(next try in {max(0.0, failure.retry_at - self.now):.0f}s): {failure.error}")
+        if shaped:
+            return PROGRESSING, "waiting for new instances to pass their health checks"
+        if memory.failures:
+            failure = max((f for _, f in memory.failures), key=lambda f: f.last_failure)
+            what = "provisioning keeps failing" if failure.kind == PROVISION else "new instances keep failing to start"
+            return DEGRADED, f"{what} ({failure.count} consecutive failures; retrying now): {failure.error}"
+        return PROGRESSING, "" if actions else _waiting_reason(members)
 
     def _handover(self, members: Sequence[Member], actions: tuple[Action, ...]) -> str:
         """Why this replica should hand leadership over now, or "" (see ``protected``).

@@ -14,9 +14,6 @@ import math
 from typing import Any
 
 from infrakit_runtime.group import events
-from infrakit_runtime.group.controller import group_condition
-from infrakit_runtime.group.plan.memory import START, Memory
-from infrakit_runtime.group.plan.plan import Counts, Plan
 from infrakit_runtime.group.plan.spec import GroupSpec, parse_spec
 from infrakit_runtime.group.supervisor import Supervisor
 from infrakit_runtime.spi import flavor, instance
@@ -253,15 +250,3 @@ def test_a_new_version_that_exits_before_it_is_ever_described_is_reported_and_ba
     asyncio.run(scenario())
 
 
-def test_the_group_condition_names_a_start_failure_as_such_while_its_retry_is_due():
-    memory = Memory().failed("*", 10.0, "instance i-4 exited 0.7s after it started, before it passed its health check",
-                             kind=START)
-    assert group_condition(Plan(condition="Progressing"), memory) == (
-        "Degraded", "new instances keep failing to start (1 consecutive failures; retrying now): instance i-4 exited "
-                    "0.7s after it started, before it passed its health check")
-
-
-def test_a_braked_group_whose_members_never_passed_a_check_says_so_rather_than_waiting():
-    plan = Plan(condition="Degraded", reason="max-unhealthy brake: 3 of 3 instances are unhealthy", braked=True,
-                converged=True, counts=Counts(desired=3, running=3, suspect=3))
-    assert group_condition(plan, Memory())[1] == "max-unhealthy brake: 3 of 3 instances are unhealthy"

@@ -120,7 +120,9 @@ def test_creates_are_held_while_their_slot_backs_off_and_the_plan_says_why():
     assert p.reason.startswith("creating instances is backing off after 1 failures")
     assert p.reason.endswith(": InstanceLimitExceeded")
     later = plan(spec, [], memory=memory, now=NOW + 10)
-    assert len(later.actions) == 3 and later.condition == "Progressing"
+    # The retry is due: creates go ahead, and the group stays Degraded with the error until one works.
+    assert len(later.actions) == 3 and later.condition == "Degraded"
+    assert later.reason == "provisioning keeps failing (1 consecutive failures; retrying now): InstanceLimitExceeded"
 
 
 def test_no_progress_past_the_deadline_is_degraded():

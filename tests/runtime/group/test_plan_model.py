@@ -341,6 +341,14 @@ class PlannerWorld(RuleBasedStateMachine):
         if self.last_plan is not None and self.last_plan.converged:
             assert self.last_plan.actions == ()
 
+    @invariant()
+    def the_plan_says_converged_exactly_when_count_config_and_health_all_match(self) -> None:
+        plan = self.plan()
+        assert plan.converged == self.healthy_converged(), (plan, self.instances, self.records)
+        assert (plan.condition == "Converged") == plan.converged, plan
+        assert plan.requeue_after == (None if plan.converged else plan.requeue_after), plan
+        assert not plan.actions or plan.requeue_after == 0.0, plan
+
 
 class PetsWorld(PlannerWorld):
     pets = True

@@ -6,8 +6,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infrakit_runtime.group import events as ev
-from infrakit_runtime.group.controller import group_condition
-from infrakit_runtime.group.plan.memory import CATTLE_SLOT, Memory
+from infrakit_runtime.group.plan.memory import Memory
 from infrakit_runtime.group.plan.plan import Destroy, plan_group
 from infrakit_runtime.manager.metrics import ControllerMetrics, destroy_cause, provision_failure_reason
 from tests.runtime.group import world
@@ -60,20 +59,6 @@ def test_provision_failures_are_labelled_by_the_side_that_failed():
     assert provision_failure_reason("flavor vanilla could not prepare the instance: boom") == "flavor_prepare"
     assert provision_failure_reason("cannot reach plugin process at /x: refused") == "unreachable"
     assert provision_failure_reason("cannot start instance process-1 (/bin/x): No such file") == "instance_plugin"
-
-
-def test_a_slot_whose_last_provision_failed_stays_degraded_with_the_error_when_its_retry_is_due():
-    s = world.spec(1)
-    memory = Memory().failed(CATTLE_SLOT, 0.0, "ami-123 not found")
-    due = plan_group(spec=s, observed=[], health={}, memory=memory, now=1000.0)  # backoff expired: a create is planned
-    assert due.condition == "Progressing" and due.actions
-    assert group_condition(due, memory) == (
-        "Degraded", "provisioning keeps failing (1 consecutive failures; retrying now): ami-123 not found")
-    held = plan_group(spec=s, observed=[], health={}, memory=memory, now=0.1)
-    condition, reason = group_condition(held, memory)
-    assert condition == "Degraded" and "ami-123 not found" in reason and "backing off" in reason
-    fresh = plan_group(spec=s, observed=[], health={}, memory=Memory(), now=0.0)
-    assert group_condition(fresh, Memory()) == ("Progressing", fresh.reason)
 
 
 def test_events_are_counted_as_they_are_emitted_and_histograms_fill_from_the_hooks():
