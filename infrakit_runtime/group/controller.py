@@ -185,6 +185,10 @@ class GroupController:
     async def inspect_groups(self) -> list[group.Spec]:
         return [group.Spec.from_wire(s.to_wire()) for _, s in sorted(self._specs.items())]
 
+    async def announced(self) -> list[group.ID]:
+        """The groups ``Handshake.Hello`` names (``group.Announcing``)."""
+        return sorted(self._specs)
+
     async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID]) -> None:
         spec = self._require(group_id)
         plugin = self.plugins.instance(spec.instance.plugin)

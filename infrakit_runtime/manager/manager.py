@@ -59,6 +59,8 @@ LOCAL = group.Origin()
 MAX_CLIENT_SKEW = 300.0
 # After a handover, how long a replica waits for another to lead before it campaigns again itself.
 HANDOVER_HOLD = 10.0
+# How long a follower may read the store to name the groups in a handshake.
+ANNOUNCE_TIMEOUT = 2.0
 
 
 class NotLeader(PluginError):
@@ -433,6 +435,19 @@ class Manager:
         for gid in self.degraded.ids():
             specs.setdefault(gid, self.degraded.inspect(gid))
         return [specs[gid] for gid in sorted(specs)]
+
+    async def announced(self) -> list[group.ID]:
+        """The groups ``Handshake.Hello`` names: the leader's own (enforced or Degraded), a follower's
+        from the store (no forwarding: a handshake must not wait for an election); none when unreadable."""
+        if self.lease is not None:
+            return sorted({*(s.id for s in await self.controller.inspect_groups()), *self.degraded.ids()})
+        try:
+            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
+                stored = await self.backend.load_all()
+        except (BackendError, TimeoutError) as e:
+            log.debug("cannot name the groups in a handshake: %s", e)
+            return []
+        return sorted(stored.specs)
 
     async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID], *, origin: group.Origin = LOCAL) -> None:
         async def local(_: Lease) -> None:

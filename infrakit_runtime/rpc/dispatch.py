@@ -2,9 +2,10 @@
 
 Reproduces InfraKit's recorded behaviour (``shared/wire/``) where the standard
 allows it: params as an object or a one-element array, string or number ids
-echoed, notifications answered with an empty body. Where InfraKit departs from
-JSON-RPC 2.0 we follow the standard codes (-32700 parse error, -32601 unknown
-method, -32602 bad params) and keep messages a person can act on.
+echoed, notifications answered with an empty body, -32700 for a method that is
+not a string (Go's decoder fails on it). Where InfraKit departs from JSON-RPC 2.0
+otherwise we follow the standard codes (-32700 parse error, -32601 unknown method,
+-32602 bad params) and keep messages a person can act on.
 """
 
 from __future__ import annotations
@@ -77,11 +78,22 @@ class Dispatcher:
     # -- introspection -----------------------------------------------------------------------
 
     def hello(self) -> dict[str, Any]:
+        """The objects every service serves from the start (what the daemon logs when it starts)."""
         objects: dict[str, list[dict[str, str]]] = {}
         for service in self.services:
             objects[str(service.interface)] = service.hello_objects()
             for extra in service.extra_interfaces():
                 objects[str(extra)] = service.hello_objects()
+        return {"Objects": objects}
+
+    async def hello_now(self) -> dict[str, Any]:
+        """``Handshake.Hello``'s answer: the objects served now (the manager adds one per group)."""
+        objects: dict[str, list[dict[str, str]]] = {}
+        for service in self.services:
+            announced = await service.announce()
+            objects[str(service.interface)] = announced
+            for extra in service.extra_interfaces():
+                objects[str(extra)] = announced
         return {"Objects": objects}
 
     def api(self) -> dict[str, Any]:
@@ -164,7 +176,8 @@ class Dispatcher:
             raise errors.RpcError(errors.INVALID_REQUEST, "jsonrpc must be 2.0", message)
         method = message.get("method")
         if not isinstance(method, str):
-            raise errors.RpcError(errors.INVALID_REQUEST, f"method must be a string, got {json_type(method)}")
+            # Go InfraKit's decoder fails on a method that is not a string and answers -32700: so do we.
+            raise errors.RpcError(errors.PARSE_ERROR, f"method must be a string, got {json_type(method)}")
         params = message.get("params")
         if isinstance(params, list):
             if len(params) != 1:
@@ -173,7 +186,7 @@ class Dispatcher:
         if params is not None and not isinstance(params, dict):
             raise errors.RpcError(errors.INVALID_PARAMS, f"params must be an object, got {json_type(params)}")
         if method == HANDSHAKE:
-            return self.hello()
+            return await self.hello_now()
         entry = self._methods.get(method)
         if entry is None:
             service_name = method.split(".", 1)[0]

@@ -2,7 +2,9 @@
 
 Guarantee: requests are decoded strictly (a bad field is named) before the manager runs; the
 client turns every error answer into a ``PluginError`` carrying the manager's sentence.
-Limit: the service announces one object, ``groups``; the group is always named by ``ID``.
+Limit: whatever object a call names (``group``, ``group/groups``, ``group/<ID>``), the group is the one
+its ``ID`` param names; ``Handshake.Hello`` announces ``groups`` and one object per group the
+manager knows (Go's CLI needs them), but answers every name alike.
 """
 
 from __future__ import annotations
@@ -132,6 +134,13 @@ class GroupService(Service):
 
     def hello_objects(self) -> list[dict[str, str]]:
         return [{"Name": "groups", "ProxyFor": ""}]
+
+    async def announce(self) -> list[dict[str, str]]:
+        """``groups`` and one object per group, as Go InfraKit's manager announces them: Go's CLI
+        builds its ``group/<ID>`` commands from this list."""
+        obj = self.objects[""]
+        ids = await obj.announced() if isinstance(obj, group.Announcing) else []
+        return [{"Name": name, "ProxyFor": ""} for name in sorted({"groups", *ids})]
 
 
 # --- client ---------------------------------------------------------------------------------

@@ -88,8 +88,9 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _functions(request: web.Request) -> web.Response:
-    # InfraKit lists its template functions here; our plugins have none.
-    return _json_response(encode({}))
+    # InfraKit lists the template functions it renders under "builtin" (its CLI reads that key);
+    # our plugins render none, so the list is empty, in the same shape.
+    return _json_response(encode({"builtin": []}))
 
 
 @web.middleware

@@ -66,6 +66,10 @@ class Service:
     def hello_objects(self) -> list[dict[str, str]]:
         return [{"Name": name or ".", "ProxyFor": ""} for name in sorted(self.objects)]
 
+    async def announce(self) -> list[dict[str, str]]:
+        """The objects ``Handshake.Hello`` announces now (a service whose objects change overrides it)."""
+        return self.hello_objects()
+
 
 async def bounded(calls: list[Coroutine[Any, Any, T]], *, limit: int = BATCH_CONCURRENCY) -> list[T | BaseException]:
     """Await coroutines with at most ``limit`` in flight, keeping order; an exception is returned, not raised."""

@@ -145,6 +145,15 @@ class GroupPlugin(Protocol):
 
 
 @runtime_checkable
+class Announcing(Protocol):
+    """A Group implementation that names its groups in ``Handshake.Hello`` (as Go InfraKit's manager
+    does: one ``Group`` object per group, ``group/<ID>``, beside ``groups``)."""
+
+    async def announced(self) -> list[ID]:
+        """The IDs of the groups to announce, sorted; never raises (an empty list when unknown)."""
+
+
+@runtime_checkable
 class Routed(Protocol):
     """A Group implementation whose answers depend on where a call comes from (the manager)."""
 

@@ -46,7 +46,8 @@ def rpc(path, method, params, id_=1):
     [
         ('{"jsonrpc":"2.0","method":', -32700, "not valid JSON"),
         ('{"jsonrpc":"1.0","method":"Instance.DescribeInstances","params":{},"id":1}', -32600, "jsonrpc must be 2.0"),
-        ('{"jsonrpc":"2.0","method":5,"params":{},"id":1}', -32600, "method must be a string"),
+        # Go InfraKit answers a method that is not a string with -32700 (its decoder fails on it): so do we.
+        ('{"jsonrpc":"2.0","method":5,"params":{},"id":1}', -32700, "method must be a string"),
         ('{"jsonrpc":"2.0","method":"Instance.Nope","params":{},"id":1}', -32601, "Instance.Nope"),
         ('{"jsonrpc":"2.0","method":"Group.DescribeGroup","params":{"ID":"x"},"id":1}', -32601, "can't find service"),
         ('{"jsonrpc":"2.0","method":"Instance.DescribeInstances","params":{"Tags":"x"},"id":1}', -32602, "Tags must be an object"),

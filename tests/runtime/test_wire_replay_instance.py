@@ -24,7 +24,6 @@ STANDARD_CODES = {
     "error-unknown-method.json": -32601,  # InfraKit: -32000; JSON-RPC 2.0: method not found
     "error-unknown-service.json": -32601,  # same
     "error-params-type.json": -32602,  # InfraKit: -32600; JSON-RPC 2.0: invalid params
-    "error-parse-type.json": -32600,  # InfraKit: -32700 for a non-string method; standard: invalid request
 }
 
 
