@@ -222,7 +222,7 @@ class GroupController:
     def _require(self, group_id: group.ID) -> GroupSpec:
         spec = self._specs.get(group_id)
         if spec is None:
-            raise PluginError(f"Group '{group_id}' is not being watched")
+            raise group.UnknownGroup(group_id)
         return spec
 
     @staticmethod

@@ -469,7 +469,7 @@ class Manager:
             raise PluginError(f"group {group_id} is Degraded and not enforced, so nothing was changed: "
                               f"{degraded.reason}. Commit the group again, or free it to stop managing it")
         if spec is None:
-            raise PluginError(f"Group '{group_id}' is not being watched")
+            raise group.UnknownGroup(group_id)
         return spec
 
     # -- Manager SPI -----------------------------------------------------------------------

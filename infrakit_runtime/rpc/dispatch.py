@@ -209,7 +209,7 @@ class Dispatcher:
             code = errors.INVALID_PARAMS if isinstance(e, ParamsError) else errors.APPLICATION_ERROR
             raise errors.RpcError(code, str(e)) from None
         except PluginError as e:
-            raise errors.RpcError(errors.APPLICATION_ERROR, str(e)) from None
+            raise errors.RpcError(errors.APPLICATION_ERROR, str(e), {"Kind": e.kind} if e.kind else None) from None
         except errors.RpcError:
             raise
         except asyncio.CancelledError:

@@ -161,6 +161,9 @@ class GroupClient:
         try:
             return await self.client.call(method, {"Name": self.name, **params}, headers=origin_headers(origin))
         except RemoteError as e:
+            kind = e.data.get("Kind") if isinstance(e.data, dict) else None
+            if kind == group.UnknownGroup.kind and isinstance(params.get("ID"), str):
+                raise group.UnknownGroup(params["ID"]) from None
             raise PluginError(e.message) from None
 
     async def commit_group(self, spec: group.Spec, pretend: bool, *, origin: group.Origin | None = None) -> group.Commit:

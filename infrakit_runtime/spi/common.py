@@ -48,8 +48,11 @@ class PluginName:
 class PluginError(Exception):
     """A failure a plugin reports to its caller (JSON-RPC code -32000).
 
-    The message is a sentence a person can act on; it crosses the wire as is.
+    The message is a sentence a person can act on; it crosses the wire as is. A subclass a
+    caller must tell apart names its ``kind``, which crosses the wire as ``data.Kind``.
     """
+
+    kind: str = ""
 
 
 class Unsupported(PluginError):

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
 from infrakit_runtime.spi import instance
-from infrakit_runtime.spi.common import JSON, InterfaceSpec
+from infrakit_runtime.spi.common import JSON, InterfaceSpec, PluginError
 from infrakit_runtime.spi.wire import Reader
 
 INTERFACE = InterfaceSpec("Group", "0.1.1")
@@ -142,6 +142,20 @@ class GroupPlugin(Protocol):
 
     async def set_size(self, group_id: ID, size: int) -> None:
         """Change the declared size."""
+
+
+class UnknownGroup(PluginError):
+    """The group named is not managed here (never committed, or freed or destroyed since).
+
+    Crosses the wire as InfraKit's -32000 with its sentence, plus ``data: {"Kind": "UnknownGroup"}``
+    (Go's clients ignore ``data``), so a caller tells it apart without reading the message.
+    """
+
+    kind = "UnknownGroup"
+
+    def __init__(self, group_id: ID) -> None:
+        self.group_id = group_id
+        super().__init__(f"Group '{group_id}' is not being watched")
 
 
 @runtime_checkable

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from infrakit_runtime import config
-from infrakit_runtime.cli import effective_options
+from infrakit_runtime.cli.plugin import effective_options
 from infrakit_runtime.daemon import DaemonSpec
 from infrakit_runtime.spi.common import ValidationError
 

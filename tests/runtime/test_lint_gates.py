@@ -57,6 +57,8 @@ def test_the_unbroken_tree_passes_every_gate(tmp_path):
      "the manager knows the Backend interface, never its implementations"),
     ("plugins/instance/file.py", "from infrakit_runtime.manager import backend as _wrong_way  # noqa: E402, F401\n",
      "plugins never import the manager"),
+    ("cli/common.py", "from infrakit_runtime.cli import group as _cycle  # noqa: E402, F401\n",
+     "the CLI package has no import cycle"),
 ])
 def test_a_wrong_way_import_fails_lint_naming_the_contract(tmp_path, where, line, contract):
     copy = tree(tmp_path)

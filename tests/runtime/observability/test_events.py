@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from infrakit_runtime.cli_observe import stream_events
+from infrakit_runtime.cli.observe import stream_events
 from infrakit_runtime.rpc.discovery import Address
 from tests.runtime.observability.conftest import EVENTS_FILE
 

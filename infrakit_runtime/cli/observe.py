@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from infrakit_runtime import cli_render
+from infrakit_runtime.cli import render
+from infrakit_runtime.cli.common import OUTPUTS, UsageError, client_for, emit
 from infrakit_runtime.rpc import discovery, tokens
 from infrakit_runtime.rpc.client import SyncClient, UnixHTTPConnection
 from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
@@ -37,22 +38,20 @@ def register(sub: Any) -> None:
     e.add_argument("--group", metavar="ID", help="only this group's events")
     e.add_argument("--since", type=int, default=0, metavar="SEQ", help="only events after this sequence number")
     e.add_argument("--limit", type=int, default=50, metavar="N", help="at most the last N past events (0: all kept)")
-    e.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
+    e.add_argument("-o", "--output", choices=OUTPUTS, default="table",
                    help="table (default); json prints one JSON object per line with --follow")
     e.set_defaults(func=cmd_events)
 
     m = sub.add_parser("manager", help="the manager: leadership and backend health")
     m.add_argument("--plugin", default=MANAGER_SOCKET, metavar="NAME", help="the manager socket (default: group)")
-    m.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    m.add_argument("-o", "--output", choices=OUTPUTS, default="table")
     msub = m.add_subparsers(dest="action", metavar="ACTION", required=True)
     st = msub.add_parser("status", help="leader, leader location, backend health, and why a replica is not acting")
-    st.add_argument("-o", "--output", choices=["table", "json", "yaml"], default=argparse.SUPPRESS)
+    st.add_argument("-o", "--output", choices=OUTPUTS, default=argparse.SUPPRESS)
     m.set_defaults(func=cmd_manager)
 
 
 def cmd_manager(args: argparse.Namespace, cfg: Any) -> int:
-    from infrakit_runtime.cli import client_for, emit
-
     client, _ = client_for(args.plugin, cfg)
     try:
         status = client.call("Manager.Status", {})
@@ -61,13 +60,11 @@ def cmd_manager(args: argparse.Namespace, cfg: Any) -> int:
     if args.output != "table":
         emit(status, args.output)
     else:
-        cli_render.console().print(cli_render.manager_view(status))
+        render.console().print(render.manager_view(status))
     return 0
 
 
 def cmd_events(args: argparse.Namespace, cfg: Any) -> int:
-    from infrakit_runtime.cli import UsageError, client_for, emit
-
     if args.limit < 0 or args.since < 0:
         raise UsageError("--limit and --since must not be negative")
     if args.follow and args.output == "yaml":
@@ -79,7 +76,7 @@ def cmd_events(args: argparse.Namespace, cfg: Any) -> int:
     finally:
         client.close()
     if args.follow:
-        out = cli_render.console()
+        out = render.console()
         for event in events:
             _print_event(out, event, args.output)
         since = max([args.since, *(int(e.get("Seq") or 0) for e in events)])
@@ -88,7 +85,7 @@ def cmd_events(args: argparse.Namespace, cfg: Any) -> int:
     if args.output != "table":
         emit(events, args.output)
     elif events:
-        cli_render.console().print(cli_render.events_table(events, with_group=not args.group))
+        render.console().print(render.events_table(events, with_group=not args.group))
     else:
         print("no events" + (f" for group {args.group}" if args.group else ""))
     return 0
@@ -96,7 +93,7 @@ def cmd_events(args: argparse.Namespace, cfg: Any) -> int:
 
 def _follow(address: discovery.Address, args: argparse.Namespace, *, since: int, timeout: float) -> int:
     """Print every event after ``since`` as it happens; after a dropped stream, resume from the last seen."""
-    out = cli_render.console()
+    out = render.console()
     while True:
         try:
             for event in stream_events(address, since=since, group=args.group, timeout=max(timeout, 30.0)):
@@ -106,7 +103,7 @@ def _follow(address: discovery.Address, args: argparse.Namespace, *, since: int,
                 since = max(since, seq)
                 _print_event(out, event, args.output)
         except UnreachableError as e:
-            cli_render.console(stderr=True).print(f"infrakit: {e}; reconnecting", markup=False)
+            render.console(stderr=True).print(f"infrakit: {e}; reconnecting", markup=False)
         time.sleep(RECONNECT_DELAY)
         since = _resume_point(address, args, since)
 
@@ -128,7 +125,7 @@ def _print_event(out: Any, event: dict[str, Any], fmt: str) -> None:
         sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
         sys.stdout.flush()
     else:
-        out.print(cli_render.event_line(event))
+        out.print(render.event_line(event))
 
 
 def http_get(address: discovery.Address, path: str, *, timeout: float | None) -> http.client.HTTPResponse:

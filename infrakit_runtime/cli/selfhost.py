@@ -14,6 +14,9 @@ import json
 import sys
 from typing import Any
 
+from infrakit_runtime.cli.common import read_document
+from infrakit_runtime.controlplane import ControlPlane
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("selfhost", help="bootstrap, inspect and tear down a self-hosted control plane",
@@ -32,9 +35,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_selfhost(args: argparse.Namespace, cfg: Any) -> int:
-    from infrakit_runtime.cli import read_document
-    from infrakit_runtime.controlplane import ControlPlane
-
     plane = ControlPlane(etcd=read_document(args.etcd), managers=read_document(args.managers),
                          plugins_dir=cfg.plugins_dir, timeout=min(cfg.client_timeout, 30.0))
     try:

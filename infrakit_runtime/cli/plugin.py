@@ -1,0 +1,270 @@
+"""``infrakit plugin run|start|stop|ls`` and ``infrakit up``: run, supervise, list and stop plugin daemons.
+
+Guarantee: a daemon's options are checked before anything starts (a bad ``--tcp`` or token
+file is a usage error naming the option), and ``up`` refuses a second supervisor for the same
+plugin directory. Limit: the supervising itself is ``launcher``'s and ``keeper``'s; this module
+only turns command lines into their calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infrakit_runtime import config, keeper, logs
+from infrakit_runtime.cli.common import UsageError, emit, output_option, parse_pairs, read_document, table
+from infrakit_runtime.daemon import KINDS, DaemonSpec, run_forever
+from infrakit_runtime.launcher import UP_STOPPED, Liveness, LockHeld, stop_plugin, stop_supervisors, supervise, up_lock
+from infrakit_runtime.rpc import discovery, tokens
+from infrakit_runtime.rpc.client import SyncClient
+from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
+
+
+def register(sub: Any) -> None:
+    """Add ``plugin`` and ``up`` to the top-level parser."""
+    plugin = sub.add_parser("plugin", help="run, supervise, list and stop plugin daemons")
+    psub = plugin.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run = psub.add_parser("run", help="run daemons in the foreground, in this one process (for systemd)",
+                          description=f"Run plugin daemons in the foreground. Kinds: {', '.join(sorted(KINDS))}. "
+                          "Several daemons given together share this process (and its memory), each on its own socket.")
+    run.add_argument("daemons", nargs="+", metavar="KIND[:NAME]")
+    run.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="a plugin option (repeatable)")
+    run.add_argument("--options-file", metavar="FILE", help="YAML/JSON mapping of plugin options")
+    run.add_argument("--tcp", metavar="HOST:PORT",
+                     help="also listen on TCP: requires a bearer token (--token-file), and TLS off loopback")
+    run.add_argument("--token-file", metavar="FILE",
+                     help="file holding the bearer token of the TCP listener (mode 600 or 640; default "
+                          "$INFRAKIT_TOKEN_FILE or the config file's token_file); also sent by this daemon's clients")
+    run.add_argument("--tls-cert", metavar="FILE", help="certificate (PEM) of the TCP listener")
+    run.add_argument("--tls-key", metavar="FILE", help="private key (PEM) of the TCP listener")
+    run.set_defaults(func=cmd_plugin_run)
+    start = psub.add_parser("start", help="run daemons as supervised children in the foreground",
+                            description="Start each daemon as a child, restart any that dies (with backoff), "
+                            "and stop them all on SIGTERM/SIGINT.")
+    start.add_argument("daemons", nargs="+", metavar="KIND[:NAME]")
+    _add_probe_options(start)
+    start.set_defaults(func=cmd_plugin_start)
+    stop = psub.add_parser("stop", help="stop running daemons by name")
+    stop.add_argument("names", nargs="*", metavar="NAME")
+    stop.add_argument("--all", action="store_true", help="stop every daemon in the plugin directory")
+    stop.set_defaults(func=cmd_plugin_stop)
+    ls = psub.add_parser("ls", help="list plugins: name, interfaces, socket")
+    output_option(ls, top=True)
+    ls.set_defaults(func=cmd_plugin_ls)
+
+    up = sub.add_parser("up", help="run the daemons of the configuration file under supervision",
+                        description="Run every daemon of the configuration file as a child, restart any that dies "
+                        "(with backoff, never giving up) and stop them all on SIGTERM/SIGINT. One supervisor per "
+                        "plugin directory. With --keeper (implied by --detach) a small keeper process runs the "
+                        "supervisor and restarts it if it dies, until it is stopped on request.")
+    up.add_argument("--detach", action="store_true",
+                    help="run in the background (double fork), under a keeper that restarts the supervisor")
+    up.add_argument("--keeper", action="store_true",
+                    help="run the supervisor under a keeper in the foreground (for a container's entrypoint)")
+    up.add_argument("--log-file", help="log file when detached (default $INFRAKIT_HOME/infrakit-up.log)")
+    _add_probe_options(up)
+    up.set_defaults(func=cmd_up)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if getattr(args, "options_file", None):
+        doc = read_document(args.options_file)
+        if not isinstance(doc, dict):
+            raise UsageError(f"{args.options_file} must hold a mapping of options")
+        options.update(doc)
+    for key, value in parse_pairs(getattr(args, "option", None), "--option").items():
+        options[key] = yaml.safe_load(value) if value else value
+    return options
+
+
+def cmd_plugin_run(args: argparse.Namespace, cfg: config.Config) -> int:
+    specs = []
+    for text in args.daemons:
+        spec = DaemonSpec.parse(text)
+        options = effective_options(spec, cfg)
+        if len(args.daemons) == 1:
+            options = {**options, **_options(args)}
+        specs.append(DaemonSpec(spec.kind, spec.name, options))
+    if len(specs) > 1 and (args.option or args.options_file):
+        raise UsageError("-o/--options-file apply to a single daemon; give several daemons their options in the config file")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two daemons would share a socket name: {', '.join(names)}")
+    tcp, token, ssl_context = _tcp_listener(args)
+    if os.environ.get("INFRAKIT_PARENT_DEATHSIG"):
+        _die_with_parent()
+    asyncio.run(run_forever(specs, plugins_dir=cfg.plugins_dir, home=cfg.home, tcp=tcp, token=token,
+                            ssl_context=ssl_context))
+    return 0
+
+
+def _tcp_listener(args: argparse.Namespace) -> tuple[tuple[str, int] | None, str | None, Any]:
+    """``--tcp`` with its bearer token (always) and TLS (required off loopback), checked before anything starts.
+
+    ``--token-file FILE`` stands for ``INFRAKIT_TOKEN_FILE=FILE``: the daemon's own clients (a
+    manager's forwarding, calls to plugins found through ``.listen`` files) send the same token.
+    """
+    if args.token_file:
+        os.environ[tokens.ENV] = args.token_file
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if not args.tcp:
+        if args.tls_cert:
+            raise UsageError("--tls-cert/--tls-key configure the --tcp listener; add --tcp HOST:PORT")
+        return None, None, None
+    host, _, port = args.tcp.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--tcp {args.tcp!r} is not HOST:PORT")
+    token = tokens.from_environment()
+    if token is None:
+        raise UsageError(f"--tcp {args.tcp} requires a bearer token, loopback included (any local user can reach "
+                         f"loopback): {tokens.HOW}")
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise UsageError(f"--tls-cert/--tls-key: cannot load {args.tls_cert} / {args.tls_key}: {e}") from None
+    return (host or "127.0.0.1", int(port)), token, ssl_context
+
+
+def effective_options(spec: DaemonSpec, cfg: config.Config) -> dict[str, Any]:
+    """A daemon's options from the config file: its ``plugins`` entry, and for the manager the
+    file's top-level ``poll_interval`` and ``manager`` section as defaults under it."""
+    configured = cfg.daemon(spec.name)
+    options = dict(configured.options) if configured and configured.kind == spec.kind else {}
+    if spec.kind == "manager":
+        options = {**cfg.manager, "poll_interval": cfg.poll_interval, **options}
+    return options
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM us when the supervising parent dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:
+        raise SystemExit(0)
+
+
+def cmd_plugin_start(args: argparse.Namespace, cfg: config.Config) -> int:
+    specs = [DaemonSpec.parse(d) for d in args.daemons]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two daemons would share a socket name: {', '.join(names)}")
+    os.environ["INFRAKIT_PARENT_DEATHSIG"] = "1"
+    asyncio.run(supervise(specs, plugins_dir=cfg.plugins_dir, liveness=_liveness(args)))
+    return 0
+
+
+def _liveness(args: argparse.Namespace) -> Any:
+    if args.probe_interval <= 0:
+        return None
+    return Liveness(interval=args.probe_interval, timeout=args.probe_timeout, failures=args.probe_failures)
+
+
+def _add_probe_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--probe-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="handshake each daemon this often; a hung one is killed and restarted (0 disables)")
+    p.add_argument("--probe-timeout", type=float, default=3.0, metavar="SECONDS", help="handshake answer deadline")
+    p.add_argument("--probe-failures", type=int, default=3, metavar="N", help="missed handshakes before a restart")
+
+
+def cmd_up(args: argparse.Namespace, cfg: config.Config) -> int:
+    if not cfg.plugins:
+        raise UsageError(f"no plugins configured in {cfg.source or config.default_path()}; add a 'plugins' list")
+    if args.config:
+        os.environ["INFRAKIT_CONFIG"] = str(Path(args.config).resolve())
+    if args.detach or args.keeper:
+        if args.detach:
+            _detach(args.log_file or str(cfg.home / "infrakit-up.log"))
+        probe = ["--probe-interval", str(args.probe_interval), "--probe-timeout", str(args.probe_timeout),
+                 "--probe-failures", str(args.probe_failures)]
+        argv = keeper.supervisor_argv(config=args.config, log_level=args.log_level, log_format=args.log_format,
+                                      probe=probe)
+        return keeper.keep(argv, plugins_dir=cfg.plugins_dir)
+    os.environ["INFRAKIT_PARENT_DEATHSIG"] = "1"
+    lock = up_lock(cfg.plugins_dir)
+    try:
+        lock.acquire()
+    except LockHeld as e:
+        raise UsageError(f"{e}; stop it first (kill {e.pid})" if e.pid else str(e)) from None
+    try:
+        asyncio.run(supervise(list(cfg.plugins), plugins_dir=cfg.plugins_dir, liveness=_liveness(args),
+                              stopped_marker=cfg.plugins_dir / UP_STOPPED))
+    finally:
+        lock.release()
+    return 0
+
+
+def _detach(log_file: str) -> None:
+    """Classic double fork: the supervisor outlives the shell (or Ansible task) that started it."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    logs.setup(logging.getLevelName(logging.getLogger().level).lower())
+
+
+def cmd_plugin_stop(args: argparse.Namespace, cfg: config.Config) -> int:
+    names = list(args.names)
+    if args.all:
+        # Supervisors first, so they do not restart what is being stopped; they stop their children.
+        supervised = sorted(p.name[: -len(".pid")] for p in cfg.plugins_dir.glob("*.pid") if not p.name.startswith("infrakit-"))
+        if stop_supervisors(cfg.plugins_dir):
+            for n in supervised:
+                print(f"stopped {n}")
+        names = sorted(p.name[: -len(".pid")] for p in cfg.plugins_dir.glob("*.pid") if not p.name.startswith("infrakit-"))
+        if not names:
+            return 0
+    if not names:
+        raise UsageError("name the plugins to stop, or pass --all")
+    missing = [n for n in names if not stop_plugin(cfg.plugins_dir, n)]
+    for n in names:
+        if n not in missing:
+            print(f"stopped {n}")
+    if missing and not args.all:
+        print(f"not running: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_plugin_ls(args: argparse.Namespace, cfg: config.Config) -> int:
+    rows = []
+    for name, address in discovery.list_plugins(cfg.plugins_dir).items():
+        client = SyncClient(address, name=name, timeout=min(cfg.client_timeout, 3.0))
+        try:
+            interfaces = ", ".join(sorted(client.hello()))
+        except (UnreachableError, RemoteError) as e:
+            interfaces = f"(not answering: {e})"
+        finally:
+            client.close()
+        rows.append({"name": name, "interfaces": interfaces, "address": str(address)})
+    if args.output != "table":
+        emit(rows, args.output)
+    elif rows:
+        print(table([[r["name"], r["interfaces"], r["address"]] for r in rows], ["NAME", "INTERFACES", "SOCKET"]))
+    else:
+        print(f"no plugins in {cfg.plugins_dir}")
+    return 0
