@@ -124,13 +124,13 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
+from ansible_collections.infrakit.core.plugins.module_utils import secrets
 from ansible_collections.infrakit.core.plugins.module_utils.controller import (
     ControllerClient,
     ControllerError,
     RemoteError,
     parse_controller_url,
 )
-from ansible_collections.infrakit.core.plugins.module_utils import secrets
 from ansible_collections.infrakit.core.plugins.module_utils.groups import address_host, describe_group
 
 _UNSAFE_GROUP_CHARS = re.compile(r"[^A-Za-z0-9_]")

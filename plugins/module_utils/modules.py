@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.infrakit.core.plugins.module_utils import secrets
 from ansible_collections.infrakit.core.plugins.module_utils.controller import (
     CONTROLLER_ARGUMENT_SPEC,
     ControllerClient,
     ControllerError,
 )
-from ansible_collections.infrakit.core.plugins.module_utils import secrets
 from ansible_collections.infrakit.core.plugins.module_utils.groups import SpecError
 
 SECRETS_ARGUMENT_SPEC = dict(

@@ -157,7 +157,7 @@ def test_validate_certs_comes_from_INFRAKIT_VALIDATE_CERTS(sockdir, tls_controll
     monkeypatch.setattr("time.sleep", lambda s: None)
     tls_controller.groups = {"web": spec("web", size=1)}
     monkeypatch.delenv("INFRAKIT_VALIDATE_CERTS", raising=False)
-    with pytest.raises(AnsibleError, match="(?i)certificate verify failed"):
+    with pytest.raises(AnsibleError, match=r"(?i)certificate verify failed"):
         load(sockdir, tls_controller, "")
     monkeypatch.setenv("INFRAKIT_VALIDATE_CERTS", "False")
     inventory = load(sockdir, tls_controller, "")
