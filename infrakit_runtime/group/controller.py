@@ -147,7 +147,7 @@ class GroupController:
         members = await self._members(spec)
         now = self.clock()
         plan = plan_group(spec=spec, observed=members, health=supervisor.health, memory=supervisor.memory, now=now,
-                          self_id=self.self_id)
+                          self_id=self.self_id, unseen=supervisor.unseen)
         rows = []
         verdicts = judge_members(spec=spec, observed=members, health=supervisor.health, now=now)
         for d in members:

@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from infrakit_runtime.group import events as ev
-from infrakit_runtime.group.plan import outcomes
+from infrakit_runtime.group.plan import observed, outcomes
 from infrakit_runtime.group.plan.health import HealthRecord, probe_for
 from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.observed import Unseen
 from infrakit_runtime.group.plan.plan import Create, Destroy, Plan, Relabel, judge_members, plan_group
 from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import flavor, instance
@@ -39,9 +40,6 @@ log = logging.getLogger(__name__)
 # The shortest rest between two passes: a plan that asks to look again at once (the group is
 # moving: ``Plan.requeue_after``) gets this, so a rollout advances as fast as instances get ready.
 ACTIVE_INTERVAL = 0.1
-# An instance provisioned but not yet described counts as a pending member this long,
-# so an eventually consistent plugin (EC2) never gets a second instance for one slot.
-UNSEEN_GRACE = 30.0
 
 
 @dataclasses.dataclass
@@ -75,10 +73,8 @@ class Supervisor:
         # a member is checked with the probe of the spec that made it, while one of its members remains.
         self._probes: dict[str, JSON] = {spec.config_hash: spec.flavor.properties}
         self.last: Observation | None = None
-        self._unseen: dict[instance.ID, tuple[float, instance.Description]] = {}
-        # Slots of cattle creates whose outcome is unknown (the call failed or timed out): the next
-        # creates reuse them, so a plugin with idempotent creates returns what the first call made.
-        self._retry_slots: list[str] = []
+        # Members provisioned but not described yet: the planner counts them while their grace lasts.
+        self.unseen: tuple[Unseen, ...] = ()
         self._wakeup = asyncio.Event()
         self._gate = asyncio.Semaphore(concurrency)
         self._sequence = itertools.count()
@@ -161,7 +157,8 @@ class Supervisor:
         """Probe the last pass's members between passes (``Health.Interval``); True when a verdict changed."""
         if self.last is None:
             return False
-        members = [d for d in self.last.members if d.id not in self._unseen]
+        awaited = {u.id for u in self.unseen}
+        members = [d for d in self.last.members if d.id not in awaited]
         if not members:
             return False
         before = judge_members(spec=self.spec, observed=members, health=self.health, now=self.clock())
@@ -171,19 +168,15 @@ class Supervisor:
     # -- observe ---------------------------------------------------------------------------
 
     async def observe(self) -> list[instance.Description]:
-        """The group's members by tag (one DescribeInstances), plus ones provisioned but not yet seen."""
+        """The group's members by tag (one DescribeInstances), plus ones provisioned but not yet seen
+        (``observed.members``); one that never appeared within its grace is recorded as a failure."""
         found = await self.instances.describe_instances({instance.TAG_GROUP: self.spec.id}, True)
         now = self.clock()
-        ids = {d.id for d in found}
-        for iid in list(self._unseen):
-            seen_at, description = self._unseen[iid]
-            if iid in ids:
-                del self._unseen[iid]
-            elif now - seen_at > UNSEEN_GRACE:
-                del self._unseen[iid]
-                self.memory = outcomes.after_vanished(self.memory, spec=self.spec, description=description,
-                                                      waited=now - seen_at, now=now)
-        return found + [d for _, d in self._unseen.values()]
+        self.unseen, vanished = observed.settle(described=found, unseen=self.unseen, now=now)
+        for u in vanished:
+            self.memory = outcomes.after_vanished(self.memory, spec=self.spec, description=u.description,
+                                                  waited=now - u.since, now=now)
+        return observed.members(described=found, unseen=self.unseen, now=now)
 
     async def check_health(self, members: list[instance.Description]) -> None:
         """Ask the flavor about every member, each with the probe of the spec that made it when that
@@ -241,10 +234,11 @@ class Supervisor:
             self.memory = outcomes.after_loss(self.memory, spec=self.spec, description=self._known[gone],
                                               record=self.health.get(gone), now=self.clock())
         self._known = {d.id: d for d in members}
-        await self.check_health([d for d in members if d.id not in self._unseen])
+        awaited = {u.id for u in self.unseen}
+        await self.check_health([d for d in members if d.id not in awaited])
         now = self.clock()
         plan = plan_group(spec=self.spec, observed=members, health=self.health, memory=self.memory, now=now,
-                          self_id=self.self_id)
+                          self_id=self.self_id, unseen=self.unseen)
         self.memory = outcomes.after_plan(self.memory, plan=plan, now=now)
         self.last = Observation(members=members, plan=plan, time=now)
         braked = plan.braked
@@ -280,7 +274,7 @@ class Supervisor:
     def _slot(self, create: Create) -> str:
         if create.logical_id is not None:
             return create.logical_id
-        return self._retry_slots.pop(0) if self._retry_slots else uuid.uuid4().hex[:16]
+        return create.tag or uuid.uuid4().hex[:16]
 
     def _base_spec(self, create: Create) -> instance.Spec:
         tags = {instance.TAG_GROUP: self.spec.id, instance.TAG_CONFIG_HASH: self.spec.config_hash,
@@ -330,16 +324,17 @@ class Supervisor:
 
     def _provisioned(self, create: Create, spec: instance.Spec, iid: instance.ID) -> None:
         now = self.clock()
-        self.memory = self.memory.provisioned(create.slot)
-        self._unseen[iid] = (now, instance.Description(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags),
-                                                       properties=spec.to_wire()))
+        self.memory = self.memory.provisioned(create.slot).resolved(spec.tags.get(instance.TAG_SLOT, ""))
+        description = instance.Description(id=iid, logical_id=spec.logical_id, tags=dict(spec.tags),
+                                           properties=spec.to_wire())
+        self.unseen = (*(u for u in self.unseen if u.id != iid), observed.Unseen(description=description, since=now))
         self.events.emit(ev.PROVISIONED, group=self.spec.id, instance=iid, reason=create.reason)
 
     def _failed(self, create: Create, error: str, spec: instance.Spec) -> None:
         slot = spec.tags.get(instance.TAG_SLOT)
         if create.logical_id is None and slot:
             # Bounded: never more remembered slots than the group could need at once.
-            self._retry_slots = [*self._retry_slots, slot][-max(1, self.spec.size + self.spec.max_surge()):]
+            self.memory = self.memory.unresolved(slot, keep=self.spec.size + self.spec.max_surge())
         text = f"provision failed for group {self.spec.id}: {error}"
         log.warning("%s", text)
         self.memory = self.memory.failed(create.slot, self.clock(), error)
@@ -359,7 +354,7 @@ class Supervisor:
                 self.events.emit(ev.DESTROY_FAILED, group=self.spec.id, instance=action.instance_id, reason=str(e))
                 log.warning("group %s: destroy of %s failed: %s", self.spec.id, action.instance_id, e)
                 return
-        self._unseen.pop(action.instance_id, None)
+        self.unseen = tuple(u for u in self.unseen if u.id != action.instance_id)
         self.memory = outcomes.after_destroy(self.memory, spec=self.spec, action=action, description=description,
                                              record=self.health.pop(action.instance_id, None), now=self.clock())
         self._known.pop(action.instance_id, None)

@@ -32,10 +32,12 @@ CAUSE_DUPLICATE = "duplicate"
 
 @dataclasses.dataclass(frozen=True)
 class Create:
-    """Provision one member (for pets, with this logical ID)."""
+    """Provision one member (for pets, with this logical ID); ``tag``: the slot tag of an earlier
+    create whose outcome is unknown, to reuse (``Memory.retry_tags``), else a fresh one."""
 
     logical_id: instance.LogicalID | None
     reason: str
+    tag: str | None = None
 
     @property
     def slot(self) -> Slot:

@@ -59,6 +59,21 @@ class Memory:
     last_progress: float | None = None
     base_delay: float = DEFAULT_BASE_DELAY
     max_delay: float = DEFAULT_MAX_DELAY
+    # Slot tags of cattle creates whose outcome is unknown (the call failed or timed out), oldest
+    # first: the planner gives them to the next creates, so a plugin whose creates are idempotent by
+    # slot returns what the first call made instead of a duplicate.
+    retry_tags: tuple[str, ...] = ()
+
+    def unresolved(self, tag: str, *, keep: int) -> Memory:
+        """A create tagged ``tag`` has an unknown outcome; remember at most the ``keep`` newest such tags."""
+        tags = (*(t for t in self.retry_tags if t != tag), tag)
+        return dataclasses.replace(self, retry_tags=tags[-max(1, keep):])
+
+    def resolved(self, tag: str) -> Memory:
+        """A create tagged ``tag`` returned an instance: its tag is not to be reused."""
+        if tag not in self.retry_tags:
+            return self
+        return dataclasses.replace(self, retry_tags=tuple(t for t in self.retry_tags if t != tag))
 
     def get(self, slot: Slot) -> SlotFailure | None:
         for key, failure in self.failures:

@@ -16,6 +16,8 @@ a probe that says HEALTHY of an instance that does not serve.
 
 Rules, in the order the planner applies them:
 
+0. What is observed is the plugin's description plus the members provisioned but not yet
+   described, while ``observed.UNSEEN_GRACE`` lasts (``unseen``).
 1. Members are the observed instances tagged ``infrakit.group=<spec.id>``; a member whose
    ``infrakit.config.hash`` is the spec's is up to date, one tagged ``bootstrap`` is adopted
    by a ``Relabel`` (never rolled), any other is outdated. Each gets a verdict from the
@@ -31,7 +33,8 @@ Rules, in the order the planner applies them:
    and, for a serving one, while up-to-date READY members plus serving outdated ones do.
 4. Up-to-date members beyond ``size`` go: FAILED, suspect, pending, ready; newest first.
 5. Creates fill the missing up-to-date members, up to ``size + MaxSurge`` members in all,
-   except into a slot whose backoff has not expired (the plan then says Degraded).
+   except into a slot whose backoff has not expired (the plan then says Degraded); a cattle
+   create reuses the tag of an earlier create whose outcome is unknown (``Memory.retry_tags``).
 6. Self (pets, ``self_id``): no member holding the planning replica's own logical ID is
    destroyed; it rolls last, and once every other logical ID has a READY up-to-date member
    the plan asks for a handover (``Plan.handover``) instead - the next leader replaces it.
@@ -68,6 +71,8 @@ from infrakit_runtime.group.plan.actions import (
 )
 from infrakit_runtime.group.plan.health import HealthRecord, Verdict
 from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.observed import Unseen
+from infrakit_runtime.group.plan.observed import members as members_seen
 from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.group.plan.step import Member, Step, classify, excess_order, removal_order
 from infrakit_runtime.group.plan.summary import describe_commit
@@ -76,7 +81,7 @@ from infrakit_runtime.spi import instance
 __all__ = [
     "CAUSE_DUPLICATE", "CAUSE_NOT_IN_ALLOCATION", "CAUSE_ROLLING_UPDATE", "CAUSE_SCALE_DOWN", "CAUSE_UNHEALTHY",
     "CONVERGED", "DEGRADED", "PROGRESSING", "Action", "Counts", "Create", "Destroy", "HealthRecord", "Member",
-    "Memory", "Plan", "Relabel", "describe_commit", "judge_members", "plan_group",
+    "Memory", "Plan", "Relabel", "Unseen", "describe_commit", "judge_members", "plan_group",
 ]
 
 def plan_group(
@@ -87,18 +92,23 @@ def plan_group(
     memory: Memory,
     now: float,
     self_id: instance.LogicalID | None = None,
+    unseen: Sequence[Unseen] = (),
 ) -> Plan:
     """The next step for ``spec``'s group given what was ``observed``; pure - the supervisor acts on it.
 
     ``health`` holds each member's checks, by the probe named in the record (``HealthRecord.probe``).
     ``self_id`` is the logical ID of the instance this replica runs on (its members are never
-    destroyed; ``Plan.handover`` asks for a handover instead).
+    destroyed; ``Plan.handover`` asks for a handover instead). ``unseen``: members provisioned but
+    not described yet, members while their grace lasts (``observed.members``); cattle creates
+    reuse ``memory.retry_tags``.
     """
+    observed = members_seen(described=observed, unseen=unseen, now=now)
     members = classify(spec=spec, observed=observed, health=health, now=now)
     guarded = spec.is_pets and spec.updating.quorum
     if guarded and (why := quorum.lost(spec, members)):
         held = Step(spec=spec, memory=memory, now=now, brake=False).finish(members)
-        return dataclasses.replace(held, actions=(), converged=False, condition=DEGRADED, reason=why)
+        return dataclasses.replace(held, actions=(), converged=False, shaped=False, requeue_after=None,
+                                   condition=DEGRADED, reason=why)
     # Rule 2, before any destroy is planned: every member that looks dead counts, whatever would remove it.
     brake = sum(1 for m in members if not m.verdict.available) > spec.max_unhealthy()
     step = Step(spec=spec, memory=memory, now=now, brake=brake, self_id=self_id if spec.is_pets else None)

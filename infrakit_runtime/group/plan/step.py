@@ -220,7 +220,11 @@ class Step:
         if self.budget.room <= 0:
             return False
         self.budget.room -= 1
-        self.creates.append(Create(logical_id=logical_id, reason=reason))
+        tag = None
+        if logical_id is None:
+            used = {c.tag for c in self.creates}
+            tag = next((t for t in self.memory.retry_tags if t not in used), None)
+        self.creates.append(Create(logical_id=logical_id, reason=reason, tag=tag))
         return True
 
     def finish(self, members: Sequence[Member]) -> Plan:
