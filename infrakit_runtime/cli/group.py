@@ -4,7 +4,8 @@ Guarantee: every command is one or a few Group SPI calls made through ``rpc.grou
 (the client the manager's replicas forward with: one typed Group client), so any InfraKit group
 plugin answers them too; the object named is ``group/groups`` (or the ``--plugin``'s own
 ``socket/type``), which a Go InfraKit manager also resolves once groups exist. ``--pretend``
-changes nothing; ``-o json|yaml`` prints the wire data, so scripts see what DescribeGroup and
+changes nothing and shows the diff of the controller's canonical answer (the controller owns
+the spec's meaning; a Go manager's stored spec otherwise); ``-o json|yaml`` prints the wire data, so scripts see what DescribeGroup and
 InspectGroups returned. "Converged" is the controller's answer (``Description.Converged``, which
 our controller takes from its plan), never recomputed here.
 Limit: ``watch`` polls DescribeGroup (every ``--interval``); it shows what the controller
@@ -24,12 +25,11 @@ from rich.live import Live
 from infrakit_runtime import config
 from infrakit_runtime.cli import render
 from infrakit_runtime.cli.common import address_of, emit, output_option, read_document
-from infrakit_runtime.group.plan.spec import parse_spec
 from infrakit_runtime.rpc import discovery
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.group import GroupClient
 from infrakit_runtime.spi import group
-from infrakit_runtime.spi.common import PluginError, ValidationError
+from infrakit_runtime.spi.common import PluginError
 
 GROUP_SOCKET = "group"
 # The object that stands for every group on a manager (Go resolves a bare "group" only while no group exists).
@@ -100,7 +100,7 @@ class Groups:
     def _origin() -> group.Origin:
         return group.Origin(sent=time.time())
 
-    async def commit(self, spec: group.Spec, *, pretend: bool) -> str:
+    async def commit(self, spec: group.Spec, *, pretend: bool) -> group.Commit:
         return await self.client.commit_group(spec, pretend, origin=self._origin())
 
     async def inspect(self) -> list[group.Spec]:
@@ -122,29 +122,31 @@ class Groups:
         await self.client.set_size(group_id, size, origin=self._origin())
 
 
-def _normalized(spec: Any) -> Any:
-    """A spec as InspectGroups would show it once committed, so the diff shows only real changes."""
-    try:
-        return parse_spec(spec).to_wire()
-    except (ValidationError, ValueError, TypeError):
-        return spec  # the controller's answer says what is wrong with it
-
-
 async def _commit(args: argparse.Namespace, groups: Groups) -> int:
     doc = read_document(args.file)
     specs = [group.Spec.from_wire(s, f"{args.file}[{i}]" if isinstance(doc, list) else args.file)
              for i, s in enumerate(doc if isinstance(doc, list) else [doc])]
-    stored = {s.id: s.to_wire() for s in await groups.inspect()} if args.pretend else {}
+    stored: dict[str, Any] | None = None
     results = []
     out = render.console()
     for spec in specs:
-        details = await groups.commit(spec, pretend=args.pretend)
-        entry: dict[str, Any] = {"ID": spec.id, "Details": details, "Pretend": args.pretend}
+        answer = await groups.commit(spec, pretend=args.pretend)
+        entry: dict[str, Any] = {"ID": spec.id, "Details": answer.details, "Pretend": args.pretend}
+        if answer.changed is not None:
+            entry.update({"Changed": answer.changed, "Spec": answer.spec})
         if args.pretend:
-            entry["Diff"] = "".join(render.spec_diff(spec.id, stored.get(spec.id), _normalized(spec.to_wire())))
+            if answer.changed is not None:
+                # The controller owns the spec's meaning: it answers both sides in its canonical form.
+                before, after = answer.previous, answer.spec
+            else:  # a Go InfraKit manager answers only Details: compare with what it stores, as given
+                if stored is None:
+                    stored = {s.id: s.to_wire() for s in await groups.inspect()}
+                before, after = stored.get(spec.id), spec.to_wire()
+            entry["Diff"] = "".join(render.spec_diff(spec.id, before if isinstance(before, dict) else None,
+                                                     after if isinstance(after, dict) else {}))
         results.append(entry)
         if args.output == "table":
-            out.print(f"{spec.id}: {'would' if args.pretend else 'committed'}: {details}", markup=False)
+            out.print(f"{spec.id}: {'would' if args.pretend else 'committed'}: {answer.details}", markup=False)
             if args.pretend:
                 if entry["Diff"]:
                     out.print(render.diff_text(entry["Diff"].splitlines(keepends=True)), end="")

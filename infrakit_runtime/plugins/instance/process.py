@@ -69,8 +69,8 @@ class ProcessInstancePlugin(process_track.Tracker):
                              owner=self.owner)
 
     def _ports_in_use(self) -> set[int]:
-        ports = {w.record.get("Port") for w in self._watches.values()} - {None}
-        return ports | {p for p in self._provisioning.values() if p is not None}  # type: ignore[misc]
+        ports = {p for w in self._watches.values() if isinstance(p := w.record.get("Port"), int)}
+        return ports | {p for p in self._provisioning.values() if p is not None}
 
     async def provision(self, spec: instance.Spec) -> instance.ID:
         """Start one process; return once it runs and its record is on disk."""

@@ -96,9 +96,9 @@ def members(world: World, leaders: Mapping[str, Leader], held: Iterable[int] = (
     for proc in world.procs.values():
         if proc.pid in owner or not proc.running:
             continue
-        iid = proc.cgroup or proc.marker
-        if iid is not None:
-            owner[proc.pid] = iid
+        tagged = proc.cgroup or proc.marker
+        if tagged is not None:
+            owner[proc.pid] = tagged
     # A live leader's session: the processes it started without leaving it (even with a cleared environment).
     sessions = {pid: iid for iid, (pid, start) in leaders.items() if alive(world, (pid, start)) or pid in held}
     for proc in world.procs.values():

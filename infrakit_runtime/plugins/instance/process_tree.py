@@ -17,6 +17,7 @@ is reported.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 # After SIGKILL a process is gone within milliseconds; this only bounds a stuck (D state) exit.
 KILL_WAIT = 5.0
 ROUND_PAUSE = 0.02
+
+
+def _in_cgroup(cgroups: Cgroups, pid: int, instance_id: str) -> bool:
+    """Whether ``pid`` is still in ``instance_id``'s cgroup (checked again just before the signal)."""
+    return cgroups.member_of(pid) == instance_id
 
 
 class Trees:
@@ -73,7 +79,7 @@ class Trees:
             assert self.cgroups is not None
             cgroups = self.cgroups
             for pid in cgroups.procs(instance_id):
-                process_os.signal_if(pid, lambda pid=pid: cgroups.member_of(pid) == instance_id, sig)
+                process_os.signal_if(pid, functools.partial(_in_cgroup, cgroups, pid, instance_id), sig)
             return
         for proc in await self._found(instance_id, leader):
             process_os.signal_process(proc.pid, proc.start_time, sig)
