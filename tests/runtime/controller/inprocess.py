@@ -99,7 +99,7 @@ class World:
         return group.Spec(id=gid, properties=props)
 
     async def commit(self, spec: group.Spec, pretend: bool = False) -> str:
-        return await self.controller.commit_group(spec, pretend)
+        return (await self.controller.commit_group(spec, pretend)).details
 
     async def members(self, gid: str = "web") -> list[instance.Description]:
         """What the instance plugin itself reports (the world, not the controller's view)."""
