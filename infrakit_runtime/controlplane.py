@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import shutil
@@ -70,7 +71,7 @@ class GroupSpec:
             sections[section] = s
         if problems:
             raise ValidationError(problems)
-        return cls(raw=raw, id=raw["ID"], logical_ids=tuple(ids), instance_plugin=sections["Instance"]["Plugin"],
+        return cls(raw=raw, id=raw["ID"], logical_ids=tuple(ids or ()), instance_plugin=sections["Instance"]["Plugin"],
                    instance_properties=sections["Instance"].get("Properties"),
                    flavor_plugin=sections["Flavor"]["Plugin"], flavor_properties=sections["Flavor"].get("Properties"))
 
@@ -189,6 +190,10 @@ class ControlPlane:
             self.sleep(0.2)
         raise PluginError(f"timed out after {timeout:g}s waiting for {what}" + (f" (last error: {error})" if error else ""))
 
+    def _committed(self, group: GroupSpec) -> tuple[bool, bool]:
+        """``commit``'s answer, and True: a commit that answers at all is done waiting."""
+        return self.commit(group), True
+
     def commit(self, group: GroupSpec) -> bool:
         """Commit the group's spec unless the stored one is the same; whether anything changed."""
         stored = {s.get("ID"): s for s in self.call("Group.InspectGroups", {}).get("Groups") or []}
@@ -215,11 +220,11 @@ class ControlPlane:
         self.wait("a replica to lead", timeout, lambda: (s := self.status()) is not None and s["Leader"])
         report["seconds"]["leader"] = round(self.clock() - started, 2)
         for group in (self.etcd, self.managers):
-            if self.wait(f"the commit of group {group.id}", timeout, lambda g=group: (self.commit(g), True))[0]:
+            if self.wait(f"the commit of group {group.id}", timeout, functools.partial(self._committed, group))[0]:
                 report["committed"].append(group.id)
         for group in (self.etcd, self.managers):
             self.wait(f"group {group.id} to converge with {len(group.logical_ids)} healthy members", timeout,
-                      lambda g=group: self.converged(g))
+                      functools.partial(self.converged, group))
             report["seconds"][f"{group.id}_converged"] = round(self.clock() - started, 2)
         report["changed"] = bool(report["bootstrapped"] or report["committed"])
         report["leader"] = (self.status() or {}).get("Leader")

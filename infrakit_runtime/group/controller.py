@@ -17,7 +17,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from infrakit_runtime.group import events as ev
@@ -43,7 +43,7 @@ class GroupController:
     def __init__(self, *, plugins: PluginLookup, poll_interval: float = 5.0, events: ev.EventLog | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_pass: Callable[[GroupSpec, Observation, float], None] | None = None,
-                 self_id: str | None = None, on_handover: Callable[[str], Awaitable[Any]] | None = None) -> None:
+                 self_id: str | None = None, on_handover: Callable[[str], Coroutine[Any, Any, Any]] | None = None) -> None:
         self.plugins = plugins
         self.self_id = self_id  # the logical ID of the instance this replica runs on
         self.on_handover = on_handover

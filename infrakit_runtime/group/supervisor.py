@@ -22,7 +22,7 @@ import dataclasses
 import itertools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from infrakit_runtime.group import events as ev
@@ -59,7 +59,7 @@ class Supervisor:
                  clock: Callable[[], float],
                  poll_interval: float, events: ev.EventLog, concurrency: int = 32,
                  on_pass: Callable[[GroupSpec, Observation, float], None] | None = None,
-                 self_id: str | None = None, on_handover: Callable[[str], Awaitable[Any]] | None = None) -> None:
+                 self_id: str | None = None, on_handover: Callable[[str], Coroutine[Any, Any, Any]] | None = None) -> None:
         self.spec = spec
         self.instances = instances
         self.flavors = flavors

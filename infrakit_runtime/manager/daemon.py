@@ -37,7 +37,7 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,7 @@ async def open_daemon(ctx: DaemonContext, *, open_backend: BackendFactory) -> As
     metrics = ControllerMetrics(ctx.metrics.registry)
     directory = PluginDirectory(ctx.plugins_dir, timeout=default_timeout(), observer=metrics.observe_call)
     plugins = FencedLookup(directory)  # changes only under a trusted lease
-    handover: list[Callable[[str], Awaitable[Any]]] = []
+    handover: list[Callable[[str], Coroutine[Any, Any, Any]]] = []
     controller = GroupController(plugins=plugins, poll_interval=opts["poll_interval"], events=events, clock=loop.time,
                                  self_id=opts["self_id"], on_handover=lambda why: handover[0](why),
                                  on_pass=metrics.observe_pass)

@@ -126,7 +126,8 @@ def logical_id_problems(props: ManagerProperties, logical_ids: tuple[str, ...] |
     if not logical_ids:
         return ["the manager flavor keeps pets: give the group Allocation.LogicalIDs, one per replica "
                 "(an IP, or HOST:PORT on one machine)"]
-    problems, seen = [], {}
+    problems: list[str] = []
+    seen: dict[str, str] = {}
     for i, lid in enumerate(logical_ids):
         try:
             r = replica(props, lid)
