@@ -263,13 +263,9 @@ def describe_events(status):
 
 
 def is_settled(description):
-    """Converged, and, when the controller reports a Status, its condition says so too."""
-    if not (description or {}).get("Converged"):
-        return False
-    status = description.get("Status")
-    if isinstance(status, dict) and status.get("Condition") is not None:
-        return status.get("Condition") == "Converged"
-    return True
+    """The controller's answer: ``Converged``. Ours takes it from its plan (count, config and every
+    member healthy; ``Status.Condition`` is ``Converged`` exactly then); Go InfraKit's has only it."""
+    return bool((description or {}).get("Converged"))
 
 
 def _names(instances):

@@ -172,9 +172,13 @@ def test_unsettled_report_names_missing_outdated_and_unhealthy_instances():
     assert not groups.is_settled(description)
 
 
-def test_converged_flag_alone_is_not_settled_when_status_disagrees():
-    assert not groups.is_settled({"Converged": True, "Status": {"Condition": "RollingUpdate"}})
+def test_settled_is_the_controllers_converged_answer():
+    # Go InfraKit answers Converged only; ours answers it from the plan, with Status.Condition agreeing.
+    assert groups.is_settled({"Converged": True})
     assert groups.is_settled({"Converged": True, "Status": {"Condition": "Converged"}})
+    assert not groups.is_settled({"Converged": False, "Status": {"Condition": "Progressing"}})
+    assert not groups.is_settled({"Status": {"Condition": "Converged"}})
+    assert not groups.is_settled(None)
 
 
 def test_address_host_handles_ports_and_ipv6():

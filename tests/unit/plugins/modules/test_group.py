@@ -122,11 +122,13 @@ def test_wait_polls_until_the_rollout_converges(controller, run_module):
     run_module(group.main, web(controller))
     rolling = {"Converged": False, "Instances": [described_instance("web", 0)],
                "Status": {"Condition": "RollingUpdate", "Instances": []}}
-    done_but_status_behind = {"Converged": True, "Instances": [], "Status": {"Condition": "RollingUpdate"}}
+    # Our controller answers Converged and Status.Condition from one plan, so they never disagree:
+    # the module waits on Converged alone (the one answer, Go InfraKit's too).
+    still_rolling = {"Converged": False, "Instances": [], "Status": {"Condition": "Progressing"}}
     converged = {"Converged": True, "Instances": [described_instance("web", 5, "127.0.0.1:9")],
                  "Status": {"Condition": "Converged", "Desired": 1, "Running": 1,
                             "Instances": [{"ID": "instance-5", "Health": "healthy", "UpToDate": True}]}}
-    controller.scripts["web"] = [rolling, done_but_status_behind, converged]
+    controller.scripts["web"] = [rolling, still_rolling, converged]
     controller.plan = "Performing a rolling update on 1 instance"
     result = run_module(group.main, web(controller, size=1, flavor=dict(plugin="vanilla", properties={"Init": ["v2"]})))
     assert result["changed"] is True
