@@ -59,8 +59,9 @@ LOCAL = group.Origin()
 MAX_CLIENT_SKEW = 300.0
 # After a handover, how long a replica waits for another to lead before it campaigns again itself.
 HANDOVER_HOLD = 10.0
-# How long a follower may read the store to name the groups in a handshake.
-ANNOUNCE_TIMEOUT = 2.0
+# How long a follower may read the store to name the groups in a handshake (a handshake is a liveness
+# probe: the launcher gives it 3 s, tests 2 s; a healthy store answers in milliseconds).
+ANNOUNCE_TIMEOUT = 0.5
 
 
 class NotLeader(PluginError):

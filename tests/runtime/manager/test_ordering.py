@@ -104,3 +104,30 @@ def test_the_group_service_hands_the_manager_the_origin_its_headers_declare(tmp_
             await stop(manager, world, task)
 
     asyncio.run(scenario())
+
+
+def test_a_follower_names_the_stored_groups_in_its_handshake_and_none_when_the_store_hangs(tmp_path):
+    async def scenario() -> None:
+        wall = WallClock()
+        manager, world, task = await leading(tmp_path, wall)
+        try:
+            await manager.commit_group(World.spec(size=1), False)
+            assert await manager.announced() == ["web"]
+            follower = Manager(backend=FileBackend(tmp_path / "store", FAST),
+                               controller=World(tmp_path / "other").controller, candidate="b",
+                               location="unix:///elsewhere", wall_clock=wall)
+            assert follower.lease is None
+            assert await follower.announced() == ["web"]  # from the store: no forwarding, no election wait
+
+            async def hangs() -> None:
+                await asyncio.sleep(3600)
+
+            follower.backend.load_all = hangs  # type: ignore[method-assign]
+            # The handshake gives up on the store (ANNOUNCE_TIMEOUT) and names no group; the outer
+            # deadline only turns a hang into a failure.
+            assert await asyncio.wait_for(follower.announced(), 120) == []
+            await follower.close()
+        finally:
+            await stop(manager, world, task)
+
+    asyncio.run(scenario())
