@@ -57,6 +57,18 @@ def _params(params: dict[str, Any] | None) -> dict[str, Any]:
     return params if params is not None else {}
 
 
+def _refusal(name: str, method: str, status: int, payload: bytes) -> Exception:
+    """The error for a non-200 answer: 503 (a daemon at its connection limit) is transient."""
+    text = payload.decode(errors="replace").strip()
+    if status == 503:
+        try:
+            text = json.loads(text)["error"]["message"]
+        except (ValueError, TypeError, KeyError):
+            pass
+        return UnreachableError(f"plugin {name} is busy and did not take {method}: {text}")
+    return RemoteError(name, method, -32600, f"plugin {name} answered HTTP {status}: {text}")
+
+
 def _result(name: str, method: str, payload: bytes) -> Any:
     if not payload.strip():
         raise RemoteError(name, method, -32603, f"plugin {name} sent an empty answer to {method}")
@@ -147,7 +159,7 @@ class Client:
                 async with session.post(self._url(), data=body, headers=headers) as resp:
                     payload = await resp.read()
                     if resp.status != 200:
-                        raise RemoteError(self.name, method, -32600, f"plugin {self.name} answered HTTP {resp.status}: {payload.decode(errors='replace').strip()}")
+                        raise _refusal(self.name, method, resp.status, payload)
         except TimeoutError:
             raise UnreachableError(f"plugin {self.name} did not answer {method} within {limit:g}s") from None
         except aiohttp.ClientConnectionError as e:
@@ -247,7 +259,7 @@ class SyncClient:
                 self.close()
                 raise UnreachableError(f"cannot reach plugin {self.name} at {self.address}: {e.strerror or e}") from None
         if resp.status != 200:
-            raise RemoteError(self.name, method, -32600, f"plugin {self.name} answered HTTP {resp.status}: {payload.decode(errors='replace').strip()}")
+            raise _refusal(self.name, method, resp.status, payload)
         return _result(self.name, method, payload)
 
     def hello(self) -> dict[str, list[dict[str, str]]]:

@@ -10,6 +10,7 @@ Prometheus registry, behind the same bearer token as every route on TCP.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from infrakit_runtime import metrics
-from infrakit_runtime.rpc import errors, redact, tokens
+from infrakit_runtime.rpc import errors, limits, redact, tokens
 from infrakit_runtime.rpc.dispatch import Dispatcher, encode
 from infrakit_runtime.rpc.sockets import prepare_socket_path, secure_socket
 from infrakit_runtime.spi.common import ValidationError
@@ -33,6 +34,8 @@ traffic = logging.getLogger("infrakit_runtime.rpc.traffic")
 
 # Bodies past this are refused with a JSON-RPC error before they are parsed.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# Request and response bodies longer than this are logged (at debug) by size only.
+TRAFFIC_LOG_BYTES = 256 * 1024
 SHUTDOWN_TIMEOUT = 1.0
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 EXTRA_ROUTES = web.AppKey("extra_routes", list)
@@ -52,16 +55,34 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         error = errors.RpcError(errors.INVALID_REQUEST, f"request body of {request.content_length} bytes exceeds the limit of {MAX_BODY_BYTES}")
         return _json_response(encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}))
-    body = await _read_limited(request)
+    try:
+        async with asyncio.timeout(limits.BODY_TIMEOUT):
+            body = await _read_limited(request)
+    except TimeoutError:
+        error = errors.RpcError(errors.INVALID_REQUEST, f"request body not received within {limits.BODY_TIMEOUT:g}s")
+        response = _json_response(encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}))
+        response.force_close()
+        return response
     if body is None:
         error = errors.RpcError(errors.INVALID_REQUEST, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
         return _json_response(encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}))
     if traffic.isEnabledFor(logging.DEBUG):
-        traffic.debug("request on %s: %s", dispatcher.name, redact.for_log(body))
+        traffic.debug("request on %s: %s", dispatcher.name, _loggable(body))
     answer = await dispatcher.handle_body(body, headers=request.headers)
     if traffic.isEnabledFor(logging.DEBUG):
-        traffic.debug("response on %s: %s", dispatcher.name, redact.for_log(answer or b""))
+        traffic.debug("response on %s: %s", dispatcher.name, _loggable(answer or b""))
     return _json_response(answer or b"")
+
+
+def _loggable(body: bytes) -> str:
+    """A body for the debug traffic log: redacted, or only its size past ``TRAFFIC_LOG_BYTES``.
+
+    Redacting means parsing: logging a flood of 8 MiB bodies in full would cost the daemon
+    more than answering them.
+    """
+    if len(body) > TRAFFIC_LOG_BYTES:
+        return f"({len(body)} bytes, longer than the {TRAFFIC_LOG_BYTES} logged)"
+    return redact.for_log(body)
 
 
 async def _read_limited(request: web.Request) -> bytes | None:
@@ -166,7 +187,9 @@ async def serve(
         raise ValidationError(f"refusing to listen on {tcp[0]}:{tcp[1]}: a TCP listener off loopback "
                               "requires TLS and a bearer token")
     # A short shutdown timeout: long polls (Instance.WaitChange) must not hold a stopping daemon.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    # Connection limits and head/idle deadlines: rpc.limits.
+    runner = limits.Runner(app, daemon=app[DISPATCHER].name if DISPATCHER in app else "?", access_log=None, handle_signals=False,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     bound: Path | None = None
     try:

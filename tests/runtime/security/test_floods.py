@@ -1,0 +1,284 @@
+"""One client cannot starve a daemon: batch caps, slow clients cut, a connection limit, bounded memory.
+
+Each test drives a real daemon process over its real Unix socket with raw HTTP, as a hostile
+local user would (issue 12, item 4), and asserts what the daemon did: the answer it gave, the
+descriptors it holds (``/proc/<pid>/fd``) and its resident memory (``/proc/<pid>/status``).
+Waits are conditions polled against a deadline several times the daemon's own timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infrakit_runtime.rpc.client import Client
+from infrakit_runtime.rpc.discovery import Address
+from infrakit_runtime.rpc.dispatch import MAX_BATCH
+from infrakit_runtime.rpc.errors import UnreachableError
+from infrakit_runtime.rpc.limits import BODY_TIMEOUT, HEADER_TIMEOUT, connection_limit
+from infrakit_runtime.rpc.remote import InstanceClient
+from tests.runtime.conftest import Daemons
+from tests.runtime.procs import served_connections
+
+HELLO = {"jsonrpc": "2.0", "method": "Handshake.Hello", "params": {}, "id": 1}
+# aiohttp drains an unread body for up to 10 s before it closes a connection it answered early.
+LINGER = 10.0
+
+
+@pytest.fixture
+def file_daemon() -> Iterator[Daemons]:
+    with tempfile.TemporaryDirectory(prefix="ikflood-") as d:
+        daemons = Daemons(Path(d) / "home")
+        try:
+            daemons.start("file")
+            yield daemons
+        finally:
+            daemons.stop_all()
+
+
+def served(daemons: Daemons) -> int:
+    """Connections the file daemon holds open on its socket (descriptors it spends on clients)."""
+    return served_connections(daemons.procs["file"].pid, daemons.plugins_dir / "file")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout:g}s: {what} (last: {last!r})")
+
+
+def connect(path: Path, timeout: float = 30) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(str(path))
+    return sock
+
+
+def request_bytes(body: bytes, *, length: int | None = None) -> bytes:
+    return (b"POST / HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (len(body) if length is None else length)) + body
+
+
+def read_answer(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP response (status, body) read by its Content-Length; EOF first is an AssertionError."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise AssertionError(f"connection closed before an answer (got {data[:200]!r})")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = int(next(v for k, _, v in (line.partition(b":") for line in lines[1:]) if k.strip().lower() == b"content-length"))
+    while len(body) < length:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise AssertionError("connection closed in the middle of an answer")
+        body += chunk
+    return int(lines[0].split()[1]), body
+
+
+def call(sock: socket.socket, message: Any) -> tuple[int, Any]:
+    sock.sendall(request_bytes(json.dumps(message, separators=(",", ":")).encode()))
+    status, body = read_answer(sock)
+    return status, json.loads(body) if body else None
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 0.5) -> bool:
+    """True once the daemon closed ``sock`` (EOF or reset), after reading whatever it sent."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return True
+    except TimeoutError:
+        return False
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
+# -- batches -------------------------------------------------------------------------------
+
+
+def test_a_batch_over_the_limit_is_refused_whole_with_an_error_naming_the_limit(file_daemon: Daemons) -> None:
+    batch = [{**HELLO, "id": i} for i in range(MAX_BATCH + 1)]
+    with connect(file_daemon.plugins_dir / "file") as sock:
+        status, answer = call(sock, batch)
+    assert status == 200
+    assert isinstance(answer, dict), "an oversized batch gets one error, not an array of answers"
+    assert answer["id"] is None and answer["error"]["code"] == -32600
+    assert f"at most {MAX_BATCH} calls" in answer["error"]["message"], answer["error"]["message"]
+
+
+def test_a_batch_at_the_limit_is_answered_in_full_and_in_order(file_daemon: Daemons) -> None:
+    batch = [{**HELLO, "id": i} for i in range(MAX_BATCH)]
+    batch[7] = {"jsonrpc": "2.0", "method": "Handshake.Hello", "params": {}}  # a notification: no answer
+    with connect(file_daemon.plugins_dir / "file") as sock:
+        status, answers = call(sock, batch)
+    assert status == 200
+    assert [a["id"] for a in answers] == [i for i in range(MAX_BATCH) if i != 7]
+    assert all("Instance/0.6.1" in a["result"]["Objects"] for a in answers)
+
+
+def test_the_issues_giant_batch_is_refused_without_growing_the_daemon(file_daemon: Daemons) -> None:
+    """131k Handshake.Hello just under the body limit: before, 176 MiB RSS and 10-18 s of stalled calls."""
+    pid = file_daemon.procs["file"].pid
+    one = b'{"jsonrpc":"2.0","method":"Handshake.Hello","id":1}'
+    body = b"[" + b",".join([one] * 131_000) + b"]"
+    before = rss_mib(pid)
+    with connect(file_daemon.plugins_dir / "file", timeout=120) as sock:
+        sock.sendall(request_bytes(body))
+        status, answer = read_answer(sock)
+    grown = rss_mib(pid) - before
+    print(f"giant batch: answer of {len(answer)} bytes, RSS grew {grown:.1f} MiB")
+    assert status == 200 and json.loads(answer)["error"]["code"] == -32600
+    assert grown < 24, f"the daemon grew by {grown:.0f} MiB for one refused request"
+
+
+# -- slow clients --------------------------------------------------------------------------
+
+
+def test_slow_clients_are_cut_and_their_descriptors_returned_while_kept_alive_ones_stay(file_daemon: Daemons) -> None:
+    """300 connections that never finish a request (silent, a partial head, a partial body) are closed."""
+    path = file_daemon.plugins_dir / "file"
+    kept = connect(path)
+    assert call(kept, HELLO)[0] == 200  # an ordinary kept-alive connection, idle from here on
+    # ... whose last request was answered (405) before its body came: the late body is not a slow head.
+    hello = json.dumps(HELLO).encode()
+    kept.sendall(b"GET / HTTP/1.1\r\nHost: plugin\r\nContent-Length: %d\r\n\r\n" % len(hello))
+    assert read_answer(kept)[0] == 405
+    kept.sendall(hello)
+    wait_until(lambda: served(file_daemon) == 1, 10, "the daemon serving only the kept-alive connection")
+    silent = [connect(path) for _ in range(100)]
+    partial_heads = [connect(path) for _ in range(100)]
+    partial_bodies = [connect(path) for _ in range(100)]
+    try:
+        for s in partial_heads:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: plugin\r\nContent-Type: applic")
+        for s in partial_bodies:
+            s.sendall(request_bytes(b'{"jsonrpc":"2.0","method":', length=1000))
+        wait_until(lambda: served(file_daemon) == 301, 30, "the daemon accepting all 300 connections")
+
+        cut_by = HEADER_TIMEOUT + BODY_TIMEOUT + LINGER + 30
+        wait_until(lambda: served(file_daemon) == 1, cut_by,
+                   "the daemon holding only the kept-alive connection once the slow clients were cut")
+        for s in silent + partial_heads:
+            assert closed_by_peer(s), "a slow head was not closed"
+        s = partial_bodies[0]
+        s.settimeout(5)
+        status, body = read_answer(s)
+        error = json.loads(body)["error"]
+        assert status == 200 and error["code"] == -32600 and f"within {BODY_TIMEOUT:g}s" in error["message"], error
+
+        # The idle kept-alive connection was not mistaken for a slow one.
+        assert call(kept, HELLO)[0] == 200
+    finally:
+        for s in [kept, *silent, *partial_heads, *partial_bodies]:
+            s.close()
+
+
+# -- the connection limit -------------------------------------------------------------------
+
+
+def test_at_the_connection_limit_the_longest_idle_connection_makes_room(file_daemon: Daemons) -> None:
+    path = file_daemon.plugins_dir / "file"
+    limit = connection_limit()
+    idle = []
+    try:
+        for _ in range(limit):
+            s = connect(path)
+            assert call(s, HELLO)[0] == 200
+            idle.append(s)
+        newcomer = connect(path)
+        idle.append(newcomer)
+        assert call(newcomer, HELLO)[0] == 200, "a new connection was refused although others were only idle"
+        assert closed_by_peer(idle[0], timeout=5), "the longest idle connection was not closed to make room"
+        assert not closed_by_peer(idle[1], timeout=0.2)
+        assert call(idle[-2], HELLO)[0] == 200
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_past_the_connection_limit_a_new_connection_is_answered_503_naming_the_limit(file_daemon: Daemons) -> None:
+    path = file_daemon.plugins_dir / "file"
+    limit = connection_limit()
+    wait_until(lambda: served(file_daemon) == 0, 10, "the daemon serving no connection")
+    busy = []
+    try:
+        for _ in range(limit):  # each is in the middle of a request: its body never comes
+            s = connect(path)
+            s.sendall(request_bytes(b"[", length=100))
+            busy.append(s)
+        wait_until(lambda: served(file_daemon) == limit, 30, f"the daemon accepting {limit} connections")
+        with connect(path) as over:
+            status, body = call(over, HELLO)
+            assert status == 503, (status, body)
+            assert f"limit of {limit} connections" in body["error"]["message"], body
+            assert closed_by_peer(over, timeout=5), "a refused connection was left open"
+        assert served(file_daemon) == limit
+
+        for s in busy:
+            s.close()
+        busy.clear()
+
+        def answered() -> bool:
+            with connect(path) as s:
+                return call(s, HELLO)[0] == 200
+
+        wait_until(answered, 30, "a new connection served once the busy ones went away")
+    finally:
+        for s in busy:
+            s.close()
+
+
+def test_our_clients_report_a_daemon_at_its_limit_as_unreachable_not_as_a_refusal(file_daemon: Daemons) -> None:
+    """A 503 is "busy, retry": a plugin's Validate must not turn into "your spec is invalid"."""
+    path = file_daemon.plugins_dir / "file"
+    limit = connection_limit()
+    wait_until(lambda: served(file_daemon) == 0, 10, "the daemon serving no connection")
+    busy = []
+    try:
+        for _ in range(limit):
+            s = connect(path)
+            s.sendall(request_bytes(b"[", length=100))
+            busy.append(s)
+        wait_until(lambda: served(file_daemon) == limit, 30, f"the daemon accepting {limit} connections")
+        client = file_daemon.client("file")
+        with contextlib.closing(client), pytest.raises(UnreachableError, match=f"limit of {limit} connections"):
+            client.hello()
+
+        async def validate() -> None:
+            remote = InstanceClient(Client(Address(unix_path=path), name="file"))
+            try:
+                await remote.validate({})
+            finally:
+                await remote.client.close()
+
+        with pytest.raises(UnreachableError, match=f"busy and did not take Instance.Validate: .*limit of {limit}"):
+            asyncio.run(validate())
+    finally:
+        for s in busy:
+            s.close()
