@@ -9,6 +9,10 @@ transaction conditional on the leader key still being the one this lease
 created and naming this holder, so a paused old leader's write is refused by
 etcd itself, not by local bookkeeping.
 
+Renewal runs on a thread of its own (``manager.keeper``), never behind request work on the
+event loop or in asyncio's shared executor, and only while the loop shows life: a leader
+whose loop has not run for a TTL stops renewing and its lease lapses.
+
 Limit: it is only as available as etcd: without a quorum nothing is elected and
 nothing is written (calls time out after ``timeout`` and raise ``BackendError``;
 ``status()`` says so). A holder stepping down on its deadline relies on its own
@@ -41,6 +45,7 @@ import requests
 from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
 
+from infrakit_runtime.manager import keeper
 from infrakit_runtime.manager.backend import (
     Backend,
     BackendError,
@@ -71,7 +76,11 @@ def _range_end(prefix: str) -> str:
 
 
 class _Held:
-    """A won lease: its etcd ID, term, the exact leader value written, and its liveness."""
+    """A won lease: its etcd ID, term, the exact leader value written, and its liveness.
+
+    Shared by the event loop and the renewal thread: ``renewed_at`` only grows, ``reason`` is
+    set once (``give_up``, from either side), ``lost`` is set on the loop.
+    """
 
     def __init__(self, backend: EtcdBackend, lease_id: int, term: int, value: str, renewed_at: float) -> None:
         self.backend = backend
@@ -81,13 +90,25 @@ class _Held:
         self.renewed_at = renewed_at  # monotonic send time of the last renewal etcd accepted
         self.reason: str | None = None
         self.lost = asyncio.Event()
-        self.renewer: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stalled: float | None = None  # how long the loop was silent when the keeper last skipped renewing
+        self.renewer: keeper.Keeper | None = None
         self.watchdog: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
 
     def give_up(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.lost.set()
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+        if self.loop is not None:
+            keeper.set_event(self.lost, self.loop)
+        else:
+            self.lost.set()
+
+
+def _stall_note(held: _Held) -> str:
+    stalled = held.stalled
+    return "" if stalled is None else f" (the event loop had not run for {stalled:.1f}s, so renewal had stopped)"
 
 
 def parse_endpoint(endpoint: str, *, tls: bool) -> tuple[str, str, int]:
@@ -252,15 +273,18 @@ class EtcdBackend(Backend):
         held = await self._campaign(candidate, location)
         lease = Lease(term=held.term, holder=candidate, handle=held)
         log.info("%s is the leader (term %d) in etcd at %s", candidate, held.term, self.leader_key)
-        held.renewer = asyncio.create_task(self._renew(held), name=f"etcd-lease/{candidate}/renew")
+        held.loop = asyncio.get_running_loop()
+        held.renewer = keeper.Keeper(name=f"etcd-lease/{candidate}/renew", interval=self.timings.renew_interval,
+                                     loop=held.loop, tick=lambda silence: self._renew(held, silence))
+        held.renewer.start()
         held.watchdog = asyncio.create_task(self._watchdog(held), name=f"etcd-lease/{candidate}/deadline")
         try:
             yield lease
         finally:
             held.give_up("resigned")
-            for task in (held.renewer, held.watchdog):
-                task.cancel()
-            await asyncio.gather(held.renewer, held.watchdog, return_exceptions=True)
+            held.renewer.cancel()
+            held.watchdog.cancel()
+            await asyncio.gather(held.watchdog, return_exceptions=True)
             try:  # revoking deletes the leader key: followers take over without waiting for the TTL
                 await self._run("revoke the leader lease", lambda c: self._revoke(c, held.lease_id))
                 log.info("%s resigned leadership (term %d)", candidate, held.term)
@@ -376,28 +400,41 @@ class EtcdBackend(Backend):
         finally:
             session.close()
 
-    async def _renew(self, held: _Held) -> None:
-        """Keep the lease alive; a renewal that etcd refuses (lease gone) ends leadership at once."""
-        while not held.lost.is_set():
-            await asyncio.sleep(self.timings.renew_interval)
-            sent = self.clock()
-            try:
-                ttl = await self._run("renew the leader lease", lambda c: etcd3gw.Lease(held.lease_id, client=c).refresh())
-            except BackendError as e:
-                log.warning("could not renew the leader lease (term %d): %s", held.term, e)
-                self._problem = str(e)
-                continue
-            if ttl <= 0:
-                held.give_up("the leader lease expired in etcd")
-                return
-            held.renewed_at = max(held.renewed_at, sent)
+    def _renew(self, held: _Held, silence: float) -> bool:
+        """One keeper tick (on its thread): renew the lease if the loop shows life; False to stop.
+
+        A renewal that etcd refuses (the lease is gone) ends leadership at once. While the
+        loop has been silent for a TTL nothing is renewed, so a wedged leader's lease lapses;
+        if the loop comes back while the lease still lives, renewing resumes.
+        """
+        if held.reason is not None:
+            return False
+        if silence > self.timings.ttl:
+            if held.stalled is None:
+                log.error("the event loop has not run for %.1fs: not renewing the leader lease (term %d) until it does",
+                          silence, held.term)
+            held.stalled = silence
+            return True
+        sent = self.clock()
+        try:
+            ttl = self._call("renew the leader lease", lambda c: etcd3gw.Lease(held.lease_id, client=c).refresh())
+        except BackendError as e:
+            log.warning("could not renew the leader lease (term %d): %s", held.term, e)
+            self._problem = str(e)
+            return True
+        if ttl <= 0:
+            held.give_up("the leader lease expired in etcd" + _stall_note(held))
+            return False
+        held.renewed_at = max(held.renewed_at, sent)
+        held.stalled = None
+        return True
 
     async def _watchdog(self, held: _Held) -> None:
         """Declare the lease lost once no renewal succeeded for ``renew_deadline``, renewer or not."""
         while not held.lost.is_set():
             left = held.renewed_at + self.timings.renew_deadline - self.clock()
             if left <= 0:
-                reason = f"no lease renewal succeeded for {self.timings.renew_deadline:g}s"
+                reason = f"no lease renewal succeeded for {self.timings.renew_deadline:g}s" + _stall_note(held)
                 log.error("giving up leadership (term %d): %s", held.term, reason)
                 held.give_up(reason)
                 return
@@ -412,7 +449,7 @@ class EtcdBackend(Backend):
     def holds(self, lease: Lease) -> bool:
         """Not given up, and the last accepted renewal was sent less than ``renew_deadline`` ago."""
         held = lease.handle
-        if not isinstance(held, _Held) or held.backend is not self or held.lost.is_set():
+        if not isinstance(held, _Held) or held.backend is not self or held.reason is not None:
             return False
         return self.clock() - held.renewed_at < self.timings.renew_deadline
 
@@ -470,7 +507,7 @@ class EtcdBackend(Backend):
     async def _fenced(self, lease: Lease, doing: str, request: dict[str, Any]) -> None:
         """Apply ``request`` only if the leader key is still this lease's (checked by etcd, atomically)."""
         held = self._held(lease)
-        if held.lost.is_set():
+        if held.reason is not None:
             raise LostLeadership(f"the lease for term {lease.term} is gone: {held.reason}")
         failure = [{"request_range": {"key": _b64(self.leader_key)}}]
         reply = await self._run(doing, lambda c: self._txn(c, self._fence(held), [request], failure))

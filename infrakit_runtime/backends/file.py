@@ -7,11 +7,16 @@ poll (0.2 s). Each store write is all-or-nothing (temp file, fsync, rename,
 fsync of the directory) and is fenced: it is refused unless the writer still
 holds the lock and the persisted term is still the writer's term.
 
+A leader's lock is watched from a thread of its own (``manager.keeper``), never behind request
+work: every ``renew_interval`` it checks the lock file and the directory, and whether the event
+loop still runs. A loop silent for a TTL is wedged; the keeper then releases the lock, so
+another replica leads instead of a leader that can do nothing.
+
 Limit: this says nothing about other hosts. ``flock`` on NFS or other network
 filesystems is not a reliable lock; use the ``etcd`` backend for several
 machines. A leader cannot lose the lock while its process lives, so
-``wait_lost`` only returns on resignation or when the directory stops being
-usable (unwritable, lock file removed).
+``wait_lost`` only returns on resignation, when the directory stops being
+usable (unwritable, lock file removed), or when its event loop is wedged.
 
 Layout (compatible in spirit with InfraKit's file leader, which also wrote
 ``leader.loc``)::
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from infrakit_runtime import fsutil
+from infrakit_runtime.manager import keeper
 from infrakit_runtime.manager.backend import (
     Backend,
     BackendError,
@@ -64,7 +70,8 @@ class _Held:
     """What a file lease carries: the locked descriptor, and whether it was given up.
 
     ``lock`` serialises a fenced write against resignation in this process, so a
-    write that passed its fence check finishes before the lock is released.
+    write that passed its fence check finishes before the lock is released. Shared by
+    the event loop and the keeper thread: ``reason`` is set once, ``lost`` on the loop.
     """
 
     def __init__(self, backend: FileBackend, fd: int, term: int) -> None:
@@ -75,11 +82,15 @@ class _Held:
         self.resigned = False
         self.reason: str | None = None
         self.lost = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.keeper: keeper.Keeper | None = None
+        self._reason_lock = threading.Lock()
 
     def give_up(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.lost.set()
+        with self._reason_lock:
+            if self.reason is None:
+                self.reason = reason
+        keeper.set_event(self.lost, self.loop)
 
 
 def encode_id(group_id: str) -> str:
@@ -118,9 +129,13 @@ class FileBackend(Backend):
         held = await self._campaign(candidate, location)
         lease = Lease(term=held.term, holder=candidate, handle=held)
         log.info("%s is the leader (term %d) via %s", candidate, held.term, self.lock_path)
+        held.keeper = keeper.Keeper(name=f"file-lease/{candidate}/keep", interval=self.timings.renew_interval,
+                                    loop=held.loop, tick=lambda silence: self._keep(held, silence))
+        held.keeper.start()
         try:
             yield lease
         finally:
+            held.keeper.cancel()
             # Synchronous on purpose: it must happen even while the task is being
             # cancelled, and it waits at most for one in-flight fenced write.
             self._resign(held)
@@ -230,15 +245,27 @@ class FileBackend(Backend):
 
     async def wait_lost(self, lease: Lease) -> str:
         held = self._held(lease)
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(held.lost.wait(), timeout=self.timings.renew_interval)
-            if held.lost.is_set():
-                return held.reason or "lost"
-            problem = await asyncio.to_thread(self._office_problem, held)
-            if problem:
-                log.error("giving up leadership (term %d): %s", held.term, problem)
-                held.give_up(problem)
+        await held.lost.wait()
+        return held.reason or "lost"
+
+    def _keep(self, held: _Held, silence: float) -> bool:
+        """One keeper tick (on its thread): the periodic 'renewal' of a file lease; False to stop.
+
+        A loop silent for a TTL is wedged: the lock is released so another replica leads.
+        """
+        if silence > self.timings.ttl:
+            problem = (f"the event loop has not run for {silence:.1f}s (more than the {self.timings.ttl:g}s ttl); "
+                       "released the leader lock so another replica can lead")
+        else:
+            problem = self._office_problem(held)
+        if problem is None:
+            return True
+        if problem != "resigned":
+            log.error("giving up leadership (term %d): %s", held.term, problem)
+            held.give_up(problem)
+            if silence > self.timings.ttl:
+                self._resign(held)
+        return False
 
     def _office_problem(self, held: _Held) -> str | None:
         """Why the lease can no longer be trusted, or None: the periodic 'renewal' of a file lease."""
@@ -287,7 +314,7 @@ class FileBackend(Backend):
     def holds(self, lease: Lease) -> bool:
         """Not resigned or given up: a live process cannot lose its flock, so no clock is involved."""
         held = lease.handle
-        return isinstance(held, _Held) and held.backend is self and not held.resigned and not held.lost.is_set()
+        return isinstance(held, _Held) and held.backend is self and not held.resigned and held.reason is None
 
     def _held(self, lease: Lease) -> _Held:
         held = lease.handle

@@ -2,7 +2,7 @@
 
 Usage: ``python -m tests.runtime.backends.file_candidate DIR NAME MODE``; prints
 ``LEADER <name> <term>`` once elected, then acts according to MODE:
-``hold`` (wait forever), ``crash-before-rename`` (put, dying just before the
+``hold`` (lead until the lease is lost, then print ``LOST <reason>`` and resign), ``crash-before-rename`` (put, dying just before the
 rename makes the new spec visible), ``write-loop`` (rewrite one large spec forever).
 """
 
@@ -30,7 +30,7 @@ async def main(directory: str, name: str, mode: str) -> None:
                 i += 1
                 await backend.put("big", {"ID": "big", "Properties": {"version": i, "pad": pad}}, lease)
                 print(f"WROTE {i}", flush=True)
-        await asyncio.Event().wait()
+        print(f"LOST {await backend.wait_lost(lease)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 import uuid
@@ -397,3 +398,79 @@ def test_a_key_whose_name_and_id_disagree_or_whose_value_is_not_json_is_refused_
     assert f"etcd key {prefix}groups/junk is not valid JSON" in stored.refused["junk"]
     assert f"etcd key {prefix}groups/bin is not valid JSON" in stored.refused["bin"]
     assert raw.get(f"{prefix}groups/rt1") == [b'{"ID": "other", "Properties": {}}']  # left as the operator wrote it
+
+
+# -- renewal never waits behind request work (issue 12) --------------------------------------
+
+
+def test_a_leader_keeps_its_lease_while_request_work_fills_the_shared_thread_pool(etcd: EtcdCluster, prefix: str) -> None:
+    """Store reads, status and plugin I/O all queue in asyncio's default executor; renewal must not."""
+    async def scenario() -> None:
+        async with candidates(etcd, prefix, ["a", "b"]) as cs:
+            leader = await first_winner(cs, 5)
+            release = threading.Event()
+            loop = asyncio.get_running_loop()
+            # Far more blocking jobs than the pool has workers, each holding one for the attack's length.
+            blockers = [loop.run_in_executor(None, release.wait, 3 * FAST.ttl) for _ in range(64)]
+            try:
+                # Three TTLs of saturation: an in-pool renewal would miss its deadline twice over.
+                await asyncio.sleep(2 * FAST.ttl)
+                assert not leader.lease.handle.lost.is_set(), leader.lease.handle.reason
+                assert leader.backend.holds(leader.lease)
+            finally:
+                release.set()
+                await asyncio.gather(*blockers)
+            await leader.backend.put("web", {"ID": "web"}, leader.lease)
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_whose_event_loop_stalls_for_less_than_the_ttl_keeps_its_lease(etcd: EtcdCluster, prefix: str) -> None:
+    async def scenario() -> None:
+        async with candidates(etcd, prefix, ["a", "b"]) as cs:
+            leader = await first_winner(cs, 5)
+            follower = next(c for c in cs if c is not leader)
+            time.sleep(FAST.renew_deadline + 0.3)  # noqa: ASYNC251 - the point: one blocking burst past the renewal deadline
+            await asyncio.sleep(2 * FAST.renew_interval)
+            assert not leader.lease.handle.lost.is_set(), leader.lease.handle.reason
+            assert leader.backend.holds(leader.lease)
+            assert not follower.task.done()
+            await leader.backend.put("web", {"ID": "web"}, leader.lease)
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_whose_event_loop_is_wedged_lets_its_lease_lapse_and_another_candidate_leads(
+        etcd: EtcdCluster, prefix: str) -> None:
+    won = threading.Event()
+    done = threading.Event()
+
+    async def follow() -> None:  # on its own thread and loop: the leader's loop is about to be wedged
+        backend = EtcdBackend(etcd.endpoints, prefix, FAST, timeout=1.0)
+        try:
+            async with backend.leadership(candidate="b", location="b"):
+                won.set()
+                await asyncio.to_thread(done.wait, 60)
+        finally:
+            await backend.close()
+
+    async def scenario() -> None:
+        backend = EtcdBackend(etcd.endpoints, prefix, FAST, timeout=1.0)
+        async with backend.leadership(candidate="a", location="a") as lease:
+            follower = threading.Thread(target=asyncio.run, args=(follow(),), name="follower")
+            follower.start()
+            try:
+                await asyncio.sleep(0.5)  # the follower is watching the leader key
+                # Wedged: the loop does not run for a TTL (the keeper stops renewing) plus a TTL (the lease lapses).
+                assert won.wait(2 * FAST.ttl + 5), "nobody else led while the leader's loop was wedged"
+                reason = await asyncio.wait_for(backend.wait_lost(lease), 2)
+                assert "event loop" in reason, reason
+                assert not backend.holds(lease)
+                with pytest.raises(LostLeadership):
+                    await backend.put("web", {"ID": "web"}, lease)
+            finally:
+                done.set()
+                follower.join(30)
+        await backend.close()
+
+    asyncio.run(scenario())

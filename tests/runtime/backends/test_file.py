@@ -278,3 +278,56 @@ def test_each_bad_spec_file_is_refused_by_name_and_the_others_still_load(tmp_pat
     assert "a%2Fb.json, a%2fb.json" in stored.refused["a/b"]
     for name, data in files.items():  # the operator's files are left exactly as they were
         assert (groups / name).read_bytes() == data
+
+
+# -- a wedged leader steps down; a busy one does not (issue 12) ------------------------------
+
+
+def test_a_leader_whose_event_loop_is_wedged_releases_the_lock_to_another_process(
+        tmp_path: Path, candidates: list[Candidate]) -> None:
+    async def scenario() -> None:
+        backend = FileBackend(tmp_path, FAST)
+        async with backend.leadership(candidate="me", location=None) as lease:
+            other = Candidate(tmp_path, "other")
+            candidates.append(other)
+            # The loop is wedged while it waits here (a blocking call): only a keeper thread can let go.
+            assert other.expect("LEADER other", 3 * FAST.ttl + 10), "the wedged leader kept the lock"
+            reason = await asyncio.wait_for(backend.wait_lost(lease), 2)
+            assert "event loop" in reason, reason
+            assert not backend.holds(lease)
+            with pytest.raises(LostLeadership):
+                await backend.put("web", {"ID": "web"}, lease)
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_whose_event_loop_stalls_for_less_than_the_ttl_keeps_the_lock(
+        tmp_path: Path, candidates: list[Candidate]) -> None:
+    async def scenario() -> None:
+        backend = FileBackend(tmp_path, FAST)
+        async with backend.leadership(candidate="me", location=None) as lease:
+            other = Candidate(tmp_path, "other")
+            candidates.append(other)
+            assert other.expect("LEADER", FAST.ttl / 2) is None  # the loop blocked for half a TTL
+            await asyncio.sleep(2 * FAST.renew_interval)
+            assert backend.holds(lease)
+            await backend.put("web", {"ID": "web"}, lease)
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_paused_longer_than_the_ttl_is_not_taken_for_a_wedged_one(
+        tmp_path: Path, candidates: list[Candidate]) -> None:
+    """SIGSTOP stops the keeper too: the time it did not run is not held against the loop."""
+    one = Candidate(tmp_path, "one")
+    candidates.append(one)
+    assert one.expect("LEADER one", 15)
+    two = Candidate(tmp_path, "two")
+    candidates.append(two)
+    os.kill(one.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(LeaderTimings().ttl + 1)  # the candidates run with the default timings
+    finally:
+        os.kill(one.proc.pid, signal.SIGCONT)
+    assert one.expect("LOST", 3 * LeaderTimings().renew_interval) is None, "a paused leader resigned on resuming"
+    assert two.expect("LEADER", 0.1) is None
