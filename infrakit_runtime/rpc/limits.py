@@ -7,6 +7,12 @@ answered 408 and closed; a kept-alive connection idle for ``IDLE_TIMEOUT`` is cl
 or silent clients cannot pin descriptors, and a flood of connections costs a bounded number.
 (The body deadline, ``BODY_TIMEOUT``, is enforced where bodies are read: ``rpc.server``.)
 
+Memory: a body over ``SMALL_BODY_BYTES`` is read only once it fits in the process's
+``BODY_BUDGET`` (its declared length, or the body limit when chunked), which it holds until it
+is answered; until then aiohttp stops reading its socket after 128 KiB. So bodies held at
+once stay under ``BODY_BUDGET`` plus ``SMALL_BODY_BYTES`` per connection, whatever the flood. A
+request that waits ``BODY_TIMEOUT`` for the budget is answered 503, like one over the limit.
+
 At the limit, a new connection first takes the place of the connection that has waited
 longest without a request in progress (kept-alive idle, or still sending its head), which is
 closed. Only when every connection is in the middle of a request is the new one refused: it
@@ -24,6 +30,7 @@ ones); aiohttp is pinned and ``tests/runtime/security/test_floods.py`` pins the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import resource
@@ -50,6 +57,10 @@ IDLE_TIMEOUT = 75.0
 REFUSAL_LINGER = 1.0
 # Refused connections lingering at once, beyond which further ones are closed at once.
 MAX_LINGERING = 64
+# Bodies up to this size are read at once; larger ones wait for room in BODY_BUDGET.
+SMALL_BODY_BYTES = 64 * 1024
+# Bytes of large bodies one daemon process reads and holds at once (two bodies at the 8 MiB limit).
+BODY_BUDGET = 16 * 1024 * 1024
 # Cut and refused connections are logged as one summary line at most this often.
 REPORT_EVERY = 60.0
 
@@ -94,7 +105,50 @@ class _Pool:
             self._reported = now
 
 
+class Budget:
+    """Bytes of large bodies held at once in one process; waiters are served in order of arrival."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def acquire(self, size: int, *, timeout: float) -> bool:
+        """Hold ``size`` bytes (at most the capacity), waiting up to ``timeout`` for room; False if none came."""
+        size = min(size, self.capacity)
+        if not self._waiters and self.used + size <= self.capacity:
+            self.used += size
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((size, waiter))
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+            return True
+        except BaseException as e:
+            if waiter.done() and not waiter.cancelled():
+                self.release(size)  # granted just as we gave up: hand it on
+            else:
+                self._waiters = collections.deque(w for w in self._waiters if w[1] is not waiter)
+                self._wake()
+            if isinstance(e, TimeoutError):
+                return False
+            raise
+
+    def release(self, size: int) -> None:
+        self.used -= min(size, self.capacity)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.used + self._waiters[0][0] <= self.capacity:
+            size, waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.used += size
+                waiter.set_result(None)
+
+
 _POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = weakref.WeakKeyDictionary()
+_BUDGETS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Budget] = weakref.WeakKeyDictionary()
 
 
 def _pool(loop: asyncio.AbstractEventLoop) -> _Pool:
@@ -102,6 +156,15 @@ def _pool(loop: asyncio.AbstractEventLoop) -> _Pool:
     if pool is None:
         pool = _POOLS[loop] = _Pool()
     return pool
+
+
+def body_budget() -> Budget:
+    """The running process's budget for large bodies."""
+    loop = asyncio.get_running_loop()
+    budget = _BUDGETS.get(loop)
+    if budget is None:
+        budget = _BUDGETS[loop] = Budget(BODY_BUDGET)
+    return budget
 
 
 def _raw_response(status: str, body: bytes, content_type: str, extra: str = "") -> bytes:

@@ -55,6 +55,27 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         error = errors.RpcError(errors.INVALID_REQUEST, f"request body of {request.content_length} bytes exceeds the limit of {MAX_BODY_BYTES}")
         return _json_response(encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}))
+    declared = request.content_length
+    if declared is not None and declared <= limits.SMALL_BODY_BYTES:
+        return await _answer(request, dispatcher)
+    # A large (or chunked) body waits for room in the process's budget before it is read.
+    size = declared if declared is not None else MAX_BODY_BYTES
+    budget = limits.body_budget()
+    if not await budget.acquire(size, timeout=limits.BODY_TIMEOUT):
+        error = errors.RpcError(errors.APPLICATION_ERROR, f"daemon {dispatcher.name} is busy reading other large requests; "
+                                                          "retry shortly")
+        response = web.Response(status=503, body=encode({"jsonrpc": "2.0", "error": error.to_wire(), "id": None}),
+                                content_type="application/json", headers={"Retry-After": "1"})
+        response.force_close()
+        return response
+    try:
+        return await _answer(request, dispatcher)
+    finally:
+        budget.release(size)
+
+
+async def _answer(request: web.Request, dispatcher: Dispatcher) -> web.StreamResponse:
+    """Read the body (within ``BODY_TIMEOUT``), dispatch it, answer."""
     try:
         async with asyncio.timeout(limits.BODY_TIMEOUT):
             body = await _read_limited(request)

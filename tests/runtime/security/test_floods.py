@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.discovery import Address
-from infrakit_runtime.rpc.dispatch import MAX_BATCH
+from infrakit_runtime.rpc.dispatch import BATCH_CONCURRENCY, MAX_BATCH, MAX_BATCH_ANSWER_BYTES
 from infrakit_runtime.rpc.errors import UnreachableError
 from infrakit_runtime.rpc.limits import BODY_TIMEOUT, HEADER_TIMEOUT, connection_limit
 from infrakit_runtime.rpc.remote import InstanceClient
@@ -142,6 +143,30 @@ def test_a_batch_at_the_limit_is_answered_in_full_and_in_order(file_daemon: Daem
     assert all("Instance/0.6.1" in a["result"]["Objects"] for a in answers)
 
 
+def test_a_batch_whose_answers_pass_the_cap_answers_its_remaining_calls_with_not_run(file_daemon: Daemons) -> None:
+    """1000 DescribeInstances of ~11 KiB each would answer 11 MiB: the calls past 8 MiB are not run."""
+    client = file_daemon.client("file")
+    pad = "x" * 1024
+    for i in range(10):
+        client.call("Instance.Provision", {"Type": "", "Spec": {
+            "Properties": {"n": i}, "Tags": {"infrakit.group": "big", "pad0": pad}}})
+    client.close()
+    describe = {"jsonrpc": "2.0", "method": "Instance.DescribeInstances",
+                "params": {"Type": "", "Tags": {"infrakit.group": "big"}, "Properties": True}}
+    one = len(json.dumps({"result": {"Descriptions": [{"Tags": {"pad0": pad}}] * 10}}))
+    with connect(file_daemon.plugins_dir / "file", timeout=120) as sock:
+        status, answers = call(sock, [{**describe, "id": i} for i in range(MAX_BATCH)])
+    assert status == 200 and [a["id"] for a in answers] == list(range(MAX_BATCH))
+    ran = [a for a in answers if "result" in a]
+    skipped = [a for a in answers if "error" in a]
+    assert ran and skipped and len(ran) + len(skipped) == MAX_BATCH
+    assert all(len(a["result"]["Descriptions"]) == 10 for a in ran)
+    assert all(a["error"]["code"] == -32000 and a["error"]["message"].startswith("not run: the answers to this batch passed")
+               for a in skipped), skipped[0]
+    assert len(ran) * one <= MAX_BATCH_ANSWER_BYTES + (BATCH_CONCURRENCY + 1) * 2 * one
+    assert max(a["id"] for a in ran) < min(a["id"] for a in skipped) + BATCH_CONCURRENCY
+
+
 def test_the_issues_giant_batch_is_refused_without_growing_the_daemon(file_daemon: Daemons) -> None:
     """131k Handshake.Hello just under the body limit: before, 176 MiB RSS and 10-18 s of stalled calls."""
     pid = file_daemon.procs["file"].pid
@@ -155,6 +180,47 @@ def test_the_issues_giant_batch_is_refused_without_growing_the_daemon(file_daemo
     print(f"giant batch: answer of {len(answer)} bytes, RSS grew {grown:.1f} MiB")
     assert status == 200 and json.loads(answer)["error"]["code"] == -32600
     assert grown < 24, f"the daemon grew by {grown:.0f} MiB for one refused request"
+
+
+def test_large_bodies_from_many_clients_at_once_are_held_within_a_budget(file_daemon: Daemons) -> None:
+    """100 clients each sending 7.7 MB bodies as fast as answered: the daemon reads a few at a time."""
+    path = file_daemon.plugins_dir / "file"
+    pid = file_daemon.procs["file"].pid
+    numbers = b",".join(b"%d" % i for i in range(1_100_000))
+    body = b'{"jsonrpc":"2.0","method":"Handshake.Hello","params":{"x":[' + numbers + b']},"id":1}'
+    stop = threading.Event()
+    answered = [0]
+
+    def sender() -> None:
+        while not stop.is_set():
+            try:
+                with connect(path, timeout=60) as s:
+                    s.sendall(request_bytes(body))
+                    read_answer(s)
+                answered[0] += 1
+            except (OSError, AssertionError):
+                pass  # a 503 "busy", or the daemon closing on a waiting client: both are its right
+
+    before = rss_mib(pid)
+    senders = [threading.Thread(target=sender, daemon=True) for _ in range(100)]
+    for t in senders:
+        t.start()
+    peak = before
+    ordinary = 0
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            peak = max(peak, rss_mib(pid))
+            with connect(path, timeout=60) as s:
+                ordinary += call(s, HELLO)[0] == 200
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in senders:
+            t.join(90)
+    print(f"large bodies: {answered[0]} answered, {ordinary} ordinary calls, RSS {before:.0f} -> peak {peak:.0f} MiB")
+    assert answered[0] > 0 and ordinary > 0
+    assert peak - before < 250, f"the daemon grew by {peak - before:.0f} MiB holding large bodies"
 
 
 # -- slow clients --------------------------------------------------------------------------
