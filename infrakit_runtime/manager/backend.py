@@ -38,6 +38,8 @@ class LeaderTimings:
     the holder steps down by itself, *before* the lease can expire elsewhere.
     ``retry_interval``: how long a candidate waits before trying again after an
     error (a follower watching a healthy leader wakes on its departure instead).
+    Renewal runs on a thread of its own and stops while the holder's event loop has been
+    silent for ``ttl`` (``manager.keeper``): a busy leader keeps its lease, a wedged one not.
     """
 
     ttl: float = 5.0
