@@ -268,6 +268,21 @@ def test_slow_clients_are_cut_and_their_descriptors_returned_while_kept_alive_on
 # -- the connection limit -------------------------------------------------------------------
 
 
+def long_polls(path: Path, n: int) -> list[socket.socket]:
+    """``n`` connections each waiting in ``Instance.WaitChange`` for a minute (a request in progress)."""
+    with connect(path) as s:
+        _, answer = call(s, {"jsonrpc": "2.0", "method": "Instance.WaitChange",
+                             "params": {"Type": "", "Revision": 0, "Timeout": 0}, "id": 1})
+    poll = json.dumps({"jsonrpc": "2.0", "method": "Instance.WaitChange",
+                       "params": {"Type": "", "Revision": answer["result"]["Revision"], "Timeout": 60}, "id": 1}).encode()
+    out = []
+    for _ in range(n):
+        s = connect(path)
+        s.sendall(request_bytes(poll))
+        out.append(s)
+    return out
+
+
 def test_at_the_connection_limit_the_longest_idle_connection_makes_room(file_daemon: Daemons) -> None:
     path = file_daemon.plugins_dir / "file"
     limit = connection_limit()
@@ -294,10 +309,7 @@ def test_past_the_connection_limit_a_new_connection_is_answered_503_naming_the_l
     wait_until(lambda: served(file_daemon) == 0, 10, "the daemon serving no connection")
     busy = []
     try:
-        for _ in range(limit):  # each is in the middle of a request: its body never comes
-            s = connect(path)
-            s.sendall(request_bytes(b"[", length=100))
-            busy.append(s)
+        busy += long_polls(path, limit)  # each connection in the middle of a request for a minute
         wait_until(lambda: served(file_daemon) == limit, 30, f"the daemon accepting {limit} connections")
         with connect(path) as over:
             status, body = call(over, HELLO)
@@ -327,10 +339,7 @@ def test_our_clients_report_a_daemon_at_its_limit_as_unreachable_not_as_a_refusa
     wait_until(lambda: served(file_daemon) == 0, 10, "the daemon serving no connection")
     busy = []
     try:
-        for _ in range(limit):
-            s = connect(path)
-            s.sendall(request_bytes(b"[", length=100))
-            busy.append(s)
+        busy += long_polls(path, limit)
         wait_until(lambda: served(file_daemon) == limit, 30, f"the daemon accepting {limit} connections")
         client = file_daemon.client("file")
         with contextlib.closing(client), pytest.raises(UnreachableError, match=f"limit of {limit} connections"):
