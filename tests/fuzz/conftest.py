@@ -89,7 +89,15 @@ class RawClient:
             if self._conn is None:
                 self._conn = UnixHTTPConnection(str(self.path), self.timeout)
             try:
-                self._conn.request(method, target, body=body, headers=hdrs)
+                try:
+                    self._conn.request(method, target, body=body, headers=hdrs)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The daemon may answer and close before the body is sent (aiohttp does for a
+                    # request line it cannot parse): its answer is still there to read. If there is
+                    # none (a kept-alive connection closed before the request), getresponse raises
+                    # RemoteDisconnected and the request is retried below.
+                    if self._conn.sock is None:
+                        raise
                 resp = self._conn.getresponse()
                 payload = resp.read()
                 if resp.will_close:
