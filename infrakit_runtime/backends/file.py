@@ -253,6 +253,7 @@ class FileBackend(Backend):
 
         A loop silent for a TTL is wedged: the lock is released so another replica leads.
         """
+        problem: str | None
         if silence > self.timings.ttl:
             problem = (f"the event loop has not run for {silence:.1f}s (more than the {self.timings.ttl:g}s ttl); "
                        "released the leader lock so another replica can lead")

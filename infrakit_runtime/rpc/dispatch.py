@@ -74,7 +74,7 @@ async def _depth_ok(value: JSON, limit: int, *, upper_bound: int) -> bool:
         v, d = stack.pop()
         if d > limit:
             return False
-        for x in v.values() if isinstance(v, dict) else v:  # type: ignore[union-attr]
+        for x in v.values() if isinstance(v, dict) else v:
             if isinstance(x, (dict, list)):
                 stack.append((x, d + 1))
             budget -= 1
@@ -249,8 +249,9 @@ class Dispatcher:
             nonlocal size
             for i in cursor:
                 entry = entries[i]
+                answer: dict[str, Any] | None
                 if size > MAX_BATCH_ANSWER_BYTES and _valid_id(entry):
-                    answer = self._error(entry["id"], errors.RpcError(  # type: ignore[index]
+                    answer = self._error(entry["id"], errors.RpcError(
                         errors.APPLICATION_ERROR, f"not run: the answers to this batch passed {MAX_BATCH_ANSWER_BYTES} "
                                                   "bytes; send this call again in a smaller batch"))
                 else:

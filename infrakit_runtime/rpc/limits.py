@@ -230,9 +230,11 @@ class _Connection(RequestHandler):
         elif data and self._head_timer is None and self.waiting_for_head():
             self._arm_head_timer()  # the first bytes of the next head on a kept-alive connection
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
+        # Returning None (falsy) lets the transport close itself: a refused client has said
+        # everything, so its lingering ends now; otherwise aiohttp's own behaviour.
         if self._refused:
-            return False  # the client has said everything: close now
+            return None
         return super().eof_received()
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -25,8 +25,8 @@ from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.discovery import Address
 from infrakit_runtime.rpc.dispatch import BATCH_CONCURRENCY, MAX_BATCH, MAX_BATCH_ANSWER_BYTES
 from infrakit_runtime.rpc.errors import UnreachableError
+from infrakit_runtime.rpc.instance import InstanceClient
 from infrakit_runtime.rpc.limits import BODY_TIMEOUT, HEADER_TIMEOUT, connection_limit
-from infrakit_runtime.rpc.remote import InstanceClient
 from tests.runtime.conftest import Daemons
 from tests.runtime.procs import served_connections
 
