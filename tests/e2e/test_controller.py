@@ -157,6 +157,24 @@ def test_the_supervisor_kills_and_replaces_a_hung_manager(e2e: E2E) -> None:
     assert len(wait_until(lambda: (d := e2e.describe("api"))["Converged"] and d, 60, "api converged")["Instances"]) == 2
 
 
+def test_the_keeper_brings_a_killed_supervisor_back_and_a_rerun_of_the_role_changes_nothing(e2e: E2E) -> None:
+    """Where systemd is absent the role runs `infrakit up --detach`: a keeper restarts the supervisor itself."""
+    keeper, up, manager = e2e.pid("infrakit-keeper"), e2e.pid("infrakit-up"), e2e.pid("group")
+    marker = str(e2e.prefix)
+    assert keeper in ours(marker) and up in ours(marker) and manager in ours(marker)
+    os.kill(up, signal.SIGKILL)
+    wait_until(lambda: e2e.pid("infrakit-up") not in (None, up) and e2e.pid("infrakit-up") in ours(marker)
+               and e2e.pid("group") not in (None, manager) and e2e.answers("group"), 60, "a new supervisor and manager")
+    assert up not in ours(marker) and manager not in ours(marker)
+    assert e2e.pid("infrakit-keeper") == keeper
+    desc = wait_until(lambda: (d := e2e.describe("web"))["Converged"] and d, 60, "web converged under the new manager")
+    assert len(desc["Instances"]) == 5
+    run = e2e.playbook("demo.yml", "--tags", "controller", "-e", f"demo_prefix={e2e.prefix}", "-e", "demo_poll=2s")
+    assert run.rc == 0, run.stdout[-4000:]
+    assert run.recap()["changed"] == 0, run.stdout[-6000:]
+    assert e2e.pid("infrakit-keeper") == keeper
+
+
 def test_teardown_destroys_the_groups_stops_everything_and_a_rerun_changes_nothing(e2e: E2E) -> None:
     assert ours(str(e2e.prefix))
     args = ("-e", f"controller_prefix={e2e.prefix / 'root'}", "-e", "controller_user_create=false",
