@@ -109,7 +109,7 @@ class _GroupCollector(Collector):
         counts = {name: GaugeMetricFamily(f"infrakit_group_{name}_instances", text, labels=["group"])
                   for name, text in (
                       ("desired", "Instances the spec asks for"),
-                      ("running", "Members the instance plugin reports (plus ones just provisioned)"),
+                      ("running", "Members the instance plugin reports (not ones provisioned but not described yet)"),
                       ("healthy", "Members judged ready by their health checks"),
                       ("unhealthy", "Members judged failed by their health checks"),
                       ("pending", "Members still within their grace period or healthy threshold"),

@@ -5,10 +5,11 @@ values, and ``retry_at`` is a pure function of (slot, failure count, time of fai
 same history always gives the same schedule - tests can predict it, and no random state is
 consumed. Delays grow exponentially from ``base_delay`` to ``max_delay`` with jitter in
 [50%, 100%] of the nominal delay, spreading retries of many slots apart. A slot fails when
-a create is refused (``PROVISION``) or when the member it made dies or is condemned before
-it has proved itself (``START``: a crash loop, a version that never passes its probe); a
-create that returns an ID ends only a ``PROVISION`` streak, so a crash loop keeps backing
-off, and a member that proves itself ends either (``succeeded``).
+a create is refused (``PROVISION``), when the member it made ends on its own before it has
+proved itself (``CRASH``: a crash loop), or when it is condemned before then (``START``: a
+version that never passes its probe); a create that returns an ID ends only a ``PROVISION``
+streak, so a crash loop keeps backing off, and a member that proves itself ends any
+(``succeeded``).
 Limit: memory lives in the supervisor's process; after a restart every slot starts fresh
 (one extra attempt per slot, never a storm: creates are still bounded by the plan).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-__all__ = ["CATTLE_SLOT", "PROVISION", "START", "Memory", "Slot", "SlotFailure"]
+__all__ = ["CATTLE_SLOT", "CRASH", "PROVISION", "START", "Memory", "Slot", "SlotFailure"]
 
 # A slot is what a create fills: a logical ID for pets, CATTLE_SLOT for any cattle member.
 Slot = str
@@ -26,7 +27,8 @@ CATTLE_SLOT: Slot = "*"
 
 # What failed to fill a slot.
 PROVISION = "provision"  # the create itself was refused
-START = "start"          # the member made died, or was condemned, before it proved itself
+START = "start"          # the member made was condemned (unhealthy) before it proved itself
+CRASH = "crash"          # the member made ended on its own before it proved itself: a crash loop
 
 DEFAULT_BASE_DELAY = 1.0
 DEFAULT_MAX_DELAY = 300.0

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 from infrakit_runtime.group.plan.actions import CAUSE_UNHEALTHY, Destroy, Plan
 from infrakit_runtime.group.plan.health import HealthRecord, settled
-from infrakit_runtime.group.plan.memory import CATTLE_SLOT, START, Memory, Slot
+from infrakit_runtime.group.plan.memory import CATTLE_SLOT, CRASH, START, Memory, Slot
 from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import instance
 
@@ -62,7 +62,7 @@ def after_loss(memory: Memory, *, spec: GroupSpec, description: instance.Descrip
     age = now - record.first_seen
     why = "before it passed its health check" if not record.passed else "before it had stayed healthy"
     return memory.failed(slot_of(description), now,
-                         f"instance {description.id} exited {age:.1f}s after it started, {why}", kind=START)
+                         f"instance {description.id} exited {age:.1f}s after it started, {why}", kind=CRASH)
 
 
 def after_vanished(memory: Memory, *, spec: GroupSpec, description: instance.Description, waited: float,
@@ -73,7 +73,7 @@ def after_vanished(memory: Memory, *, spec: GroupSpec, description: instance.Des
         return memory
     return memory.failed(slot_of(description), now,
                          f"instance {description.id} never appeared in the instance plugin's description within "
-                         f"{waited:.0f}s of its creation (did it exit at once?)", kind=START)
+                         f"{waited:.0f}s of its creation (did it exit at once?)", kind=CRASH)
 
 
 def after_destroy(memory: Memory, *, spec: GroupSpec, action: Destroy, description: instance.Description | None,

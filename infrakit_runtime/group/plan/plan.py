@@ -17,7 +17,8 @@ a probe that says HEALTHY of an instance that does not serve.
 Rules, in the order the planner applies them:
 
 0. What is observed is the plugin's description plus the members provisioned but not yet
-   described, while ``observed.UNSEEN_GRACE`` lasts (``unseen``).
+   described, while ``observed.UNSEEN_GRACE`` lasts (``unseen``); ``Counts.running`` counts
+   only the described ones (an unseen one may have exited at once: a crash loop).
 1. Members are the observed instances tagged ``infrakit.group=<spec.id>``; a member whose
    ``infrakit.config.hash`` is the spec's is up to date, one tagged ``bootstrap`` is adopted
    by a ``Relabel`` (never rolled), any other is outdated. Each gets a verdict from the
@@ -104,6 +105,15 @@ def plan_group(
     """
     observed = members_seen(described=observed, unseen=unseen, now=now)
     members = classify(spec=spec, observed=observed, health=health, now=now)
+    plan = _plan(spec=spec, members=members, memory=memory, now=now, self_id=self_id)
+    # Running counts what the plugin describes: a member provisioned but never described may have exited at once.
+    awaited = {u.id for u in unseen}
+    running = sum(1 for m in members if m.id not in awaited)
+    return dataclasses.replace(plan, counts=dataclasses.replace(plan.counts, running=running))
+
+
+def _plan(*, spec: GroupSpec, members: Sequence[Member], memory: Memory, now: float,
+          self_id: instance.LogicalID | None) -> Plan:
     guarded = spec.is_pets and spec.updating.quorum
     if guarded and (why := quorum.lost(spec, members)):
         held = Step(spec=spec, memory=memory, now=now, brake=False).finish(members)

@@ -25,7 +25,7 @@ from infrakit_runtime.group.plan.actions import (
     Relabel,
 )
 from infrakit_runtime.group.plan.health import HealthRecord, Verdict, judge
-from infrakit_runtime.group.plan.memory import CATTLE_SLOT, PROVISION, Memory, Slot
+from infrakit_runtime.group.plan.memory import CATTLE_SLOT, CRASH, PROVISION, Memory, Slot
 from infrakit_runtime.group.plan.spec import GroupSpec
 from infrakit_runtime.spi import instance
 
@@ -282,13 +282,15 @@ class Step:
             failure = memory.get(self.held_slots[0])
             assert failure is not None
             what = "instances" if self.held_slots[0] == CATTLE_SLOT else f"logical ID {self.held_slots[0]}"
-            return DEGRADED, (f"creating {what} is backing off after {failure.count} failures "
+            crash = "crash loop: " if failure.kind == CRASH else ""
+            return DEGRADED, (f"{crash}creating {what} is backing off after {failure.count} failures "
                               f"(next try in {max(0.0, failure.retry_at - self.now):.0f}s): {failure.error}")
         if shaped:
             return PROGRESSING, "waiting for new instances to pass their health checks"
         if memory.failures:
             failure = max((f for _, f in memory.failures), key=lambda f: f.last_failure)
-            what = "provisioning keeps failing" if failure.kind == PROVISION else "new instances keep failing to start"
+            what = {PROVISION: "provisioning keeps failing", CRASH: "crash loop: new instances keep exiting"}.get(
+                failure.kind, "new instances keep failing to start")
             return DEGRADED, f"{what} ({failure.count} consecutive failures; retrying now): {failure.error}"
         return PROGRESSING, "" if actions else _waiting_reason(members)
 
