@@ -165,6 +165,9 @@ class Keeper:
         """After a stop request: the supervisor got the signal too; wait for it to stop its daemons."""
         if self.child is None:
             return
+        if self.child.poll() is None:  # the signal may have come while it was being started
+            with contextlib.suppress(ProcessLookupError):
+                self.child.send_signal(signal.SIGTERM)
         with contextlib.suppress(ChildProcessError):
             self.child.wait()
 
