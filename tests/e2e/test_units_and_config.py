@@ -84,6 +84,17 @@ def test_the_default_config_is_what_the_runtime_accepts(e2e: E2E, tmp_path: Path
     assert manager.options["backend"] == {"type": "file", "dir": f"{tmp_path}/root/var/lib/infrakit/store"}
 
 
+def test_a_listener_without_a_token_is_refused_before_anything_is_written(e2e: E2E, tmp_path: Path) -> None:
+    """Loopback included: the manager would refuse to start, so the role says so first."""
+    proc = subprocess.run([str(BIN / "ansible-playbook"), str(HERE / "playbooks" / "render.yml"),
+                           "-e", f"render_dir={tmp_path}", "-e", f"render_exec_start={BIN / 'infrakit'}",
+                           "-e", f"ansible_python_interpreter={BIN / 'python'}", "-e", "controller_listen=127.0.0.1:24864"],
+                          env=e2e.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "controller_listen (127.0.0.1:24864) needs a bearer token, loopback included" in proc.stdout, proc.stdout[-3000:]
+    assert not (tmp_path / "infrakit.yml").exists() and not (tmp_path / "units").exists()
+
+
 def test_an_etcd_config_with_a_listener_and_token_is_what_the_manager_accepts(e2e: E2E, tmp_path: Path) -> None:
     token = tmp_path / "root" / "etc" / "infrakit" / "token"
     render(e2e, tmp_path, "-e", '{"controller_backend": "etcd", "controller_etcd_endpoints": ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]}',
