@@ -409,3 +409,50 @@ def test_the_keeper_never_gives_up_and_waits_at_most_the_cap(requested: bool, li
         assert delay is not None and 0 < delay <= 30.0 * 1.2
         assert count == (1 if lived >= 60.0 else failures + 1)
 
+
+
+# A keeper in its own process whose clock delivers SIGTERM to it at the instant it is about to start the
+# supervisor: after the last check for a stop, before the child exists - the window the keeper's signal
+# handler cannot forward the signal through. The "supervisor" is a program that records its pid and sleeps.
+STOP_WHILE_STARTING = """
+import os, signal, sys, time
+from pathlib import Path
+from infrakit_runtime.keeper import Keeper
+calls = []
+def clock():
+    calls.append(1)
+    if len(calls) == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return time.monotonic()
+child = [sys.executable, "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(600)",
+         sys.argv[2]]
+keeper = Keeper(child, plugins_dir=Path(sys.argv[1]), clock=clock)
+code = keeper.run()
+print("starts", keeper.starts)
+sys.exit(code)
+"""
+
+
+def cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_stop_that_arrives_while_the_keeper_starts_the_supervisor_still_stops_it(tmp_path: Path) -> None:
+    plugins, child_pid = tmp_path / "plugins", tmp_path / "child.pid"
+    plugins.mkdir()
+    keeper = subprocess.Popen([sys.executable, "-c", STOP_WHILE_STARTING, str(plugins), str(child_pid)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try:
+            out, _ = keeper.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the keeper never stopped: it waited for a supervisor it never told to stop") from None
+        assert keeper.returncode == 0 and b"starts 1" in out, out
+        # The supervisor was started (the stop came too late to prevent that) and was stopped with its keeper.
+        assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(child_pid).encode() in cmdline(p)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(keeper.pid, signal.SIGKILL)
