@@ -29,7 +29,9 @@ def test_a_member_provisioned_but_not_yet_described_is_a_member_while_its_grace_
     listed = member("i0", spec.config_hash)
     fresh = observed.Unseen(description=member("i1", spec.config_hash), since=NOW - 10)
     p = plan(spec, [listed], unseen=[fresh], health={"i0": ready()})
-    assert creates(p) == [] and p.counts.running == 2 and p.counts.pending == 1
+    # It fills its slot (no create) and is pending, but is not running until the plugin describes it:
+    # one that exited at once never will be (issue 12, item 10: a crash loop read "5 running").
+    assert creates(p) == [] and p.counts.running == 1 and p.counts.pending == 1
     # Past the grace it is not counted: the slot is filled again.
     late = plan(spec, [listed], unseen=[fresh], health={"i0": ready()}, now=NOW - 10 + observed.UNSEEN_GRACE + 1)
     assert len(creates(late)) == 1 and late.counts.running == 1
@@ -39,7 +41,11 @@ def test_an_unseen_member_the_description_lists_is_not_counted_twice():
     spec = world.spec(2)
     both = [member("i0", spec.config_hash), member("i1", spec.config_hash)]
     unseen = [observed.Unseen(description=member("i1", spec.config_hash), since=NOW - 1)]
-    assert plan(spec, both, unseen=unseen).counts.running == 2
+    p = plan(spec, both, unseen=unseen)
+    assert creates(p) == [] and p.counts.pending == 2
+    # Callers pass the merged list (observed.members), so the planner cannot tell a listed id from an awaited
+    # one it merged itself: an id still awaited is not running (never an instance the plugin has not described).
+    assert p.counts.running == 1
 
 
 def test_cattle_creates_reuse_the_tags_of_creates_whose_outcome_is_unknown_one_each_oldest_first():
