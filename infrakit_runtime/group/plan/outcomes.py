@@ -7,7 +7,8 @@ supervisor and the planner's model tests both apply, so the model exercises the 
   (READY past its grace period, ``health.settled``) is a START failure of its slot: the next
   create into it backs off, so a crash loop or a version that never passes its probe is
   retried at a growing interval instead of every few seconds;
-- a member that proves itself ends its slot's failure streak;
+- a member that proves itself ends its slot's failure streak, if it was first seen after the slot's
+  last failure (members serving since before it, which share a cattle slot, prove nothing new);
 - progress (what ``Updating.ProgressDeadline`` measures from) is the group moving toward
   its spec: a new member passing its probe for the first time, an outdated or surplus member
   removed, a new spec committed, the group converged. Creating, and replacing a member that
@@ -49,7 +50,10 @@ def after_checks(memory: Memory, *, spec: GroupSpec, members: Sequence[instance.
         earlier = before.get(d.id)
         if record.passed and not (earlier is not None and earlier.passed and earlier.probe == record.probe):
             memory = memory.progressed(now)
-        if settled(record, spec.health, now):
+        failure = memory.get(slot_of(d))
+        # Only a member made since the slot last failed proves that creates into it work again: every cattle
+        # member shares one slot, and the ones serving before the failure say nothing about their replacements.
+        if failure is not None and record.first_seen >= failure.last_failure and settled(record, spec.health, now):
             memory = memory.succeeded(slot_of(d))
     return memory
 
