@@ -90,18 +90,21 @@ def groups_table(rows: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def instances_table(description: Mapping[str, Any]) -> Table:
-    """Instance, logical ID, health, up to date, age: from Status.Instances, else the bare Description."""
+    """Instance, logical ID, health, up to date, age, and the flavor's reason when one gave any: from
+    Status.Instances, else the bare Description."""
     status = description.get("Status") or {}
-    table = _table("INSTANCE", "LOGICAL ID", "HEALTH", "UP TO DATE", "AGE")
     rows = status.get("Instances")
+    reasons = any(r.get("Reason") for r in rows or [])
+    table = _table("INSTANCE", "LOGICAL ID", "HEALTH", "UP TO DATE", "AGE", *(("REASON",) if reasons else ()))
     if rows is None:  # an InfraKit controller: no Status, only the members
         for i in description.get("Instances") or []:
             table.add_row(i.get("ID", ""), i.get("LogicalID") or "-", "-", "-", "-")
         return table
     for r in rows:
         health = r.get("Health") or "unknown"
-        table.add_row(r.get("ID", ""), r.get("LogicalID") or "-", Text(health, style=HEALTH_STYLES.get(health, "")),
-                      "yes" if r.get("UpToDate") else Text("no", style="yellow"), age(r.get("Age")))
+        cells = [r.get("ID", ""), r.get("LogicalID") or "-", Text(health, style=HEALTH_STYLES.get(health, "")),
+                 "yes" if r.get("UpToDate") else Text("no", style="yellow"), age(r.get("Age"))]
+        table.add_row(*cells, *((r.get("Reason") or "",) if reasons else ()))
     return table
 
 

@@ -158,11 +158,14 @@ class GroupController:
             # (then it is starting, and "unknown" is the honest answer).
             if v not in (Verdict.PENDING, Verdict.UNJUDGED) and record is not None and record.last == flavor.Health.UNHEALTHY:
                 health = "unhealthy"
-            rows.append({
+            row = {
                 "ID": d.id, "LogicalID": d.logical_id, "Health": health, "Verdict": v.value,
                 "UpToDate": d.tags.get(instance.TAG_CONFIG_HASH) in (spec.config_hash, instance.BOOTSTRAP_CONFIG_HASH),
                 "Age": round(now - record.first_seen, 3) if record else 0.0,
-            })
+            }
+            if record is not None and record.reason:
+                row["Reason"] = record.reason  # what the flavor said with its last verdict (Assessing flavors)
+            rows.append(row)
         status = {
             **plan.status(),
             "Plan": plan.summary,

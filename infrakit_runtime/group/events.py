@@ -35,6 +35,7 @@ PROVISIONED = "provisioned"
 PROVISION_FAILED = "provision_failed"
 DESTROYED = "destroyed"
 DESTROY_FAILED = "destroy_failed"
+DRAIN_FAILED = "drain_failed"  # the flavor could not drain a member; it is destroyed anyway (reason says why)
 RELABELLED = "relabelled"
 BRAKE_ENGAGED = "brake_engaged"
 LEADERSHIP_GAINED = "leadership_gained"

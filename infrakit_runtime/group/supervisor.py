@@ -27,6 +27,7 @@ from typing import Any
 
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.plan import observed, outcomes
+from infrakit_runtime.group.plan.actions import CAUSE_UNHEALTHY
 from infrakit_runtime.group.plan.health import HealthRecord, probe_for
 from infrakit_runtime.group.plan.memory import Memory
 from infrakit_runtime.group.plan.observed import Unseen
@@ -193,17 +194,18 @@ class Supervisor:
         answers = await asyncio.gather(*(self._ask(self._probes[probe], ds) for probe, ds in by_probe.items()))
         fresh: dict[instance.ID, HealthRecord] = {}
         for (probe, ds), verdicts in zip(by_probe.items(), answers, strict=True):
-            for d, h in zip(ds, verdicts, strict=True):
+            for d, answer in zip(ds, verdicts, strict=True):
+                h = answer.health
                 record = (self.health.get(d.id) or HealthRecord(first_seen=now)).judged_by(probe)
                 before = record.last
-                record = record.checked(h)
+                record = record.checked(h, answer.reason)
                 booting = now - record.first_seen < self.spec.health.grace_period
                 if h == flavor.Health.UNHEALTHY and before != flavor.Health.UNHEALTHY and not booting:
                     # A failing probe inside the grace period is an instance still starting, not news.
                     self.events.emit(ev.INSTANCE_UNHEALTHY, group=self.spec.id, instance=d.id,
-                                     reason="flavor health check failed")
+                                     reason=answer.reason or "flavor health check failed")
                 elif h == flavor.Health.HEALTHY and before != flavor.Health.HEALTHY:
-                    self.events.emit(ev.INSTANCE_HEALTHY, group=self.spec.id, instance=d.id)
+                    self.events.emit(ev.INSTANCE_HEALTHY, group=self.spec.id, instance=d.id, reason=answer.reason)
                 fresh[d.id] = record
         self.memory = outcomes.after_checks(self.memory, spec=self.spec, members=members, before=self.health,
                                             after=fresh, now=now)
@@ -212,15 +214,19 @@ class Supervisor:
         hashes = {d.tags.get(instance.TAG_CONFIG_HASH) for d in members}
         self._probes = {h: p for h, p in self._probes.items() if h == self.spec.config_hash or h in hashes}
 
-    async def _ask(self, properties: JSON, members: list[instance.Description]) -> list[flavor.Health]:
+    async def _ask(self, properties: JSON, members: list[instance.Description]) -> list[flavor.Assessment]:
+        """The flavor's verdicts, with its reasons when it gives them (``Assessing``: our extension)."""
         try:
-            verdicts = await self.flavors.healthy_many(properties, members)
+            if isinstance(self.flavors, flavor.Assessing):
+                verdicts = list(await self.flavors.assess_many(properties, members))
+            else:
+                verdicts = [flavor.Assessment(h) for h in await self.flavors.healthy_many(properties, members)]
         except PluginError as e:
             log.warning("group %s: health checks failed: %s", self.spec.id, e)
-            return [flavor.Health.UNKNOWN] * len(members)
+            return [flavor.Assessment(flavor.Health.UNKNOWN, f"no verdict: {e}")] * len(members)
         if len(verdicts) != len(members):  # a short answer says nothing about the members it left out
-            return [*verdicts[:len(members)], *[flavor.Health.UNKNOWN] * (len(members) - len(verdicts))]
-        return list(verdicts)
+            return [*verdicts[:len(members)], *[flavor.Assessment()] * (len(members) - len(verdicts))]
+        return verdicts
 
     # -- one pass --------------------------------------------------------------------------
 
@@ -348,6 +354,8 @@ class Supervisor:
                 except PluginError as e:
                     # A failed drain is reported, not fatal: the plan already decided this member goes.
                     log.warning("group %s: drain of %s failed: %s", self.spec.id, action.instance_id, e)
+                    self.events.emit(ev.DRAIN_FAILED, group=self.spec.id, instance=action.instance_id,
+                                     reason=f"{e}; destroying it anyway")
             try:
                 await self.instances.destroy(action.instance_id, action.context)
             except PluginError as e:
@@ -355,8 +363,12 @@ class Supervisor:
                 log.warning("group %s: destroy of %s failed: %s", self.spec.id, action.instance_id, e)
                 return
         self.unseen = tuple(u for u in self.unseen if u.id != action.instance_id)
+        record = self.health.pop(action.instance_id, None)
+        if action.cause == CAUSE_UNHEALTHY and record is not None and record.reason:
+            # Why the checks failed, in the flavor's words: the event and the slot's failure say it.
+            action = dataclasses.replace(action, reason=f"{action.reason}: {record.reason}")
         self.memory = outcomes.after_destroy(self.memory, spec=self.spec, action=action, description=description,
-                                             record=self.health.pop(action.instance_id, None), now=self.clock())
+                                             record=record, now=self.clock())
         self._known.pop(action.instance_id, None)
         self.events.emit(ev.DESTROYED, group=self.spec.id, instance=action.instance_id, reason=action.reason)
 

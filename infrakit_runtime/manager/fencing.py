@@ -93,6 +93,12 @@ class FencedFlavor:
     async def healthy_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Health]:
         return await self._inner.healthy_many(properties, descriptions)
 
+    async def assess_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Assessment]:
+        """The verdicts with the flavor's reasons when it gives them (``flavor.Assessing``), else without."""
+        if isinstance(self._inner, flavor.Assessing):
+            return await self._inner.assess_many(properties, descriptions)
+        return [flavor.Assessment(h) for h in await self._inner.healthy_many(properties, descriptions)]
+
     async def drain(self, properties: JSON, description: instance.Description) -> None:
         _check(self._guard, "drain an instance")
         await self._inner.drain(properties, description)

@@ -47,6 +47,10 @@ def _instance(p: Reader) -> instance.Description:
 
 
 async def _healthy(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
+    if isinstance(obj, flavor.Assessing):
+        # Ours, additive: the reason rides beside the verdict; InfraKit's clients read Health only.
+        answer = (await obj.assess_many(p.raw("Properties"), [_instance(p)]))[0]
+        return {"Health": int(answer.health), "Reason": answer.reason}
     return {"Health": int(await obj.healthy(p.raw("Properties"), _instance(p)))}
 
 
@@ -110,6 +114,9 @@ async def _healthy_many(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
         raise ParamsError("Instances must be an array of instance descriptions")
     props = p.raw("Properties")
     descriptions = [instance.Description.from_wire(d, f"Instances[{i}]") for i, d in enumerate(raw)]
+    if isinstance(obj, flavor.Assessing):
+        answers = await obj.assess_many(props, descriptions)
+        return {"Healths": [int(a.health) for a in answers], "Reasons": [a.reason for a in answers]}
     if isinstance(obj, flavor.Batch):
         results = await obj.healthy_many(props, descriptions)
     else:
@@ -188,17 +195,27 @@ class FlavorClient:
 
     async def healthy_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Health]:
         """Health of many instances in one call (batch daemons) or bounded single calls."""
+        return [a.health for a in await self.assess_many(properties, descriptions)]
+
+    async def assess_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Assessment]:
+        """``healthy_many`` with the reasons a daemon gives (our additive ``Reason``/``Reasons``; empty from
+        plugins that give none, such as InfraKit's)."""
         if not await self._batches():
-            return await healthy_each(self, properties, descriptions)
+            out: list[flavor.Assessment] = []
+            for r in await bounded([self._assess(properties, d) for d in descriptions]):
+                if isinstance(r, flavor.Assessment):
+                    out.append(r)
+                elif isinstance(r, Exception):  # a probe that raised cannot tell
+                    out.append(flavor.Assessment(flavor.Health.UNKNOWN, f"no verdict: {r}"))
+                else:
+                    raise r
+            return out
         result = await self._call("Flavor.HealthyMany", {"Properties": properties,
                                                          "Instances": [d.to_wire() for d in descriptions]})
-        out = []
-        for h in result.get("Healths") or []:
-            try:
-                out.append(flavor.Health(int(h)))
-            except (TypeError, ValueError):
-                out.append(flavor.Health.UNKNOWN)
-        return out
+        reasons = result.get("Reasons")
+        reasons = reasons if isinstance(reasons, list) else []
+        return [flavor.Assessment(_health(h), _reason(reasons[i] if i < len(reasons) else None))
+                for i, h in enumerate(result.get("Healths") or [])]
 
     async def validate(self, properties: JSON, allocation: flavor.Allocation) -> None:
         await self._call("Flavor.Validate", {"Properties": properties, "Allocation": allocation.to_wire()})
@@ -212,12 +229,23 @@ class FlavorClient:
         return instance.Spec.from_wire(result.get("Spec"))
 
     async def healthy(self, properties: JSON, description: instance.Description) -> flavor.Health:
+        return (await self._assess(properties, description)).health
+
+    async def _assess(self, properties: JSON, description: instance.Description) -> flavor.Assessment:
         result = await self._call("Flavor.Healthy", {"Properties": properties, "Instance": description.to_wire()})
-        try:
-            return flavor.Health(int(result.get("Health", 0)))
-        except ValueError:
-            return flavor.Health.UNKNOWN
+        return flavor.Assessment(_health(result.get("Health", 0)), _reason(result.get("Reason")))
 
     async def drain(self, properties: JSON, description: instance.Description) -> None:
         await self._call("Flavor.Drain", {"Properties": properties, "Instance": description.to_wire()},
                          timeout=max(self.client.timeout, DRAIN_TIMEOUT))
+
+
+def _health(value: Any) -> flavor.Health:
+    try:
+        return flavor.Health(int(value))
+    except (TypeError, ValueError):
+        return flavor.Health.UNKNOWN
+
+
+def _reason(value: Any) -> str:
+    return value if isinstance(value, str) else ""

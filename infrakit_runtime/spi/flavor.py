@@ -29,6 +29,26 @@ class Health(enum.IntEnum):
 
 
 @dataclasses.dataclass(frozen=True)
+class Assessment:
+    """A health verdict with the flavor's reason: why unhealthy, what is still pending, what made it healthy.
+
+    On the wire the reason is our additive ``Reason`` (``Flavor.Healthy``) or ``Reasons``
+    (``Flavor.HealthyMany``) field; InfraKit's clients read ``Health`` only.
+    """
+
+    health: Health = Health.UNKNOWN
+    reason: str = ""
+
+
+@runtime_checkable
+class Assessing(Protocol):
+    """A flavor that can say why (our extension; the controller shows the reason in events and describe)."""
+
+    async def assess_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[Assessment]:
+        """``healthy`` for each instance, in order, each with its reason (empty when there is nothing to say)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Allocation:
     """How a group is sized: a count of cattle, or one pet per logical ID."""
 

@@ -130,21 +130,27 @@ class ComboFlavorPlugin:
         return spec
 
     async def healthy(self, properties: JSON, description: instance.Description) -> flavor.Health:
+        return (await self.assess_many(properties, [description]))[0].health
+
+    async def assess_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Assessment]:
+        """Every member judges every instance (one call per member); the reasons of the members that
+        decide the verdict are kept, each named by its member."""
         members = self._members(properties)
 
-        async def one(i: int, m: Member) -> flavor.Health:
+        async def one(i: int, m: Member) -> list[flavor.Assessment]:
+            plugin = self.lookup(m.plugin)
             try:
-                return await self.lookup(m.plugin).healthy(m.properties, description)
+                if isinstance(plugin, flavor.Assessing):
+                    return list(await plugin.assess_many(m.properties, descriptions))
+                verdicts = await asyncio.gather(*(plugin.healthy(m.properties, d) for d in descriptions))
+                return [flavor.Assessment(h) for h in verdicts]
             except _MEMBER_ERRORS as e:
-                log.warning("%s gave no health verdict on instance %s: %s", m.label(i), description.id, e)
-                return flavor.Health.UNKNOWN
+                log.warning("%s gave no health verdict: %s", m.label(i), e)
+                return [flavor.Assessment(flavor.Health.UNKNOWN, f"no verdict: {e}")] * len(descriptions)
 
-        verdicts = await asyncio.gather(*(one(i, m) for i, m in enumerate(members)))
-        if flavor.Health.UNHEALTHY in verdicts:
-            return flavor.Health.UNHEALTHY
-        if all(v == flavor.Health.HEALTHY for v in verdicts):
-            return flavor.Health.HEALTHY
-        return flavor.Health.UNKNOWN
+        by_member = await asyncio.gather(*(one(i, m) for i, m in enumerate(members)))
+        return [_combined([(m.label(i), answers[k]) for i, (m, answers) in enumerate(zip(members, by_member, strict=True))])
+                for k in range(len(descriptions))]
 
     async def drain(self, properties: JSON, description: instance.Description) -> None:
         errors = []
@@ -155,6 +161,26 @@ class ComboFlavorPlugin:
                 errors.append(f"{m.label(i)}: {e}")
         if errors:
             raise PluginError(f"draining instance {description.id} failed: " + "; ".join(errors))
+
+
+def _combined(answers: list[tuple[str, flavor.Assessment]]) -> flavor.Assessment:
+    """UNHEALTHY as soon as one member says so, HEALTHY when all do, else UNKNOWN; the reason names every
+    member that is not healthy (in its words, else its verdict), or, when all are, those that said why."""
+    verdicts = [a.health for _, a in answers]
+    if flavor.Health.UNHEALTHY in verdicts:
+        health = flavor.Health.UNHEALTHY
+    elif all(v == flavor.Health.HEALTHY for v in verdicts):
+        health = flavor.Health.HEALTHY
+    else:
+        health = flavor.Health.UNKNOWN
+    if health == flavor.Health.HEALTHY:
+        parts = [f"{label}: {a.reason}" for label, a in answers if a.reason]
+    else:
+        parts = [f"{label}: {a.reason or _WORDS[a.health]}" for label, a in answers if a.health != flavor.Health.HEALTHY]
+    return flavor.Assessment(health, "; ".join(parts))
+
+
+_WORDS = {flavor.Health.UNKNOWN: "no verdict yet", flavor.Health.HEALTHY: "healthy", flavor.Health.UNHEALTHY: "unhealthy"}
 
 
 @contextlib.asynccontextmanager
