@@ -43,6 +43,7 @@ KINDS: dict[str, str] = {
     "combo": "infrakit_runtime.plugins.flavor.combo:open_daemon",
     "targetgroup": "infrakit_runtime.plugins.flavor.targetgroup:open_daemon",
     "selfhost": "infrakit_runtime.plugins.flavor.selfhost.daemon:open_daemon",
+    "ansible": "infrakit_runtime.plugins.flavor.ansible.plugin:open_daemon",
     "manager": "infrakit_runtime.wiring:open_manager",
 }
 # The socket a kind listens on unless told otherwise (the manager is InfraKit's ``group``).
