@@ -1,7 +1,8 @@
 """The ansible flavor with the local connection, through the real controller: process instances are
 healthy only once the playbook has written the configuration they serve; each run's result is in
 the group's events and ``describe``; its log is kept by instance; the instance is tagged, so a
-restarted flavor daemon does not run the playbook again; a scale-down runs the drain playbook."""
+restarted flavor daemon does not run the playbook again; a scale-down runs the drain playbook, and
+a drain that keeps failing is retried, then reported."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.runtime.ansible_flavor.conftest import SECRET, TAG_CONFIGURED, World,
 
 
 def test_instances_are_healthy_only_once_configured_and_a_restarted_flavor_does_not_run_again(world: World):
-    world.commit(world.spec(size=2, message="v1"))
+    world.commit(world.spec(size=2, message="v1", retries=1))
     seen_healthy: dict[str, str | None] = {}
 
     def converged():
@@ -58,5 +59,16 @@ def test_instances_are_healthy_only_once_configured_and_a_restarted_flavor_does_
     wait_for(lambda: len(world.instances()) == 1, 120, "web scaled down to 1")
     gone = set(members) - {d["ID"] for d in world.instances()}
     assert world.drained() == sorted(gone)
+
+    # A drain that fails is retried, then reported (naming the task), and the instance still goes.
+    world.drain_fail_flag.touch()
+    (last,) = (d["ID"] for d in world.instances())
+    world.call("Group.SetSize", {"ID": "web", "Size": 0})
+    wait_for(lambda: not world.instances(), 120, "web scaled down to 0")
+    (failed,) = world.events(kind="drain_failed")
+    assert failed["Instance"] == last and "failed after 2 attempt(s)" in failed["Reason"], failed
+    assert "the load balancer would not let" in failed["Reason"] and "Refuse while the test says so" in failed["Reason"]
+    drains = sorted(p.name for p in (world.d.home / "ansible" / "ansible" / "runs" / last).glob("*-drain-*.log"))
+    assert len(drains) == 2, drains
 
     assert SECRET not in world.everything_an_operator_sees()

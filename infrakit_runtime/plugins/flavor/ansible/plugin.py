@@ -150,13 +150,14 @@ class AnsibleFlavor:
         else:
             self.pool.ensure(run.job, attempts=run.attempts, concurrency=p.concurrency)  # still wanted
         playbook = run.job.playbook
+        name = props.label(playbook)
         if run.phase is Phase.QUEUED:
             ahead = self.pool.ahead_of(run)
-            return flavor.Assessment(flavor.Health.UNKNOWN, f"configuration queued: playbook {playbook} waits for one "
+            return flavor.Assessment(flavor.Health.UNKNOWN, f"configuration queued: playbook {name} waits for one "
                                                             f"of {p.concurrency} run slots ({ahead} queued ahead)")
         if run.phase is Phase.RUNNING:
             took = self.clock() - (run.started or self.clock())
-            return flavor.Assessment(flavor.Health.UNKNOWN, f"configuring: playbook {playbook} running for {took:.0f}s "
+            return flavor.Assessment(flavor.Health.UNKNOWN, f"configuring: playbook {name} running for {took:.0f}s "
                                                             f"(attempt {run.attempt} of {run.attempts})")
         if run.phase is Phase.RETRYING:
             assert run.result is not None

@@ -95,6 +95,11 @@ def worst_drain(drain: Drain, retries: int) -> float:
     return drain.timeout * (retries + 1) + sum(retry_delay(a) for a in range(1, retries + 1))
 
 
+def label(playbook: str) -> str:
+    """How a playbook is named in reasons and events: a file by its name, a collection's by its FQCN."""
+    return playbook.rsplit("/", 1)[-1]
+
+
 def is_fqcn(playbook: str) -> bool:
     """Whether ``playbook`` names a playbook of an installed collection rather than a file."""
     return not playbook.startswith("/") and bool(_FQCN.match(playbook))

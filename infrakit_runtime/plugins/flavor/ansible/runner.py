@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from infrakit_runtime.plugins.flavor.ansible.props import label
 from infrakit_runtime.rpc.redact import MASK, is_secret_key
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class RunResult:
 
     def sentence(self, playbook: str) -> str:
         """The run as a person reads it in an event or in ``infrakit group describe``."""
+        playbook = label(playbook)
         where = f" (log: {self.log})" if self.log else ""
         if self.succeeded:
             return f"playbook {playbook} succeeded in {self.duration:.1f}s: {self.counts()}{where}"
@@ -276,7 +278,7 @@ class Executor:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, job: Job, attempt: int, cancel: threading.Event) -> RunResult:
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         mask = Masker(job.extra_vars)
         logs = self.log_dir(job.instance_id)
         logs.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -299,7 +301,8 @@ class Executor:
         with contextlib.suppress(OSError):
             base.with_suffix(".json").write_text(json.dumps({"job": {"purpose": job.purpose, "instance": job.instance_id,
                                                                      "config": job.config, "playbook": job.playbook,
-                                                                     "attempt": attempt},
+                                                                     "attempt": attempt, "started": started_at,
+                                                                     "finished": time.time()},
                                                              "result": result.to_json()}, indent=2))
         return result
 
@@ -319,6 +322,9 @@ class Executor:
                 private_data_dir=str(work), playbook=job.playbook, ident="run", quiet=True,
                 timeout=max(1, math.ceil(job.timeout)), event_handler=tally, cancel_callback=cancel.is_set,
                 envvars=self.env, cmdline=cmdline, suppress_env_files=True,
+                # ansible-runner checks the cancel flag and the timeout once per pexpect timeout (5 s by
+                # default): once a second, a drain or a shutdown stops a run within a second.
+                settings={"pexpect_timeout": 1},
             )
         except Exception as e:  # ansible-runner's own configuration errors: a result, not a crash
             tally.errors.append(str(e))
