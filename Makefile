@@ -58,6 +58,12 @@ system-deps:
 	  echo "installing prometheus (Debian) for promtool"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  systemctl disable --now prometheus >/dev/null 2>&1 || true; }
+	@# Debian's openssh-server for the ansible flavor's ssh test: the test runs its own sshd on loopback
+	@# (a free port, generated keys); the service the package enables is not wanted.
+	@test -x /usr/sbin/sshd || { \
+	  echo "installing openssh-server (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; \
+	  systemctl disable --now ssh >/dev/null 2>&1 || true; }
 
 demo: venv
 	bash scripts/demo.sh

@@ -3,7 +3,8 @@
 Guarantee: the same files give the same bytes (sorted entries, fixed timestamps and modes), so the
 wheel copied to a host changes only when the runtime changed, and every host of a play installs
 the same build. The wheel is pure Python (py3-none-any) and carries the metadata of the tree's
-pyproject.toml: name, version, Requires-Python, Requires-Dist, the console scripts and the license.
+pyproject.toml: name, version, Requires-Python, Requires-Dist (and the optional extras), the console
+scripts and the license.
 Limit: it packs the package directory as it is (no build hooks, no compiled code), which is all
 infrakit_runtime needs; it does not resolve or check the dependencies (pip does, on the host, with
 the pinned constraints).
@@ -82,6 +83,10 @@ def metadata(project: dict) -> str:
     if project.get("requires-python"):
         lines.append(f"Requires-Python: {project['requires-python']}")
     lines += [f"Requires-Dist: {dep}" for dep in project.get("dependencies", [])]
+    # Optional extras (pip install 'infrakit-runtime[ansible]'): the role installs them by name.
+    for extra, deps in sorted(project.get("optional-dependencies", {}).items()):
+        lines.append(f"Provides-Extra: {extra}")
+        lines += [f'Requires-Dist: {dep}; extra == "{extra}"' for dep in deps]
     return "\n".join(lines) + "\n"
 
 
