@@ -78,6 +78,33 @@ def test_no_more_runs_of_a_group_at_once_than_its_concurrency():
     asyncio.run(scenario())
 
 
+def test_the_daemon_bounds_the_runs_of_every_group_together():
+    running, peak = 0, 0
+    release = asyncio.Event()
+
+    async def execute(j: Job, *, attempt: int, cancel: threading.Event) -> RunResult:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+        return OK
+
+    async def scenario() -> None:
+        pool = Pool(execute=execute, sleep=no_wait, max_runs=3)
+        for n in range(10):  # ten groups of one: each group's limit allows its run, the daemon's does not
+            pool.ensure(job(f"i{n}", group=f"g{n}"), attempts=1, concurrency=5)
+        await until(lambda: running == 3)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert peak == 3
+        release.set()
+        await until(lambda: all(r.phase is Phase.SUCCEEDED for r in pool.runs()))
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_failed_attempt_is_retried_and_the_last_failure_is_kept():
     outcomes = {"a": [FAILED, OK], "b": [FAILED, FAILED, OK]}
     waits: list[float] = []

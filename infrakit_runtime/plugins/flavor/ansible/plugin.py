@@ -42,8 +42,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from infrakit_runtime.plugins.flavor.ansible import hosts, props, runner
-from infrakit_runtime.plugins.flavor.ansible.runs import Phase, Pool, Run
+from infrakit_runtime.daemon import DaemonContext, Served
+from infrakit_runtime.plugins.flavor.ansible import hosts, props, runner, wiring
+from infrakit_runtime.plugins.flavor.ansible.runs import MAX_RUNS, Phase, Pool, Run
 from infrakit_runtime.spi import flavor, group, instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
 
@@ -68,12 +69,12 @@ class AnsibleFlavor:
 
     def __init__(self, *, execute: Execute, flavors: FlavorLookup, instances: InstanceLookup,
                  groups: group.GroupPlugin | None, self_name: str = "",
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.monotonic, max_runs: int = MAX_RUNS,
                  syntax_check: Callable[[str, str | None], Awaitable[str | None]] | None = None) -> None:
         self.execute, self.flavors, self.instances, self.groups = execute, flavors, instances, groups
         self.self_name, self.clock = self_name, clock
         self.syntax_check = syntax_check or check_syntax
-        self.pool = Pool(execute=execute, clock=clock)
+        self.pool = Pool(execute=execute, clock=clock, max_runs=max_runs)
         self.pool.on_done = self._configured
         self._plugins: dict[str, str] = {}
         self._plugins_read = float("-inf")
@@ -199,11 +200,11 @@ class AnsibleFlavor:
         run = self.pool.get((d.id, config))
         done = (run.result.sentence(run.job.playbook) if run is not None and run.result is not None
                 else f"configured for {config} ({hosts.TAG_CONFIGURED})")
-        if verdict.health is flavor.Health.HEALTHY:
+        if verdict.health == flavor.Health.HEALTHY:
             return flavor.Assessment(flavor.Health.HEALTHY, verdict.reason or done)
-        why = verdict.reason or ("its health check fails" if verdict.health is flavor.Health.UNHEALTHY
+        why = verdict.reason or ("its health check fails" if verdict.health == flavor.Health.UNHEALTHY
                                  else "its health check has no verdict yet")
-        return flavor.Assessment(verdict.health, f"configured, but {why}")
+        return flavor.Assessment(flavor.Health(verdict.health), f"configured, but {why}")
 
     # -- the tag -------------------------------------------------------------------------------
 
@@ -330,27 +331,30 @@ async def check_syntax(playbook: str, vault_password_file: str | None) -> str | 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """The daemon's options: the manager's socket name (to find a group's instance plugin)."""
+    """The daemon's options: the manager's socket name (to find a group's instance plugin), and how many
+    playbook runs the daemon allows at once over every group (each group's Concurrency applies within)."""
 
     group: str = "group"
+    max_runs: int = MAX_RUNS
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Options:
-        unknown = sorted(set(raw) - {"group"})
-        if unknown:
-            raise ValidationError([f"unknown option {k!r} for the ansible flavor; known: group" for k in unknown])
+        problems = [f"unknown option {k!r} for the ansible flavor; known: group, max_runs"
+                    for k in sorted(set(raw) - {"group", "max_runs"}, key=str)]
         name = raw.get("group", "group")
         if not isinstance(name, str) or not name:
-            raise ValidationError(f"option group must name the manager's socket, got {name!r}")
-        return cls(group=name)
+            problems.append(f"option group must name the manager's socket, got {name!r}")
+        limit = raw.get("max_runs", MAX_RUNS)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            problems.append(f"option max_runs must be an integer from 1 to 1000, got {limit!r}")
+        if problems:
+            raise ValidationError(problems)
+        return cls(group=name, max_runs=limit)
 
 
 @contextlib.asynccontextmanager
-async def open_daemon(ctx: Any) -> AsyncIterator[Any]:
+async def open_daemon(ctx: DaemonContext) -> AsyncIterator[Served]:
     """The daemon: runs under ``$INFRAKIT_HOME/ansible/<name>/`` (``runs/<instance>/`` keeps each run's log)."""
-    from infrakit_runtime.daemon import Served
-    from infrakit_runtime.plugins.flavor.ansible import wiring
-
     options = Options.parse(ctx.options)
     missing = runner.available()
     if missing:
@@ -358,7 +362,7 @@ async def open_daemon(ctx: Any) -> AsyncIterator[Any]:
     executor = runner.Executor(Path(ctx.state_dir(f"ansible/{ctx.name}")))
     lookups = wiring.Lookups(ctx.plugins_dir, group=options.group)
     plugin = AnsibleFlavor(execute=executor.run, flavors=lookups.flavor, instances=lookups.instance,
-                           groups=lookups.groups, self_name=ctx.name)
+                           groups=lookups.groups, self_name=ctx.name, max_runs=options.max_runs)
     try:
         yield Served(services=[wiring.service(plugin)])
     finally:

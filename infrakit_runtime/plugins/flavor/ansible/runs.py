@@ -2,8 +2,8 @@
 
 Guarantee: ``Pool.ensure`` is idempotent - asking about an instance a thousand times starts one
 run for its (instance ID, config hash) - and never blocks: the run proceeds in a task of its
-own while Healthy answers from ``Run.phase``. At most ``Concurrency`` runs of one group hold a
-slot at any moment; a failed attempt is retried ``Retries`` times, after 2 s doubling to 60 s,
+own while Healthy answers from ``Run.phase``. At most ``Concurrency`` runs of one group, and
+``max_runs`` runs of all groups, hold a slot at any moment; a failed attempt is retried ``Retries`` times, after 2 s doubling to 60 s,
 without holding a slot while it waits. Every task is named and owned by the pool; ``close``
 cancels them all and waits for them.
 Limit: this is one daemon's memory. A run that ended is forgotten once nobody has asked about
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import threading
 import time
@@ -28,6 +29,8 @@ from infrakit_runtime.plugins.flavor.ansible.runner import Job, RunResult
 log = logging.getLogger(__name__)
 
 FORGET_AFTER = 600.0
+# The daemon's own bound over every group's runs (the daemon option max_runs).
+MAX_RUNS = 16
 # After a cancel, how long to wait for ansible-runner to stop the run (it polls the cancel flag each second).
 CANCEL_WAIT = 30.0
 
@@ -103,11 +106,14 @@ class Pool:
 
     def __init__(self, *, execute: Execute, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 forget_after: float = FORGET_AFTER) -> None:
+                 forget_after: float = FORGET_AFTER, max_runs: int = MAX_RUNS) -> None:
         self.execute, self.clock, self.sleep, self.forget_after = execute, clock, sleep, forget_after
         self._runs: dict[Key, Run] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._gates: dict[str, _Gate] = {}
+        # However many groups ask, no more runs than this at once in the daemon.
+        self._all = _Gate()
+        self._all.limit = max_runs
         self.on_done: Callable[[Run], None] | None = None
 
     def get(self, key: Key) -> Run | None:
@@ -129,7 +135,7 @@ class Pool:
             run = self._runs[key] = Run(job=job, attempts=attempts)
             task = asyncio.get_running_loop().create_task(self._drive(run, gate), name=f"ansible/run/{job.instance_id}")
             self._tasks[key] = task
-            task.add_done_callback(lambda t, k=key: self._ended(k, t))
+            task.add_done_callback(functools.partial(self._ended, key))
         run.asked = now
         return run
 
@@ -140,7 +146,7 @@ class Pool:
 
     async def _drive(self, run: Run, gate: _Gate) -> None:
         for attempt in range(1, run.attempts + 1):
-            async with gate.slot():
+            async with gate.slot(), self._all.slot():
                 if run.cancel.is_set():
                     break
                 run.phase, run.attempt, run.started = Phase.RUNNING, attempt, self.clock()
