@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,24 @@ def test_a_failing_no_log_task_is_named_and_its_output_stays_hidden(tmp_path, ex
 
 
 def test_a_run_past_its_timeout_is_stopped_and_names_the_task_it_was_in(tmp_path, executor):
-    result = run(executor, job(tmp_path, timeout=3, slow=True))
+    # Long enough for ansible-playbook to start on a loaded machine; the task would take five minutes.
+    result = run(executor, job(tmp_path, timeout=20, slow=True))
     assert result.status == "timeout" and result.task == "Take a while", result
     assert "timed out" in result.sentence("unit.yml")
+    # The task's process went with the run (the local connection starts modules in sessions of their own).
+    pid = int((tmp_path / "slow.pid").read_text())
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid), f"the timed-out task's process {pid} outlived its run"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_a_playbook_whose_plays_skip_the_host_is_no_success(tmp_path, executor):

@@ -1,7 +1,9 @@
 """One playbook run on one instance through ansible-runner (the engine AWX uses), as a value.
 
 Guarantee: ``Executor.run`` never raises for anything the run does: a playbook that fails, times
-out, is cancelled or cannot start is a ``RunResult`` naming the failing task and its message.
+out, is cancelled or cannot start is a ``RunResult`` naming the failing task and its message; a
+run that times out or is cancelled leaves no process of its own behind on this host (each carries
+``RUN_MARK`` in its environment, and those left are killed).
 Secrets stay where they are: ExtraVars reach ansible-playbook through a file (mode 0600, in a
 private directory removed after the run), never its command line; ansible-runner's event data
 is read for counts and the failing task and never stored (``no_log`` results, which Ansible
@@ -26,6 +28,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -45,6 +48,8 @@ DRAIN = "drain"
 MESSAGE_LIMIT = 400
 # Threads that wait on ansible-playbook processes (the work is in the processes, not the threads).
 MAX_THREADS = 64
+# In the environment of every process of a run: how a timed-out or cancelled run's leftovers are found.
+RUN_MARK = "INFRAKIT_ANSIBLE_RUN"
 INSTALL_HINT = "install the runtime's ansible extra: pip install 'infrakit-runtime[ansible]'"
 
 
@@ -317,21 +322,56 @@ class Executor:
         _write_private(work / "env" / "extravars", json.dumps(job.extra_vars))
         _write_private(work / "inventory" / "hosts.json", json.dumps(inventory(job)))
         cmdline = f"--vault-password-file {_quote(job.vault_password_file)}" if job.vault_password_file else None
+        # Every process of the run inherits this mark, those in sessions of their own included.
+        mark = f"{os.getpid()}-{work.name}"
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(work), playbook=job.playbook, ident="run", quiet=True,
                 timeout=max(1, math.ceil(job.timeout)), event_handler=tally, cancel_callback=cancel.is_set,
-                envvars=self.env, cmdline=cmdline, suppress_env_files=True,
+                envvars={**self.env, RUN_MARK: mark}, cmdline=cmdline, suppress_env_files=True,
                 # ansible-runner checks the cancel flag and the timeout once per pexpect timeout (5 s by
                 # default): once a second, a drain or a shutdown stops a run within a second.
                 settings={"pexpect_timeout": 1},
             )
         except Exception as e:  # ansible-runner's own configuration errors: a result, not a crash
             tally.errors.append(str(e))
+            kill_marked(mark)
             return "error"
+        if runner.status in ("timeout", "canceled"):
+            # ansible-runner kills ansible-playbook's process group; the local connection runs each module
+            # in a session of its own, which outlives it (a `sleep` task would run on for its full length).
+            kill_marked(mark)
         if runner.status == "failed" and not tally.failed_task and not tally.errors:
             tally.errors.extend(_error_lines(work))
         return str(runner.status or "error")
+
+
+def kill_marked(mark: str, rounds: int = 5) -> int:
+    """SIGKILL every process of this user whose environment carries ``RUN_MARK=mark``; how many were.
+
+    A few rounds, as a process being killed may have forked a moment before."""
+    needle = f"{RUN_MARK}={mark}".encode()
+    killed = 0
+    for _ in range(rounds):
+        found = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    marked = needle in f.read().split(b"\0")
+            except OSError:  # gone, or another user's
+                continue
+            if marked:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found += 1
+        killed += found
+        if not found:
+            break
+    if killed:
+        log.info("killed %d process(es) left by run %s", killed, mark)
+    return killed
 
 
 def inventory(job: Job) -> dict[str, Any]:
