@@ -40,8 +40,11 @@ def _keygen(path: Path) -> None:
 
 @contextlib.contextmanager
 def running_sshd(root: Path) -> Iterator[Sshd]:
-    if not os.access(SSHD, os.X_OK) or shutil.which("ssh-keygen") is None:
-        pytest.skip("sshd is not installed (make system-deps installs Debian's openssh-server)")
+    missing = [name for name, found in ((SSHD, os.access(SSHD, os.X_OK)), ("ssh", shutil.which("ssh")),
+                                        ("ssh-keygen", shutil.which("ssh-keygen"))) if not found]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: `make system-deps` (run by `make test`) installs "
+                    "Debian's openssh-server, which brings the client")
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     _keygen(root / "host_key")
