@@ -151,6 +151,7 @@ bench: venv
 	$(BIN)/python -m bench.aws
 	$(BIN)/python -m bench.aws --spread
 	$(BIN)/python -m bench.failover
+	$(BIN)/python -m bench.ansible_flavor
 
 # 50 groups x 200 instances for 5 minutes under steady churn (not part of `make bench`).
 soak: venv
