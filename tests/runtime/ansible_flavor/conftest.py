@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from infrakit_runtime.cli_observe import http_get
+from infrakit_runtime.cli.observe import http_get
 from infrakit_runtime.rpc.discovery import Address
 from tests.runtime.conftest import Daemons
 from tests.runtime.controller.harness import Stack
