@@ -160,7 +160,8 @@ def _plan_cattle(step: Step, members: Sequence[Member]) -> None:
             step.destroy(m, CAUSE_SCALE_DOWN, f"reducing the group size to {spec.size}")
     # Rule 5: create the missing up-to-date members, within the surge.
     current_left = sum(1 for m in current if m.id not in step.destroyed)
+    reason = ("replacing an outdated instance" if any(not m.current for m in members)
+              else f"increasing the group to {spec.size} instances")
     for _ in range(max(0, spec.size - current_left)):
-        if not step.create(None, "replacing an outdated instance" if any(not m.current for m in members)
-                           else f"increasing the group to {spec.size} instances"):
+        if not step.create(None, reason):
             break

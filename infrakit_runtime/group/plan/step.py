@@ -160,6 +160,7 @@ class Step:
         self.handover_wanted: list[str] = []
         self.destroys: list[Destroy] = []
         self.creates: list[Create] = []
+        self.tags_taken: set[str] = set()  # retry tags given to ``creates`` (a set: one scan per plan, not per create)
         self.destroyed: set[instance.ID] = set()
         self.held_slots: list[Slot] = []
         self.held_failed = 0
@@ -221,9 +222,10 @@ class Step:
             return False
         self.budget.room -= 1
         tag = None
-        if logical_id is None:
-            used = {c.tag for c in self.creates}
-            tag = next((t for t in self.memory.retry_tags if t not in used), None)
+        if logical_id is None and self.memory.retry_tags:
+            tag = next((t for t in self.memory.retry_tags if t not in self.tags_taken), None)
+            if tag is not None:
+                self.tags_taken.add(tag)
         self.creates.append(Create(logical_id=logical_id, reason=reason, tag=tag))
         return True
 

@@ -57,6 +57,17 @@ def test_cattle_creates_reuse_the_tags_of_creates_whose_outcome_is_unknown_one_e
     assert [c.tag for c in creates(plan(pets, [], memory=memory))] == [None, None]
 
 
+@settings(max_examples=50, deadline=None)
+@given(tags=st.integers(min_value=0, max_value=30), size=st.integers(min_value=0, max_value=40))
+def test_each_retry_tag_goes_to_one_create_oldest_first_then_fresh_slots(tags, size):
+    names = [f"t{i}" for i in range(tags)]
+    memory = Memory()
+    for name in names:
+        memory = memory.unresolved(name, keep=tags)
+    got = [c.tag for c in creates(plan(world.spec(size), [], memory=memory))]
+    assert got == (names[:size] + [None] * max(0, size - tags))
+
+
 def test_retry_tags_are_bounded_and_forgotten_once_resolved():
     memory = Memory()
     for n in range(6):
