@@ -30,6 +30,17 @@ def output_option(p: argparse.ArgumentParser, *, top: bool = False) -> None:
                    help="table for people (default), json or yaml for scripts")
 
 
+# Shell completion asks the manager for these values (``infrakit group ls -q``); the attribute name
+# is argcomplete's convention for per-argument completers.
+GROUP_IDS = "group-ids"
+
+
+def completes_group_ids(action: argparse.Action) -> argparse.Action:
+    """Mark an argument whose value is a group ID, so ``infrakit completion`` offers the live ones."""
+    setattr(action, "completer", GROUP_IDS)  # noqa: B010 -- argparse.Action declares no such attribute
+    return action
+
+
 class UsageError(Exception):
     """A mistake on the command line or in an input file."""
 

@@ -24,7 +24,7 @@ from rich.live import Live
 
 from infrakit_runtime import config
 from infrakit_runtime.cli import render
-from infrakit_runtime.cli.common import address_of, emit, output_option, read_document
+from infrakit_runtime.cli.common import address_of, completes_group_ids, emit, output_option, read_document
 from infrakit_runtime.rpc import discovery
 from infrakit_runtime.rpc.client import Client
 from infrakit_runtime.rpc.group import GroupClient
@@ -47,24 +47,27 @@ def register(sub: Any) -> None:
     c.add_argument("file")
     c.add_argument("--pretend", action="store_true", help="show the plan and the spec diff, change nothing")
     output_option(c)
-    output_option(gsub.add_parser("ls", help="list the groups being managed, with their condition"))
+    ls = gsub.add_parser("ls", help="list the groups being managed, with their condition")
+    ls.add_argument("-q", "--quiet", action="store_true",
+                    help="print only the group IDs, one per line (no DescribeGroup calls; shell completion uses it)")
+    output_option(ls)
     d = gsub.add_parser("describe", help="show a group's condition, counts, instances and recent events")
-    d.add_argument("id", metavar="ID")
+    completes_group_ids(d.add_argument("id", metavar="ID"))
     output_option(d)
     w = gsub.add_parser("watch", help="follow a group live until it converges",
                         description="Show the group's progress until it is converged (exit 0); with --timeout, "
                         "exit 1 if it is not converged in time.")
-    w.add_argument("id", metavar="ID")
+    completes_group_ids(w.add_argument("id", metavar="ID"))
     w.add_argument("--timeout", type=float, default=0.0, metavar="SECONDS", help="give up after this long (0: never)")
     w.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="poll DescribeGroup this often")
     output_option(w)
     for name, text in (("free", "stop managing a group, keep its instances"),
                        ("destroy", "destroy a group and every instance in it"), ("size", "show a group's declared size")):
         a = gsub.add_parser(name, help=text)
-        a.add_argument("id", metavar="ID")
+        completes_group_ids(a.add_argument("id", metavar="ID"))
         output_option(a)
     ss = gsub.add_parser("set-size", help="change a group's declared size")
-    ss.add_argument("id", metavar="ID")
+    completes_group_ids(ss.add_argument("id", metavar="ID"))
     ss.add_argument("size", type=int)
     output_option(ss)
     grp.set_defaults(func=cmd_group)
@@ -158,8 +161,13 @@ async def _commit(args: argparse.Namespace, groups: Groups) -> int:
 
 
 async def _ls(args: argparse.Namespace, groups: Groups) -> int:
+    specs = await groups.inspect()
+    if args.quiet:
+        for spec in specs:
+            print(spec.id)
+        return 0
     rows = []
-    for spec in await groups.inspect():
+    for spec in specs:
         row: dict[str, Any] = {"ID": spec.id}
         try:
             desc = await groups.describe(spec.id)

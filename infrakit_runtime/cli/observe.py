@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from infrakit_runtime.cli import render
-from infrakit_runtime.cli.common import OUTPUTS, UsageError, client_for, emit
+from infrakit_runtime.cli.common import OUTPUTS, UsageError, client_for, completes_group_ids, emit
 from infrakit_runtime.rpc import discovery, tokens
 from infrakit_runtime.rpc.client import SyncClient, UnixHTTPConnection
 from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     e = sub.add_parser("events", help="show the controller's recent events, or follow them live")
     e.add_argument("--plugin", default=MANAGER_SOCKET, metavar="NAME", help="the manager socket (default: group)")
     e.add_argument("-f", "--follow", action="store_true", help="keep printing events as they happen (Ctrl-C stops)")
-    e.add_argument("--group", metavar="ID", help="only this group's events")
+    completes_group_ids(e.add_argument("--group", metavar="ID", help="only this group's events"))
     e.add_argument("--since", type=int, default=0, metavar="SEQ", help="only events after this sequence number")
     e.add_argument("--limit", type=int, default=50, metavar="N", help="at most the last N past events (0: all kept)")
     e.add_argument("-o", "--output", choices=OUTPUTS, default="table",
