@@ -50,7 +50,10 @@ async def _healthy(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
     if isinstance(obj, flavor.Assessing):
         # Ours, additive: the reason rides beside the verdict; InfraKit's clients read Health only.
         answer = (await obj.assess_many(p.raw("Properties"), [_instance(p)]))[0]
-        return {"Health": int(answer.health), "Reason": answer.reason}
+        out: dict[str, Any] = {"Health": int(answer.health), "Reason": answer.reason}
+        if answer.quorum is not None:
+            out["Quorum"] = answer.quorum.to_wire()
+        return out
     return {"Health": int(await obj.healthy(p.raw("Properties"), _instance(p)))}
 
 
@@ -116,7 +119,10 @@ async def _healthy_many(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
     descriptions = [instance.Description.from_wire(d, f"Instances[{i}]") for i, d in enumerate(raw)]
     if isinstance(obj, flavor.Assessing):
         answers = await obj.assess_many(props, descriptions)
-        return {"Healths": [int(a.health) for a in answers], "Reasons": [a.reason for a in answers]}
+        out: dict[str, Any] = {"Healths": [int(a.health) for a in answers], "Reasons": [a.reason for a in answers]}
+        if any(a.quorum is not None for a in answers):
+            out["Quorums"] = [a.quorum.to_wire() if a.quorum is not None else None for a in answers]
+        return out
     if isinstance(obj, flavor.Batch):
         results = await obj.healthy_many(props, descriptions)
     else:
@@ -214,7 +220,10 @@ class FlavorClient:
                                                          "Instances": [d.to_wire() for d in descriptions]})
         reasons = result.get("Reasons")
         reasons = reasons if isinstance(reasons, list) else []
-        return [flavor.Assessment(_health(h), _reason(reasons[i] if i < len(reasons) else None))
+        quorums = result.get("Quorums")
+        quorums = quorums if isinstance(quorums, list) else []
+        return [flavor.Assessment(_health(h), _reason(reasons[i] if i < len(reasons) else None),
+                                  flavor.Quorum.from_wire(quorums[i] if i < len(quorums) else None))
                 for i, h in enumerate(result.get("Healths") or [])]
 
     async def validate(self, properties: JSON, allocation: flavor.Allocation) -> None:
@@ -233,7 +242,8 @@ class FlavorClient:
 
     async def _assess(self, properties: JSON, description: instance.Description) -> flavor.Assessment:
         result = await self._call("Flavor.Healthy", {"Properties": properties, "Instance": description.to_wire()})
-        return flavor.Assessment(_health(result.get("Health", 0)), _reason(result.get("Reason")))
+        return flavor.Assessment(_health(result.get("Health", 0)), _reason(result.get("Reason")),
+                                 flavor.Quorum.from_wire(result.get("Quorum")))
 
     async def drain(self, properties: JSON, description: instance.Description) -> None:
         await self._call("Flavor.Drain", {"Properties": properties, "Instance": description.to_wire()},

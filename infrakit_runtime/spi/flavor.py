@@ -29,15 +29,50 @@ class Health(enum.IntEnum):
 
 
 @dataclasses.dataclass(frozen=True)
+class Quorum:
+    """What a flavor of voting members (etcd) sees of the cluster an instance belongs to: how many of
+    its voting members answer. It counts members the instance plugin no longer describes (a killed
+    process still votes until it is removed), which the controller alone cannot see.
+
+    On the wire: ``{"Answering": n, "Voting": m}``, our additive ``Quorum`` (``Flavor.Healthy``) or
+    ``Quorums`` (``Flavor.HealthyMany``) field.
+    """
+
+    answering: int
+    voting: int
+
+    @property
+    def held(self) -> bool:
+        """Do a majority of the voting members answer?"""
+        return self.answering >= self.voting // 2 + 1
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"Answering": self.answering, "Voting": self.voting}
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Quorum | None:
+        """The quorum in ``obj``; None when there is none or it does not read as one (it only ever adds caution)."""
+        if not isinstance(obj, dict):
+            return None
+        answering, voting = obj.get("Answering"), obj.get("Voting")
+        if (not isinstance(answering, int) or not isinstance(voting, int) or isinstance(answering, bool)
+                or isinstance(voting, bool) or not 0 <= answering <= voting):
+            return None
+        return cls(answering=answering, voting=voting)
+
+
+@dataclasses.dataclass(frozen=True)
 class Assessment:
     """A health verdict with the flavor's reason: why unhealthy, what is still pending, what made it healthy.
 
     On the wire the reason is our additive ``Reason`` (``Flavor.Healthy``) or ``Reasons``
-    (``Flavor.HealthyMany``) field; InfraKit's clients read ``Health`` only.
+    (``Flavor.HealthyMany``) field; InfraKit's clients read ``Health`` only. ``quorum``: for members
+    of a voting cluster, what the flavor sees of the cluster's quorum (``Quorum``), else None.
     """
 
     health: Health = Health.UNKNOWN
     reason: str = ""
+    quorum: Quorum | None = None
 
 
 @runtime_checkable

@@ -177,7 +177,8 @@ def _combined(answers: list[tuple[str, flavor.Assessment]]) -> flavor.Assessment
         parts = [f"{label}: {a.reason}" for label, a in answers if a.reason]
     else:
         parts = [f"{label}: {a.reason or _WORDS[a.health]}" for label, a in answers if a.health != flavor.Health.HEALTHY]
-    return flavor.Assessment(health, "; ".join(parts))
+    quorum = next((a.quorum for _, a in answers if a.quorum is not None), None)  # a voting member's cluster
+    return flavor.Assessment(health, "; ".join(parts), quorum)
 
 
 _WORDS = {flavor.Health.UNKNOWN: "no verdict yet", flavor.Health.HEALTHY: "healthy", flavor.Health.UNHEALTHY: "unhealthy"}
