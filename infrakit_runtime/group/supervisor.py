@@ -198,7 +198,7 @@ class Supervisor:
                 h = answer.health
                 record = (self.health.get(d.id) or HealthRecord(first_seen=now)).judged_by(probe)
                 before = record.last
-                record = record.checked(h, answer.reason)
+                record = record.checked(h, answer.reason, answer.quorum)
                 booting = now - record.first_seen < self.spec.health.grace_period
                 if h == flavor.Health.UNHEALTHY and before != flavor.Health.UNHEALTHY and not booting:
                     # A failing probe inside the grace period is an instance still starting, not news.

@@ -32,7 +32,8 @@ class HealthRecord:
     ``probe`` is the config hash of the spec whose flavor Properties made the checks; None
     means the probe of the spec that made the instance (records built by hand in tests).
     ``passed``: some check by this probe answered HEALTHY. ``reason``: what the flavor said with its
-    last answer (why unhealthy, what it waits for), when it says anything.
+    last answer (why unhealthy, what it waits for), when it says anything. ``quorum``: what the
+    flavor said with its last answer about the quorum of the member's cluster (voting members only).
     """
 
     first_seen: float
@@ -42,16 +43,18 @@ class HealthRecord:
     probe: str | None = None
     passed: bool = False
     reason: str = ""
+    quorum: flavor.Quorum | None = None
 
-    def checked(self, health: flavor.Health, reason: str = "") -> HealthRecord:
+    def checked(self, health: flavor.Health, reason: str = "", quorum: flavor.Quorum | None = None) -> HealthRecord:
         """The record after one more check (UNKNOWN resets neither streak's opposite, only itself)."""
         if health == flavor.Health.HEALTHY:
             return dataclasses.replace(self, last=health, consecutive_healthy=self.consecutive_healthy + 1,
-                                       consecutive_unhealthy=0, passed=True, reason=reason)
+                                       consecutive_unhealthy=0, passed=True, reason=reason, quorum=quorum)
         if health == flavor.Health.UNHEALTHY:
             return dataclasses.replace(self, last=health, consecutive_unhealthy=self.consecutive_unhealthy + 1,
-                                       consecutive_healthy=0, reason=reason)
-        return dataclasses.replace(self, last=health, consecutive_healthy=0, consecutive_unhealthy=0, reason=reason)
+                                       consecutive_healthy=0, reason=reason, quorum=quorum)
+        return dataclasses.replace(self, last=health, consecutive_healthy=0, consecutive_unhealthy=0, reason=reason,
+                                   quorum=quorum)
 
     def judged_by(self, probe: str) -> HealthRecord:
         """This record for checks by ``probe``: the same record for the same probe; otherwise the

@@ -39,7 +39,8 @@ Rules, in the order the planner applies them:
 6. Self (pets, ``self_id``): no member holding the planning replica's own logical ID is
    destroyed; it rolls last, and once every other logical ID has a READY up-to-date member
    the plan asks for a handover (``Plan.handover``) instead - the next leader replaces it.
-7. Quorum (pets, ``Updating.Quorum``): ``quorum`` - no action without a majority answering,
+7. Quorum (pets, ``Updating.Quorum``): ``quorum`` - no action without a majority answering (as
+   the planner counts the members, or as the flavor counts the cluster's voters: ``Member.quorum``),
    else one change at a time that keeps a majority answering.
 
 Pets (``LogicalIDs``) follow the same rules per logical ID: members with an unknown or no

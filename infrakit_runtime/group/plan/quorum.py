@@ -4,11 +4,17 @@ Guarantee: whatever ``MaxUnavailable`` says, a quorum group changes one member a
 never loses a member that answers while that would leave fewer answering logical IDs than a
 majority of the group; while a member that joined has not answered yet, nothing else moves.
 With the majority lost - fewer logical IDs answer (a READY member) than a majority of those
-that vote (any member past its grace period or answering) - no action at all is planned and
-``lost`` says how many answer: a member added or removed without quorum can only make it worse,
-and a person must decide (docs/operations.md, disaster recovery).
+that vote (any member past its grace period or answering), or the flavor's last word on any
+member's cluster (``flavor.Quorum``, in its health record) is that fewer voting members answer
+than a majority - no action at all is planned (no create, no destroy, hence no drain) and
+``lost`` says how many answer of how many: a member added or removed without quorum can only
+make it worse, and a person must decide (docs/operations.md, disaster recovery). The flavor's
+count matters when members are killed: the instance plugin stops describing them at once, so
+the planner alone would see one answering member of one, while they still vote in the cluster.
+Planning resumes with the first health check that finds a majority answering again.
 Limit: a member that joined and has not yet answered is not counted as voting (an etcd learner
-does not vote); a member killed before its first health check counts as nothing.
+does not vote); without a flavor's count, a member killed before its first health check counts
+as nothing.
 """
 
 from __future__ import annotations
@@ -36,10 +42,19 @@ def lost(spec: GroupSpec, members: Sequence[Member]) -> str:
     wanted = set(spec.logical_ids or ())
     answering = _lids(members, wanted, lambda m: m.verdict is Verdict.READY)
     voting = _lids(members, wanted, lambda m: m.verdict is not Verdict.PENDING) | answering
-    if len(answering) >= majority(len(voting)):
+    reports = [m.quorum for m in members if m.logical_id in wanted and m.quorum is not None]
+    short = [q for q in reports if not q.held]
+    if short:
+        # The most pessimistic report: the fewest answering beside the most voting (killed members included).
+        q = min(short, key=lambda q: (q.answering - majority(q.voting), -q.voting))
+        seen = (f"{q.answering} of {q.voting} members answer (the flavor's count of the cluster's voting members), "
+                f"a majority needs {majority(q.voting)}")
+    elif len(answering) >= majority(len(voting)):
         return ""
-    return (f"quorum lost: {len(answering)} of {spec.size} members answer, a majority of the {len(voting)} voting "
-            f"needs {majority(len(voting))}; nothing is changed until enough answer again (a member added or removed "
+    else:
+        seen = (f"{len(answering)} of {spec.size} members answer, a majority of the {len(voting)} voting "
+                f"needs {majority(len(voting))}")
+    return (f"quorum lost: {seen}; nothing is changed until enough answer again (a member added or removed "
             f"now cannot commit); if they never will, restore from a snapshot (docs/operations.md)")
 
 

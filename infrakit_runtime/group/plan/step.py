@@ -27,7 +27,7 @@ from infrakit_runtime.group.plan.actions import (
 from infrakit_runtime.group.plan.health import HealthRecord, Verdict, judge
 from infrakit_runtime.group.plan.memory import CATTLE_SLOT, CRASH, PROVISION, Memory, Slot
 from infrakit_runtime.group.plan.spec import GroupSpec
-from infrakit_runtime.spi import instance
+from infrakit_runtime.spi import flavor, instance
 
 __all__ = ["Budget", "Member", "Step", "classify", "excess_order", "keep_order", "probe_proven", "removal_order"]
 
@@ -41,6 +41,7 @@ class Member:
     bootstrap: bool
     verdict: Verdict
     first_seen: float
+    quorum: flavor.Quorum | None = None  # the flavor's last word on the quorum of this member's cluster
 
     @property
     def id(self) -> instance.ID:
@@ -146,6 +147,7 @@ def classify(
             verdict=judge(record, made_by=made_by, current=spec.config_hash, proven=proven, policy=spec.health,
                           now=now),
             first_seen=record.first_seen if record is not None else now,
+            quorum=record.quorum if record is not None else None,
         ))
     return out
 

@@ -5,16 +5,22 @@ holding it, rolls it last, and asks to hand leadership over once every other log
 held by a ready up-to-date member (the next leader replaces it as any follower).
 Quorum (``Updating.Quorum: true``): whatever MaxUnavailable says, one change at a time, never
 a destroy that leaves fewer answering members than a majority, and no action at all once the
-members that answer are not a majority of those that should (Degraded, saying how many answer).
+members that answer are not a majority of those that should (Degraded, saying how many answer)
+- as the planner counts the members it is shown, or as the flavor counts the cluster's voting
+members (``flavor.Quorum`` in the health records): members killed are no longer described by the
+instance plugin but still vote, so only the flavor can tell that two of three are gone.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infrakit_runtime.group.plan.memory import Memory
 from infrakit_runtime.group.plan.plan import Create, Destroy, plan_group
+from infrakit_runtime.spi import flavor
 from tests.runtime.group import world
 from tests.runtime.group.world import failing, member, ready, unknown
 
@@ -160,3 +166,73 @@ def test_a_quorum_plan_changes_at_most_one_member_and_keeps_a_majority_answering
     holders_answering = {m.logical_id for m in members if m.id in answering and m.id not in destroyed}
     if (destroyed - {a.instance_id for a in duplicates}) & answering:  # an answering member goes
         assert len(holders_answering) >= 2, (p, held)
+
+
+# -- quorum as the flavor counts it (members killed: no longer described, still voting) ---------
+
+
+def said(record, answering, voting=3):
+    """``record`` after a check whose flavor also said how many of the cluster's voting members answer."""
+    return dataclasses.replace(record, quorum=flavor.Quorum(answering=answering, voting=voting))
+
+
+def test_two_members_killed_nothing_is_done_while_the_flavor_counts_one_of_three_answering():
+    spec = quorum_spec()
+    # The instance plugin no longer describes the two killed members; the survivor still answers
+    # for a moment (its raft leader has not stepped down yet). Alone, the planner sees 1 of 1.
+    survivor = [member("i0", spec.config_hash, IDS[0])]
+    assert [type(a) for a in plan(spec, survivor, {"i0": ready()}).actions] == [Create]
+    p = plan(spec, survivor, {"i0": said(ready(), 1)})
+    assert p.actions == () and p.condition == "Degraded"
+    assert "quorum lost: 1 of 3 members answer" in p.reason and "a majority needs 2" in p.reason
+    # Unhealthy, unknown or in its grace period: the same.
+    for record in (failing(), unknown(), unknown(NOW - 1)):
+        p = plan(spec, survivor, {"i0": said(record, 1)})
+        assert p.actions == () and p.condition == "Degraded" and "1 of 3" in p.reason
+    # One returns (restarted outside the controller: voting, answering, not described): healing resumes.
+    p = plan(spec, survivor, {"i0": said(ready(), 2)})
+    assert p.actions == (Create(IDS[1], f"logical ID {IDS[1]!r} has no member"),)
+
+
+def test_a_stopped_member_is_not_destroyed_while_the_flavor_counts_no_quorum():
+    spec = quorum_spec()
+    members = [member(f"i{n}", spec.config_hash, lid) for n, lid in enumerate(IDS)]
+    # The planner's own count would allow replacing the failed one (2 of 3 ready); the flavor knows better.
+    health = {"i0": said(ready(), 1), "i1": said(ready(), 1), "i2": said(failing(), 1)}
+    p = plan(spec, members, health)
+    assert p.actions == () and "1 of 3" in p.reason
+    health = {k: dataclasses.replace(v, quorum=flavor.Quorum(answering=2, voting=3)) for k, v in health.items()}
+    assert [(type(a), a.instance_id) for a in plan(spec, members, health).actions] == [(Destroy, "i2")]
+
+
+def test_the_quorum_the_flavor_reports_does_not_hold_a_group_without_updating_quorum():
+    spec = world.spec(logical_ids=IDS, updating=REPLACE)
+    p = plan(spec, [member("i0", spec.config_hash, IDS[0])], {"i0": said(ready(), 1)})
+    assert [type(a) for a in p.actions] == [Create, Create]
+
+
+reports = st.one_of(st.none(), st.integers(0, 5).flatmap(lambda v: st.tuples(st.integers(0, v), st.just(v))))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([*IDS, "10.9.9.9"]), st.booleans(), verdicts, reports), max_size=6),
+       st.integers(1, 3), st.integers(0, 1))
+def test_while_the_flavor_reports_quorum_lost_a_plan_holds_everything_and_says_how_many_answer(rows, unavailable,
+                                                                                                surge):
+    spec = quorum_spec(MaxUnavailable=unavailable, MaxSurge=surge)
+    members, health = [], {}
+    for n, (lid, current, v, q) in enumerate(rows):
+        members.append(member(f"m{n}", spec.config_hash if current else OLD, lid))
+        if v != "none":
+            record = {"ready": ready, "failing": failing, "unknown": unknown}[v](n)
+            health[f"m{n}"] = said(record, *q) if q is not None else record
+    p = plan(spec, members, health)
+    lost = [r.quorum for m, r in ((m, health.get(m.id)) for m in members)
+            if m.logical_id in IDS and r is not None and r.quorum is not None and not r.quorum.held]
+    if lost:
+        assert p.actions == () and p.condition == "Degraded" and not p.converged
+        assert any(f"quorum lost: {q.answering} of {q.voting} members answer" in p.reason for q in lost), p.reason
+    else:
+        # Reports of a quorum held add nothing: the plan is the one without them.
+        bare = {k: dataclasses.replace(r, quorum=None) for k, r in health.items()}
+        assert p == plan(spec, members, bare)
