@@ -14,7 +14,9 @@ Guarantee:
   and whose raft index is within ``MaxLag`` of the leader's. A learner that has caught up is
   promoted here, by whichever health check finds it so: level-triggered, it survives any restart.
   Not listed, not started, or not answering is UNHEALTHY; caught up but not yet promoted, or
-  trailing, is UNKNOWN (not proven, not condemned).
+  trailing, is UNKNOWN (not proven, not condemned). With each verdict goes the cluster's quorum as
+  the member list shows it (``flavor.Quorum``: how many voting members answer a status request, of
+  how many vote, killed ones included), which the controller's quorum guard reads.
 - Drain removes the member from the cluster, handing raft leadership to the most advanced other
   voter first if it leads (so the cluster does not wait out an election).
 - The quorum itself is guarded by the controller (``Updating.Quorum`` in the spec): this flavor
@@ -77,7 +79,7 @@ def _logical_id(description: instance.Description) -> str | None:
 
 
 class EtcdFlavor:
-    """``FlavorPlugin`` (with the batch health check) for groups of etcd members."""
+    """``FlavorPlugin`` (with the batch health check and ``flavor.Assessing``) for groups of etcd members."""
 
     def __init__(self, *, snapshotter: Snapshotter | None = None) -> None:
         self._clients: dict[tuple[tuple[str, ...], float], Members] = {}
@@ -209,6 +211,10 @@ class EtcdFlavor:
         return (await self.healthy_many(properties, [description]))[0]
 
     async def healthy_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Health]:
+        return [a.health for a in await self.assess_many(properties, descriptions)]
+
+    async def assess_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Assessment]:
+        """Each member's verdict, with the cluster's quorum whenever a member list answers."""
         props = self._props(properties)
         addressed: list[MemberAddress | None] = []
         for d in descriptions:
@@ -220,26 +226,36 @@ class EtcdFlavor:
         endpoints = list(props.endpoints or ()) + [a.client_url for a in addressed if a is not None]
         endpoints += [u for a in addressed if a is not None for u in self._known_cluster(a)]
         if not endpoints:
-            return [flavor.Health.UNHEALTHY] * len(descriptions)
+            return [flavor.Assessment(flavor.Health.UNHEALTHY, "no etcd member address")] * len(descriptions)
         client = self._members(list(dict.fromkeys(endpoints)), props.timeout)
         try:
             members = await client.list()
         except Unavailable as e:
             log.info("etcd health: no member lists the cluster: %s", e)
-            return [flavor.Health.UNHEALTHY] * len(descriptions)
+            return [flavor.Assessment(flavor.Health.UNHEALTHY, f"no etcd member lists the cluster: {e}")] * len(descriptions)
         except Refused as e:
             log.warning("etcd health: member list refused: %s", e)
-            return [flavor.Health.UNKNOWN] * len(descriptions)
+            return [flavor.Assessment(flavor.Health.UNKNOWN, f"etcd member list refused: {e}")] * len(descriptions)
         self._remember(members)
         statuses: dict[str, Status | None] = {}
         leader_status: list[Status | None] = []
         verdicts = await asyncio.gather(*(self._judge(props, client, a, members, statuses, leader_status)
                                           for a in addressed))
+        quorum = await self._quorum(client, members, statuses)
         if props.snapshot is not None:
             healthy = [a for a, v in zip(addressed, verdicts, strict=True) if a is not None and v is flavor.Health.HEALTHY]
             if healthy:
                 self.snapshots.maybe_start(props.snapshot, members=client, endpoint=healthy[0].client_url)
-        return list(verdicts)
+        reason = "" if quorum.held else (f"the etcd cluster has no quorum: {quorum.answering} of {quorum.voting} "
+                                         "voting members answer")
+        return [flavor.Assessment(v, reason, quorum) for v in verdicts]
+
+    async def _quorum(self, client: Members, members: list[Member], statuses: dict[str, Status | None]) -> flavor.Quorum:
+        """How many of the cluster's voting members answer a status request (one request per member per check)."""
+        voters = [m for m in members if not m.learner]
+        answers = await asyncio.gather(*(self._status(client, m.client_urls[0], statuses)
+                                         for m in voters if m.client_urls))
+        return flavor.Quorum(answering=sum(1 for a in answers if a is not None), voting=len(voters))
 
     async def _status(self, client: Members, url: str, cache: dict[str, Status | None]) -> Status | None:
         if url not in cache:
