@@ -51,6 +51,10 @@ system-deps:
 	@command -v etcd >/dev/null 2>&1 || { \
 	  echo "installing etcd-server (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+	@# etcdctl: the disaster recovery steps of docs/operations.md restore a snapshot with it (and a test follows them).
+	@command -v etcdctl >/dev/null 2>&1 || { \
+	  echo "installing etcd-client (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client >/dev/null; }
 	@# The package enables an etcd service; our tests run their own cluster on other ports.
 	@-systemctl disable --now etcd >/dev/null 2>&1 || true
 	@# promtool (Debian's prometheus package) checks and unit-tests docs/alerts.yml; no server is run.

@@ -25,13 +25,15 @@ ETCD, MANAGERS = "etcd", "managers"
 
 
 def specs(home: os.PathLike[str] | str, *, etcd_ids: list[str], manager_ids: list[str], token_file: str,
-          ttl: str = "5s", poll: str = "0.5s", quorum: bool = True, python: str = sys.executable) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two group specs of a plane whose files live under ``home``."""
+          ttl: str = "5s", poll: str = "0.5s", quorum: bool = True, python: str = sys.executable,
+          snapshot: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two group specs of a plane whose files live under ``home`` (``snapshot``: the etcd flavor's Snapshot)."""
     updating: dict[str, Any] = {"MaxSurge": 0, "MaxUnavailable": 1}
     etcd = {"ID": ETCD, "Properties": {
         "Allocation": {"LogicalIDs": etcd_ids},
         "Instance": {"Plugin": "process", "Properties": {"Command": ["etcd"], "Port": False}},
-        "Flavor": {"Plugin": "selfhost/etcd", "Properties": {"DataDir": f"{home}/etcd", "Timeout": "1s"}},
+        "Flavor": {"Plugin": "selfhost/etcd", "Properties": {"DataDir": f"{home}/etcd", "Timeout": "1s",
+                                                             **({"Snapshot": snapshot} if snapshot else {})}},
         "Updating": {**updating, "Quorum": True} if quorum else updating,
         "Health": {"GracePeriod": "15s", "UnhealthyThreshold": 2},
     }}
@@ -54,7 +56,8 @@ def specs(home: os.PathLike[str] | str, *, etcd_ids: list[str], manager_ids: lis
 class Plane:
     """The plugin daemons of one host and the control plane they keep alive."""
 
-    def __init__(self, daemons: Daemons, *, ttl: str = "5s", poll: str = "0.5s", quorum: bool = True) -> None:
+    def __init__(self, daemons: Daemons, *, ttl: str = "5s", poll: str = "0.5s", quorum: bool = True,
+                 snapshot: dict[str, Any] | None = None) -> None:
         self.d = daemons
         daemons.start("process")
         daemons.start("selfhost")
@@ -63,7 +66,8 @@ class Plane:
         token.chmod(0o600)
         self.etcd_ids, self.manager_ids = local.member_ids(3), local.free_ids(3)
         self.etcd_spec, self.manager_spec = specs(daemons.home, etcd_ids=self.etcd_ids, manager_ids=self.manager_ids,
-                                                  token_file=str(token), ttl=ttl, poll=poll, quorum=quorum)
+                                                  token_file=str(token), ttl=ttl, poll=poll, quorum=quorum,
+                                                  snapshot=snapshot)
         self.cp = ControlPlane(etcd=self.etcd_spec, managers=self.manager_spec, plugins_dir=daemons.plugins_dir)
 
     # -- the world as the plugins see it --------------------------------------------------------
