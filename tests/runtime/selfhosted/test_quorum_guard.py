@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -161,9 +162,10 @@ def test_two_of_three_members_killed_no_mutating_call_until_one_is_restarted_by_
     try:
         for d in killed:
             signal_member(d, signal.SIGKILL)
-        reason = local.wait_for(lambda: (r := g.degraded()) and "1 of 3 members answer" in r and r, 60,
-                                "the group to say that 1 of 3 members answer", interval=0.2)
-        assert "quorum lost" in reason
+        # 1 of 3, or 0 of 3 when the survivor's status request times out on a busy machine.
+        reason = local.wait_for(lambda: (r := g.degraded()) and re.search(r"[01] of 3 members answer \(the flavor's", r)
+                                and r, 60, "the group to say that fewer than 2 of 3 members answer", interval=0.2)
+        assert "quorum lost" in reason and "a majority needs 2" in reason
         checks = g.calls().get("Flavor.HealthyMany", 0.0)
         local.wait_for(lambda: g.calls().get("Flavor.HealthyMany", 0.0) >= checks + 6, 120,
                        "six more health checks of the group", interval=0.2)
