@@ -20,8 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rich.live import Live
-
 from infrakit_runtime import config
 from infrakit_runtime.cli import render
 from infrakit_runtime.cli.common import address_of, completes_group_ids, emit, output_option, read_document
@@ -200,6 +198,8 @@ async def _describe(args: argparse.Namespace, groups: Groups) -> int:
 
 async def _watch(args: argparse.Namespace, groups: Groups) -> int:
     """Poll DescribeGroup and redraw until converged; 0 when it is, 1 on --timeout or an unknown group."""
+    from rich.live import Live  # only ``group watch`` draws live; not loaded by every daemon
+
     started = time.monotonic()
     desc: group.Description | None = None
     error: str | None = None

@@ -15,7 +15,6 @@ import sys
 from typing import Any
 
 from infrakit_runtime.cli.common import read_document
-from infrakit_runtime.controlplane import ControlPlane
 
 
 def register(sub: Any) -> None:
@@ -35,6 +34,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_selfhost(args: argparse.Namespace, cfg: Any) -> int:
+    from infrakit_runtime.controlplane import ControlPlane  # not loaded by every daemon's ``plugin run``
+
     plane = ControlPlane(etcd=read_document(args.etcd), managers=read_document(args.managers),
                          plugins_dir=cfg.plugins_dir, timeout=min(cfg.client_timeout, 30.0))
     try:
