@@ -203,9 +203,9 @@ def test_an_instance_killed_with_sigkill_disappears_and_its_record_is_removed(da
     pid = {d["ID"]: d["Properties"]["PID"] for d in describe(call, properties=True)}[victim]
     os.kill(pid, signal.SIGKILL)
     eventually(lambda: [d["ID"] for d in describe(call)] == [keep])
-    eventually(lambda: not running(pid), timeout=2)  # reaped by the daemon, not left a zombie
-    assert process_os.read_stat(pid) is None
-    assert not (state_dir(daemons) / f"{victim}.json").exists()
+    # Buried in a task of its own after describe stops listing it: reaped by the daemon (not left a
+    # zombie) and its record removed, soon but not necessarily at once on a busy machine.
+    eventually(lambda: process_os.read_stat(pid) is None and not (state_dir(daemons) / f"{victim}.json").exists())
     assert (state_dir(daemons) / f"{keep}.json").exists()
     call("Destroy", Instance=keep, Context={"Reason": "terminate"})
 
