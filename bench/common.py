@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,15 @@ def write_section(title: str, body: str) -> None:
     BENCHMARKS_MD.write_text(text.rstrip() + "\n")
 
 
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class Home:
     """A temporary INFRAKIT_HOME with daemons started as real processes."""
 
@@ -79,7 +89,9 @@ class Home:
         deadline = time.monotonic() + 20
         for name in names:
             sock = self.plugins_dir / name
-            while not sock.exists():
+            # Connectable, not only present: the file exists from bind(), and on a loaded machine the
+            # daemon can be descheduled before listen(), so a first call would be refused.
+            while not (sock.exists() and _accepts(sock)):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{daemon} did not start: {(self.path / f'{names[0]}.log').read_text()}")
                 time.sleep(0.02)
