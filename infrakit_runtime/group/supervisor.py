@@ -8,6 +8,10 @@ recorded as data the planner reads (a failing plugin is not hammered, a crash lo
 restarted every pass: ``outcomes``). Each member is checked with the probe of the spec that
 made it, while this supervisor knows that spec (it was committed since the supervisor
 started), so a new spec's probe never condemns the members that were serving before it.
+A steady pass costs what changed: a plugin that keeps revisions (``instance.Revised``) answers
+"unchanged" instead of the group's whole listing, and a member whose flavor probes nothing is not
+asked about again once it has settled (``health.answered``); plugins without either are asked
+in full every pass. Both are memory the next pass may drop: a restart lists and asks once more.
 Limit: health streaks, backoff and the probes of earlier specs live in memory; after a
 restart they start over, which delays a replacement or a retry by one grace period or one
 attempt, never hastens one - members made by an earlier spec are then UNJUDGED (presumed
@@ -28,7 +32,7 @@ from typing import Any
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.plan import observed, outcomes
 from infrakit_runtime.group.plan.actions import CAUSE_UNHEALTHY
-from infrakit_runtime.group.plan.health import HealthRecord, probe_for
+from infrakit_runtime.group.plan.health import HealthRecord, answered, probe_for
 from infrakit_runtime.group.plan.memory import Memory
 from infrakit_runtime.group.plan.observed import Unseen
 from infrakit_runtime.group.plan.plan import Create, Destroy, Plan, Relabel, judge_members, plan_group
@@ -80,6 +84,8 @@ class Supervisor:
         self._gate = asyncio.Semaphore(concurrency)
         self._sequence = itertools.count()
         self._known: dict[instance.ID, instance.Description] = {}
+        # The plugin's last description of the group and its revision (``_describe``); a restart starts without.
+        self._listing: instance.Listing | None = None
         self._braked = False
         self._on_pass = on_pass
         self.self_id = self_id
@@ -171,7 +177,7 @@ class Supervisor:
     async def observe(self) -> list[instance.Description]:
         """The group's members by tag (one DescribeInstances), plus ones provisioned but not yet seen
         (``observed.members``); one that never appeared within its grace is recorded as a failure."""
-        found = await self.instances.describe_instances({instance.TAG_GROUP: self.spec.id}, True)
+        found = await self._describe()
         now = self.clock()
         self.unseen, vanished = observed.settle(described=found, unseen=self.unseen, now=now)
         for u in vanished:
@@ -179,26 +185,51 @@ class Supervisor:
                                                   waited=now - u.since, now=now)
         return observed.members(described=found, unseen=self.unseen, now=now)
 
+    async def _describe(self) -> list[instance.Description]:
+        """The plugin's description of the group; the last one again, the same list, while the plugin
+        says nothing changed since it (``instance.Revised``: no list to decode, nothing to plan again)."""
+        tags = {instance.TAG_GROUP: self.spec.id}
+        if not isinstance(self.instances, instance.Revised):
+            return await self.instances.describe_instances(tags, True)
+        last = self._listing
+        answer = await self.instances.describe_since(tags, True, last.revision if last is not None else "")
+        if answer.descriptions is not None:
+            self._listing = answer
+            return answer.descriptions
+        if last is not None and last.descriptions is not None and answer.revision == last.revision:
+            return last.descriptions
+        # "Unchanged" since nothing this supervisor holds: never read as an empty group.
+        self._listing = None
+        return await self.instances.describe_instances(tags, True)
+
     async def check_health(self, members: list[instance.Description]) -> None:
-        """Ask the flavor about every member, each with the probe of the spec that made it when that
-        spec is known here (one batch call per probe when the flavor can), and update the streaks."""
+        """Ask the flavor about every member that needs it, each with the probe of the spec that made it
+        when that spec is known here (one batch call per probe when the flavor can), and update the streaks.
+
+        A member the flavor's last answer settled for good (``health.answered``: it probes nothing, and
+        the member is READY past its grace) is not asked again: its record stands as it is.
+        """
         now = self.clock()
         if not members:
             self.health.clear()
             return
         by_probe: dict[str, list[instance.Description]] = {}
+        fresh: dict[instance.ID, HealthRecord] = {}
         for d in members:
             probe = probe_for(config_hash=d.tags.get(instance.TAG_CONFIG_HASH), current=self.spec.config_hash,
                               known=self._probes)
-            by_probe.setdefault(probe, []).append(d)
+            record = self.health.get(d.id)
+            if record is not None and answered(record, probe=probe, policy=self.spec.health, now=now):
+                fresh[d.id] = record
+            else:
+                by_probe.setdefault(probe, []).append(d)
         answers = await asyncio.gather(*(self._ask(self._probes[probe], ds) for probe, ds in by_probe.items()))
-        fresh: dict[instance.ID, HealthRecord] = {}
         for (probe, ds), verdicts in zip(by_probe.items(), answers, strict=True):
             for d, answer in zip(ds, verdicts, strict=True):
                 h = answer.health
                 record = (self.health.get(d.id) or HealthRecord(first_seen=now)).judged_by(probe)
                 before = record.last
-                record = record.checked(h, answer.reason, answer.quorum)
+                record = record.checked(h, answer.reason, answer.quorum, final=answer.final)
                 booting = now - record.first_seen < self.spec.health.grace_period
                 if h == flavor.Health.UNHEALTHY and before != flavor.Health.UNHEALTHY and not booting:
                     # A failing probe inside the grace period is an instance still starting, not news.

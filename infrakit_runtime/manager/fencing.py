@@ -68,6 +68,12 @@ class FencedInstance:
     async def wait_change(self, revision: int, timeout: float) -> int:
         return await self._inner.wait_change(revision, timeout)
 
+    async def describe_since(self, tags: dict[str, str], properties: bool, revision: str) -> instance.Listing:
+        """The inner plugin's ``describe_since`` (``instance.Revised``), else a complete description every time."""
+        if isinstance(self._inner, instance.Revised):
+            return await self._inner.describe_since(tags, properties, revision)
+        return instance.Listing(descriptions=await self._inner.describe_instances(tags, properties))
+
 
 class FencedFlavor:
     """``flavor.Extended`` whose drain passes ``guard`` first (the rest only reads or computes)."""

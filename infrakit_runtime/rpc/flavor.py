@@ -117,9 +117,11 @@ async def _healthy_many(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
         raise ParamsError("Instances must be an array of instance descriptions")
     props = p.raw("Properties")
     descriptions = [instance.Description.from_wire(d, f"Instances[{i}]") for i, d in enumerate(raw)]
+    final = {"Final": True} if _probes_nothing(obj, props) else {}
     if isinstance(obj, flavor.Assessing):
         answers = await obj.assess_many(props, descriptions)
-        out: dict[str, Any] = {"Healths": [int(a.health) for a in answers], "Reasons": [a.reason for a in answers]}
+        out: dict[str, Any] = {"Healths": [int(a.health) for a in answers], "Reasons": [a.reason for a in answers],
+                               **final}
         if any(a.quorum is not None for a in answers):
             out["Quorums"] = [a.quorum.to_wire() if a.quorum is not None else None for a in answers]
         return out
@@ -127,7 +129,17 @@ async def _healthy_many(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
         results = await obj.healthy_many(props, descriptions)
     else:
         results = await healthy_each(obj, props, descriptions)
-    return {"Healths": [int(h) for h in results]}
+    return {"Healths": [int(h) for h in results], **final}
+
+
+def _probes_nothing(obj: flavor.FlavorPlugin, properties: JSON) -> bool:
+    """Does the flavor say it probes nothing under ``properties`` (``flavor.Probing``)? Unsure is no."""
+    if not isinstance(obj, flavor.Probing):
+        return False
+    try:
+        return not obj.has_probe(properties)
+    except Exception:  # Properties it cannot read: its verdicts say so, every pass
+        return False
 
 
 _EXAMPLE_INSTANCE = {"ID": "", "LogicalID": None, "Tags": None}
@@ -222,8 +234,9 @@ class FlavorClient:
         reasons = reasons if isinstance(reasons, list) else []
         quorums = result.get("Quorums")
         quorums = quorums if isinstance(quorums, list) else []
+        final = result.get("Final") is True  # ours, additive: the flavor probes nothing, the verdicts never change
         return [flavor.Assessment(_health(h), _reason(reasons[i] if i < len(reasons) else None),
-                                  flavor.Quorum.from_wire(quorums[i] if i < len(quorums) else None))
+                                  flavor.Quorum.from_wire(quorums[i] if i < len(quorums) else None), final=final)
                 for i, h in enumerate(result.get("Healths") or [])]
 
     async def validate(self, properties: JSON, allocation: flavor.Allocation) -> None:

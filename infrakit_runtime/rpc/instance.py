@@ -5,9 +5,10 @@ before the plugin object runs, and announces an extension only when every object
 implements it. ``InstanceClient`` is just another ``instance.Extended``: where the daemon
 announces InstanceBatch, ``provision_many`` is one call, else one Provision per spec (bounded),
 so whether to batch is decided here and nowhere else; ``wait_change`` raises ``Unsupported``
-where the daemon announces no InstanceWatch.
+where the daemon announces no InstanceWatch; ``describe_since`` is a plain DescribeInstances (every
+answer complete) where the daemon announces no InstanceRevision (InfraKit's plugins).
 Limit: the client caches the daemon's handshake; a daemon restarted with other extensions is
-seen after ``forget()`` (which a failed long poll calls itself).
+seen after ``forget()`` (which a failed long poll or DescribeSince calls itself: one failed pass).
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ async def _describe(obj: instance.InstancePlugin, p: Reader) -> dict[str, Any]:
     return {"Descriptions": [d.to_wire() for d in found]}
 
 
+async def _describe_since(obj: instance.Revised, p: Reader) -> dict[str, Any]:
+    answer = await obj.describe_since(p.string_map("Tags") or {}, p.boolean("Properties"), p.string("Revision"))
+    if answer.descriptions is None:
+        return {"Revision": answer.revision, "Unchanged": True, "Descriptions": None}
+    return {"Revision": answer.revision, "Unchanged": False, "Descriptions": [d.to_wire() for d in answer.descriptions]}
+
+
 _EXAMPLE_SPEC = instance.Spec(properties={"exampleString": "a_string"}).to_wire()
 
 
@@ -85,6 +93,9 @@ class InstanceService(Service):
                                    Method(_provision_many, {"Type": "", "Specs": [_EXAMPLE_SPEC]})),
         "Instance.WaitChange": (instance.Watch, instance.WATCH_INTERFACE,
                                 Method(_wait_change, {"Type": "", "Revision": 0, "Timeout": 30})),
+        "Instance.DescribeSince": (instance.Revised, instance.REVISION_INTERFACE,
+                                   Method(_describe_since, {"Type": "", "Tags": None, "Properties": False,
+                                                            "Revision": ""})),
     }
 
     def __init__(self, objects: dict[str, Any]) -> None:
@@ -175,3 +186,21 @@ class InstanceClient:
     async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:
         result = await self._call("Instance.DescribeInstances", {"Tags": tags, "Properties": properties})
         return [instance.Description.from_wire(d) for d in result.get("Descriptions") or []]
+
+    async def describe_since(self, tags: dict[str, str], properties: bool, revision: str) -> instance.Listing:
+        """``instance.Revised``: one DescribeSince where the daemon announces InstanceRevision, else a
+        DescribeInstances every time (revision "": the answer is always complete)."""
+        if not await self._announces(instance.REVISION_INTERFACE):
+            return instance.Listing(descriptions=await self.describe_instances(tags, properties))
+        try:
+            result = await self._call("Instance.DescribeSince",
+                                      {"Tags": tags, "Properties": properties, "Revision": revision})
+        except PluginError:
+            self.forget()  # the daemon may have restarted, with other extensions
+            raise
+        current = result.get("Revision")
+        current = current if isinstance(current, str) else ""
+        if result.get("Unchanged") is True and revision and current == revision:
+            return instance.Listing(revision=current)
+        return instance.Listing(revision=current, descriptions=[instance.Description.from_wire(d)
+                                                                for d in result.get("Descriptions") or []])

@@ -68,11 +68,15 @@ class Assessment:
     On the wire the reason is our additive ``Reason`` (``Flavor.Healthy``) or ``Reasons``
     (``Flavor.HealthyMany``) field; InfraKit's clients read ``Health`` only. ``quorum``: for members
     of a voting cluster, what the flavor sees of the cluster's quorum (``Quorum``), else None.
+    ``final``: the flavor probes nothing under these Properties (``Probing``), so it gives this
+    instance the same verdict every time and asking again tells nothing (our additive ``Final`` in
+    ``Flavor.HealthyMany``).
     """
 
     health: Health = Health.UNKNOWN
     reason: str = ""
     quorum: Quorum | None = None
+    final: bool = False
 
 
 @runtime_checkable
@@ -81,6 +85,20 @@ class Assessing(Protocol):
 
     async def assess_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[Assessment]:
         """``healthy`` for each instance, in order, each with its reason (empty when there is nothing to say)."""
+
+
+@runtime_checkable
+class Probing(Protocol):
+    """A flavor that can say whether its Properties declare any probe (our extension).
+
+    Without a probe a flavor answers every instance the same, every time (vanilla: HEALTHY, as
+    InfraKit does): ``Flavor.HealthyMany`` then says ``Final`` and the controller stops asking
+    about an instance once it has proved itself. InfraKit's flavors never say it: they are asked
+    every pass.
+    """
+
+    def has_probe(self, properties: JSON) -> bool:
+        """Does ``properties`` declare a probe? False: every instance gets the same verdict every time."""
 
 
 @dataclasses.dataclass(frozen=True)

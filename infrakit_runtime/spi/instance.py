@@ -18,6 +18,7 @@ INTERFACE = InterfaceSpec("Instance", "0.6.1")
 # InfraKit's Go clients ignore.
 BATCH_INTERFACE = InterfaceSpec("InstanceBatch", "0.1.0")  # Instance.ProvisionMany
 WATCH_INTERFACE = InterfaceSpec("InstanceWatch", "0.1.0")  # Instance.WaitChange (long poll)
+REVISION_INTERFACE = InterfaceSpec("InstanceRevision", "0.1.0")  # Instance.DescribeSince
 
 # Tags that drive group membership (InfraKit's names, so its instances are adopted).
 TAG_GROUP = "infrakit.group"
@@ -153,6 +154,19 @@ class ProvisionResult:
         return cls(id=r.optional_string("ID") or None, error=r.optional_string("Error") or None)
 
 
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """A DescribeInstances answer stamped with the plugin's ``revision`` (``Revised``).
+
+    ``descriptions`` is None when nothing the plugin would list has changed since the revision the
+    caller named: the caller's last listing stands. ``revision`` is opaque, "" when the plugin keeps
+    none (every answer is then complete).
+    """
+
+    revision: str = ""
+    descriptions: list[Description] | None = None
+
+
 @runtime_checkable
 class InstancePlugin(Protocol):
     """Where instances come from. Every method may raise ``PluginError``."""
@@ -189,6 +203,24 @@ class Watch(Protocol):
         """The plugin's revision once it passes ``revision``, or after ``timeout`` seconds.
 
         Raises ``Unsupported`` when the plugin cannot announce changes (the caller then polls).
+        """
+
+
+@runtime_checkable
+class Revised(Protocol):
+    """``InstanceRevision``: a describe that answers "unchanged" instead of the same list again.
+
+    A caller describing the same thing every pass sends the revision of its last answer and, while
+    nothing changed, gets no list to decode and no reason to plan again. Plugins without it
+    (InfraKit's) are described in full every pass.
+    """
+
+    async def describe_since(self, tags: dict[str, str], properties: bool, revision: str) -> Listing:
+        """``describe_instances(tags, properties)`` stamped with the current revision, or no list when
+        ``revision`` (one this plugin returned; "" for none) is still current.
+
+        A revision is never current again once anything the plugin lists changed, and never repeats
+        across restarts of the plugin: a caller holding a stale one always gets the full list.
         """
 
 

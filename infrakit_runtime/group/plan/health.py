@@ -22,7 +22,7 @@ from collections.abc import Collection
 from infrakit_runtime.group.plan.spec import HealthPolicy
 from infrakit_runtime.spi import flavor
 
-__all__ = ["HealthRecord", "Verdict", "judge", "probe_for", "settled", "verdict"]
+__all__ = ["HealthRecord", "Verdict", "answered", "judge", "probe_for", "settled", "verdict"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,8 @@ class HealthRecord:
     ``passed``: some check by this probe answered HEALTHY. ``reason``: what the flavor said with its
     last answer (why unhealthy, what it waits for), when it says anything. ``quorum``: what the
     flavor said with its last answer about the quorum of the member's cluster (voting members only).
+    ``final``: the flavor said with its last answer that it probes nothing under this probe's
+    Properties (``flavor.Assessment.final``): every later answer would be the same one (``answered``).
     """
 
     first_seen: float
@@ -44,17 +46,19 @@ class HealthRecord:
     passed: bool = False
     reason: str = ""
     quorum: flavor.Quorum | None = None
+    final: bool = False
 
-    def checked(self, health: flavor.Health, reason: str = "", quorum: flavor.Quorum | None = None) -> HealthRecord:
+    def checked(self, health: flavor.Health, reason: str = "", quorum: flavor.Quorum | None = None, *,
+                final: bool = False) -> HealthRecord:
         """The record after one more check (UNKNOWN resets neither streak's opposite, only itself)."""
         if health == flavor.Health.HEALTHY:
             return dataclasses.replace(self, last=health, consecutive_healthy=self.consecutive_healthy + 1,
-                                       consecutive_unhealthy=0, passed=True, reason=reason, quorum=quorum)
+                                       consecutive_unhealthy=0, passed=True, reason=reason, quorum=quorum, final=final)
         if health == flavor.Health.UNHEALTHY:
             return dataclasses.replace(self, last=health, consecutive_unhealthy=self.consecutive_unhealthy + 1,
-                                       consecutive_healthy=0, reason=reason, quorum=quorum)
+                                       consecutive_healthy=0, reason=reason, quorum=quorum, final=final)
         return dataclasses.replace(self, last=health, consecutive_healthy=0, consecutive_unhealthy=0, reason=reason,
-                                   quorum=quorum)
+                                   quorum=quorum, final=final)
 
     def judged_by(self, probe: str) -> HealthRecord:
         """This record for checks by ``probe``: the same record for the same probe; otherwise the
@@ -118,6 +122,16 @@ def judge(record: HealthRecord | None, *, made_by: str, current: str, proven: bo
     if record is not None and (record.probe in (None, made_by) or (proven and record.probe == current)):
         return verdict(record, policy, now)
     return Verdict.UNJUDGED
+
+
+def answered(record: HealthRecord | None, *, probe: str, policy: HealthPolicy, now: float) -> bool:
+    """Would checking this member with ``probe`` again change nothing the planner reads?
+
+    True once the flavor has said its verdict never changes (``final``) and the member has settled
+    (READY past its grace period): another check would only lengthen a streak already long enough.
+    Until it has settled, checks go on - a settling member still moves the backoff memory.
+    """
+    return record is not None and record.final and record.probe == probe and settled(record, policy, now)
 
 
 def settled(record: HealthRecord | None, policy: HealthPolicy, now: float) -> bool:

@@ -5,7 +5,8 @@ first, then the flavor's Init lines or its template, joined with newlines; Tags
 merged over the spec's; Attachments appended), so Go groups behave the same on
 our daemon. Healthy runs the declared ``Health`` probes (HTTP, TCP, Command) on
 the event loop and says HEALTHY only when all pass; with no probe declared it
-says HEALTHY, as InfraKit does. Validate lists every problem, naming the field.
+says HEALTHY, as InfraKit does - and says so (``flavor.Probing``), so the controller stops asking about
+an instance once it has proved itself. Validate lists every problem, naming the field.
 Limit: ``InitScriptTemplateURL`` is fetched (``file://``, ``str://``) but not
 rendered: a template holding Go template actions (``{{ ... }}``) is refused with
 a precise error rather than shipped half-rendered. Prepare, Healthy and Drain
@@ -338,6 +339,10 @@ class VanillaFlavorPlugin:
             attachments = (*(spec.attachments or ()), *props.attachments)
         return dataclasses.replace(spec, init="\n".join(lines), tags={**spec.tags, **props.tags},
                                    attachments=attachments)
+
+    def has_probe(self, properties: JSON) -> bool:
+        """``flavor.Probing``: only a declared ``Health`` probes; without one every instance is HEALTHY."""
+        return parse_properties(properties, strict=False).health is not None
 
     async def healthy(self, properties: JSON, description: instance.Description) -> flavor.Health:
         check = parse_properties(properties, strict=False).health

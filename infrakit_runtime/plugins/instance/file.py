@@ -8,7 +8,10 @@ file behind the plugin's back is how tests make an instance "vanish".
 Parsed files are cached by (mtime, size), so describing 10,000 instances costs a
 directory scan, not 10,000 reads. ``wait_change`` (the InstanceWatch extension) watches
 the directory's modification time, so a file deleted behind the plugin's back wakes the
-controller within ``WATCH_INTERVAL`` instead of a whole poll interval.
+controller within ``WATCH_INTERVAL`` instead of a whole poll interval. ``describe_since`` (the
+InstanceRevision extension) answers "unchanged" while the directory listing is the cached one: its
+revision is a counter of listings, prefixed with a token drawn at start, so a restarted plugin never
+repeats one.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ class FileInstancePlugin:
         self._store = fsutil.RecordDirectory(directory)
         self._index: dict[str, list[dict[str, Any]]] = {}
         self._index_of: list[dict[str, Any]] | None = None
+        # The revision: which listing (a new one per rescan of the directory) of which run of the plugin.
+        self._run = secrets.token_hex(8)
+        self._listings = 0
+        self._listed: list[dict[str, Any]] | None = None
 
     async def validate(self, properties: JSON) -> None:
         """Any properties are accepted, as in InfraKit's file plugin."""
@@ -95,7 +102,14 @@ class FileInstancePlugin:
         self._store.forget(instance_id)
 
     def _records(self) -> list[dict[str, Any]]:
-        return self._store.scan()
+        records = self._store.scan()
+        if records is not self._listed:  # a new listing (the store reuses one while the directory stands still)
+            self._listed = records
+            self._listings += 1
+        return records
+
+    def _listing_revision(self) -> str:
+        return f"{self._run}.{self._listings}"
 
     def _revision(self) -> int:
         try:
@@ -125,6 +139,14 @@ class FileInstancePlugin:
                 index.setdefault((record.get("Tags") or {}).get(instance.TAG_GROUP, ""), []).append(record)
             self._index, self._index_of = index, records
         return self._index.get(group_id, [])
+
+    async def describe_since(self, tags: dict[str, str], properties: bool, revision: str) -> instance.Listing:
+        """``instance.Revised``: no list while the directory's listing is the one ``revision`` was stamped on."""
+        self._records()
+        if revision == self._listing_revision():
+            return instance.Listing(revision=revision)
+        found = await self.describe_instances(tags, properties)  # never suspends: stamped with its own listing
+        return instance.Listing(revision=self._listing_revision(), descriptions=found)
 
     async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:
         found = []
