@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from infrakit_runtime.group import events as ev
+from infrakit_runtime.group.plan import observed
 from infrakit_runtime.group.plan.health import Verdict
 from infrakit_runtime.group.plan.plan import judge_members, plan_group
 from infrakit_runtime.group.plan.spec import GroupSpec, parse_spec
@@ -233,16 +234,20 @@ class GroupController:
         return a.instance.plugin == b.instance.plugin and a.flavor.plugin == b.flavor.plugin
 
     async def _members(self, spec: GroupSpec) -> list[instance.Description]:
-        """The group's members: the supervisor's last pass when it is recent, else a fresh look.
+        """The group's members: the supervisor's last pass when it is recent, else a fresh look; with
+        the members it has provisioned since (``observed.members``: the planner counts them too).
 
         Reusing the last pass keeps a client polling DescribeGroup (a module's ``wait``) from
-        adding a DescribeInstances per poll: the plugin still sees one call per pass.
+        adding a DescribeInstances per poll: the plugin still sees one call per pass. Adding the
+        members provisioned since shows a create as soon as the plugin has answered it, not one
+        pass later.
         """
         supervisor = self._supervisors.get(spec.id)
         if supervisor is not None and supervisor.spec.instance.plugin == spec.instance.plugin:
             last = supervisor.last
-            if last is not None and last.error is None and self.clock() - last.time <= min(self.poll_interval, 1.0):
-                return list(last.members)
+            now = self.clock()
+            if last is not None and last.error is None and now - last.time <= min(self.poll_interval, 1.0):
+                return observed.members(described=last.members, unseen=supervisor.unseen, now=now)
             return await supervisor.observe()
         return await self.plugins.instance(spec.instance.plugin).describe_instances({instance.TAG_GROUP: spec.id}, True)
 

@@ -38,6 +38,23 @@ def test_a_group_of_five_converges_with_every_member_healthy(tmp_path):
     scenario(tmp_path, body)
 
 
+def test_describe_group_lists_a_member_as_soon_as_it_is_provisioned(tmp_path):
+    async def body(w: World) -> None:
+        await w.commit(w.spec(size=3))
+        await fakeclock.until(lambda: w.converged(3), within=60, what="converged at 3")
+        await w.commit(w.spec(size=5))
+        # Checked every millisecond of loop time: before the next pass (the plugin's watch looks every 50 ms).
+        await fakeclock.until(lambda: _provisioned(w, 5), within=10, what="5 instances provisioned", step=0.001)
+        listed = {d.id for d in (await w.controller.describe_group("web")).instances}
+        assert listed == {d.id for d in await w.members()}
+
+    scenario(tmp_path, body)
+
+
+async def _provisioned(w: World, n: int) -> bool:
+    return len(await w.members()) == n
+
+
 def test_an_instance_that_vanishes_from_the_plugin_is_replaced(tmp_path):
     async def body(w: World) -> None:
         await w.commit(w.spec(size=3))
