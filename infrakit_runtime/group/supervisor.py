@@ -11,7 +11,9 @@ started), so a new spec's probe never condemns the members that were serving bef
 A steady pass costs what changed: a plugin that keeps revisions (``instance.Revised``) answers
 "unchanged" instead of the group's whole listing, and a member whose flavor probes nothing is not
 asked about again once it has settled (``health.answered``); plugins without either are asked
-in full every pass. Both are memory the next pass may drop: a restart lists and asks once more.
+in full every pass. A pass that gets back the inputs of a converged pass (``Settled``) keeps its
+plan instead of planning again. All three are memory the next pass may drop: a restart lists,
+asks and plans once more.
 Limit: health streaks, backoff and the probes of earlier specs live in memory; after a
 restart they start over, which delays a replacement or a retry by one grace period or one
 attempt, never hastens one - members made by an earlier spec are then UNJUDGED (presumed
@@ -33,7 +35,7 @@ from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.plan import observed, outcomes
 from infrakit_runtime.group.plan.actions import CAUSE_UNHEALTHY
 from infrakit_runtime.group.plan.health import HealthRecord, answered, probe_for
-from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.group.plan.memory import Memory, SlotFailure
 from infrakit_runtime.group.plan.observed import Unseen
 from infrakit_runtime.group.plan.plan import Create, Destroy, Plan, Relabel, judge_members, plan_group
 from infrakit_runtime.group.plan.spec import GroupSpec
@@ -45,6 +47,23 @@ log = logging.getLogger(__name__)
 # The shortest rest between two passes: a plan that asks to look again at once (the group is
 # moving: ``Plan.requeue_after``) gets this, so a rollout advances as fast as instances get ready.
 ACTIVE_INTERVAL = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """A converged pass over a listing whose every member needed no check (``health.answered``).
+
+    While the same listing, spec and failure memory come back and nothing is awaited, the next
+    pass would decide the same: a converged plan does not change as only time passes (every member
+    is READY, nothing is created, the condition is Converged - the planner model's invariant),
+    settled records stay settled, and ``after_checks`` over unchanged records changes nothing.
+    """
+
+    described: list[instance.Description]
+    spec: GroupSpec
+    failures: tuple[tuple[str, SlotFailure], ...]
+    retry_tags: tuple[str, ...]
+    plan: Plan
 
 
 @dataclasses.dataclass
@@ -86,6 +105,9 @@ class Supervisor:
         self._known: dict[instance.ID, instance.Description] = {}
         # The plugin's last description of the group and its revision (``_describe``); a restart starts without.
         self._listing: instance.Listing | None = None
+        self._described: list[instance.Description] | None = None  # what the last observe was told
+        self._asked = True  # did the last health check ask the flavor about anyone?
+        self._settled: Settled | None = None
         self._braked = False
         self._on_pass = on_pass
         self.self_id = self_id
@@ -177,7 +199,7 @@ class Supervisor:
     async def observe(self) -> list[instance.Description]:
         """The group's members by tag (one DescribeInstances), plus ones provisioned but not yet seen
         (``observed.members``); one that never appeared within its grace is recorded as a failure."""
-        found = await self._describe()
+        found = self._described = await self._describe()
         now = self.clock()
         self.unseen, vanished = observed.settle(described=found, unseen=self.unseen, now=now)
         for u in vanished:
@@ -212,6 +234,7 @@ class Supervisor:
         now = self.clock()
         if not members:
             self.health.clear()
+            self._asked = False
             return
         by_probe: dict[str, list[instance.Description]] = {}
         fresh: dict[instance.ID, HealthRecord] = {}
@@ -223,6 +246,9 @@ class Supervisor:
                 fresh[d.id] = record
             else:
                 by_probe.setdefault(probe, []).append(d)
+        self._asked = bool(by_probe)
+        if by_probe:
+            self._settled = None  # records move: the next pass plans again
         answers = await asyncio.gather(*(self._ask(self._probes[probe], ds) for probe, ds in by_probe.items()))
         for (probe, ds), verdicts in zip(by_probe.items(), answers, strict=True):
             for d, answer in zip(ds, verdicts, strict=True):
@@ -265,6 +291,13 @@ class Supervisor:
         """Observe, plan and act once; the plan acted on (its ``requeue_after`` says when to look again)."""
         self.passes += 1
         members = await self.observe()
+        if self._repeats_settled_pass():
+            # Nothing the planner reads has changed since a converged pass: its plan stands (no checks, no plan).
+            assert self._settled is not None
+            now = self.clock()
+            self.memory = outcomes.after_plan(self.memory, plan=self._settled.plan, now=now)
+            self.last = Observation(members=members, plan=self._settled.plan, time=now)
+            return self._settled.plan
         ids = {d.id for d in members}
         for gone in set(self._known) - ids:
             self.events.emit(ev.INSTANCE_LOST, group=self.spec.id, instance=gone, reason="no longer described by the instance plugin")
@@ -278,6 +311,9 @@ class Supervisor:
                           self_id=self.self_id, unseen=self.unseen)
         self.memory = outcomes.after_plan(self.memory, plan=plan, now=now)
         self.last = Observation(members=members, plan=plan, time=now)
+        settled = plan.converged and not plan.actions and not self._asked and not self.unseen
+        self._settled = Settled(described=self._described or [], spec=self.spec, failures=self.memory.failures,
+                                retry_tags=self.memory.retry_tags, plan=plan) if settled else None
         braked = plan.braked
         if braked and not self._braked:
             self.events.emit(ev.BRAKE_ENGAGED, group=self.spec.id, reason=plan.reason)
@@ -287,6 +323,14 @@ class Supervisor:
         if plan.actions:
             await self.act(plan, {d.id: d for d in members})
         return plan
+
+    def _repeats_settled_pass(self) -> bool:
+        """Is this pass the settled one again: the same listing (the plugin said unchanged), spec and
+        failure memory, nothing awaited (``Settled``)?"""
+        last = self._settled
+        return (last is not None and last.described is self._described and last.spec is self.spec
+                and not self.unseen and last.failures == self.memory.failures
+                and last.retry_tags == self.memory.retry_tags)
 
     def _hand_over(self, reason: str) -> None:
         """Ask the manager to hand leadership over, once; in its own task, as it stops this supervisor."""

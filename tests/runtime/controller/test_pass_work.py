@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 from infrakit_runtime import fsutil
+from infrakit_runtime.group import supervisor as supervisor_module
+from infrakit_runtime.group.plan.plan import plan_group
 from infrakit_runtime.plugins.instance.file import FileInstancePlugin
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import JSON
@@ -102,17 +105,40 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-def test_passes_over_an_unchanged_group_get_no_listing_and_ask_no_final_flavor(tmp_path):
+def test_passes_over_an_unchanged_group_get_no_listing_ask_no_final_flavor_and_plan_nothing_again(tmp_path,
+                                                                                                     monkeypatch):
+    plans: list[float] = []
+
+    def counted(**kwargs: Any) -> Any:
+        plans.append(kwargs["now"])
+        return plan_group(**kwargs)
+
+    monkeypatch.setattr(supervisor_module, "plan_group", counted)
+
     async def body(w: World, files: CountingFiles, flavors: FinalFlavor) -> None:
         await w.commit(w.spec(size=5))
         await steady(w, 5)
         supervisor = w.controller.supervisors()["web"]
-        passes, listings, asked = supervisor.passes, files.listings, len(flavors.asked)
+        passes, listings, asked, planned = supervisor.passes, files.listings, len(flavors.asked), len(plans)
         await _sleep(10)  # ten poll intervals
         assert supervisor.passes >= passes + 5
         assert files.listings == listings, "a pass over an unchanged plugin was sent the whole group again"
         assert len(flavors.asked) == asked, "members that had proved themselves were probed again"
+        assert len(plans) == planned, "a pass whose inputs were a converged pass's planned again"
+        assert supervisor.last is not None and supervisor.last.plan.converged
         assert (await w.controller.describe_group("web")).converged
+
+    scenario(tmp_path, body)
+
+
+def test_a_commit_after_settled_passes_is_planned_at_once(tmp_path):
+    async def body(w: World, files: CountingFiles, flavors: FinalFlavor) -> None:
+        await w.commit(w.spec(size=3))
+        await steady(w, 3)
+        await w.commit(w.spec(size=4))
+        await fakeclock.until(lambda: w.converged(4), within=60, what="converged at 4")
+        await w.commit(w.spec(size=4, init="v2"))
+        await fakeclock.until(lambda: w.converged(4, init="v2"), within=120, what="rolled to v2")
 
     scenario(tmp_path, body)
 

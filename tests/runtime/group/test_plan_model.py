@@ -342,6 +342,15 @@ class PlannerWorld(RuleBasedStateMachine):
             assert self.last_plan.actions == ()
 
     @invariant()
+    def a_converged_plan_stays_the_plan_while_only_time_passes(self) -> None:
+        # What lets the supervisor skip planning a pass whose inputs are those of a converged one.
+        plan = self.plan()
+        if plan.converged:
+            later = self.now + 3600
+            assert plan_group(spec=self.spec, observed=self.observed(), health=self.records,
+                              memory=self.memory.progressed(later), now=later) == plan
+
+    @invariant()
     def the_plan_says_converged_exactly_when_count_config_and_health_all_match(self) -> None:
         plan = self.plan()
         assert plan.converged == self.healthy_converged(), (plan, self.instances, self.records)
