@@ -29,7 +29,7 @@ import aiohttp
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
 from infrakit_runtime.plugins.flavor import probes
-from infrakit_runtime.rpc.flavor import FlavorService
+from infrakit_runtime.rpc.flavor import FlavorService, healthy_each
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type
 
@@ -329,16 +329,29 @@ class VanillaFlavorPlugin:
     async def prepare(self, properties: JSON, spec: instance.Spec, allocation: flavor.Allocation,
                       index: flavor.Index) -> instance.Spec:
         props = parse_properties(properties, strict=False)
-        lines = [spec.init] if spec.init else []
-        if props.template_url:
-            lines.append(await fetch_template(props.template_url))
-        else:
-            lines.extend(props.init)
-        attachments = spec.attachments
-        if props.attachments:
-            attachments = (*(spec.attachments or ()), *props.attachments)
-        return dataclasses.replace(spec, init="\n".join(lines), tags={**spec.tags, **props.tags},
-                                   attachments=attachments)
+        template = await fetch_template(props.template_url) if props.template_url else None
+        return _prepared(props, template, spec)
+
+    async def prepare_many(self, properties: JSON, specs: list[instance.Spec], allocation: flavor.Allocation,
+                           indices: list[flavor.Index]) -> list[instance.Spec | PluginError]:
+        """``flavor.Batch``: ``prepare`` for each spec, the Properties read and the template fetched once."""
+        try:
+            props = parse_properties(properties, strict=False)
+            template = await fetch_template(props.template_url) if props.template_url else None
+        except PluginError as e:
+            return [e] * len(specs)
+        return [_prepared(props, template, s) for s in specs]
+
+    async def healthy_many(self, properties: JSON, descriptions: list[instance.Description]) -> list[flavor.Health]:
+        """``flavor.Batch``: ``healthy`` for each instance, the Properties read once; without a probe no
+        task per instance (a probe that cannot run answers UNKNOWN, as ``healthy_each`` says)."""
+        try:
+            check = parse_properties(properties, strict=False).health
+        except PluginError:
+            return [flavor.Health.UNKNOWN] * len(descriptions)
+        if check is None:
+            return [flavor.Health.HEALTHY] * len(descriptions)
+        return await healthy_each(self, properties, descriptions)
 
     def has_probe(self, properties: JSON) -> bool:
         """``flavor.Probing``: only a declared ``Health`` probes; without one every instance is HEALTHY."""
@@ -384,6 +397,19 @@ class VanillaFlavorPlugin:
         if result.error is not None or result.timed_out or result.returncode != 0:
             raise PluginError(f"drain of instance {description.id} failed: {result.describe(argv, hook.timeout)}")
         log.info("drained instance %s with %s", description.id, " ".join(argv))
+
+
+def _prepared(props: Properties, template: str | None, spec: instance.Spec) -> instance.Spec:
+    """``spec`` with the flavor's init (its lines, or the fetched ``template``), tags and attachments."""
+    lines = [spec.init] if spec.init else []
+    if template is not None:
+        lines.append(template)
+    else:
+        lines.extend(props.init)
+    attachments = spec.attachments
+    if props.attachments:
+        attachments = (*(spec.attachments or ()), *props.attachments)
+    return dataclasses.replace(spec, init="\n".join(lines), tags={**spec.tags, **props.tags}, attachments=attachments)
 
 
 @contextlib.asynccontextmanager

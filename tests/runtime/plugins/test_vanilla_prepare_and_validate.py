@@ -131,3 +131,28 @@ def test_prepare_ignores_unknown_properties_as_infrakit_does_but_not_wrong_types
     assert prepare(vanilla, {"Init": ["a"], "Future": True})["Init"] == "a"
     with pytest.raises(RemoteError, match=r"^Tags must be an object of strings, got array$"):
         prepare(vanilla, {"Tags": ["a"]})
+
+
+def test_prepare_many_prepares_each_spec_as_prepare_does_and_fails_each_alike(vanilla, tmp_path):
+    template = tmp_path / "init.sh"
+    template.write_text("echo from-template")
+    for properties in ({"Init": ["echo a", "echo b"], "Tags": {"t": "1"}, "Attachments": [{"ID": "v", "Type": "ebs"}]},
+                       {"InitScriptTemplateURL": f"file://{template}"}):
+        specs = [{"Properties": None, "Init": "", "Tags": {"n": str(i)}, "LogicalID": f"l{i}"} for i in range(3)]
+        many = vanilla.call("Flavor.PrepareMany", {"Type": "", "Properties": properties, "Specs": specs,
+                                                   "Allocation": {"Size": 3},
+                                                   "Indices": [{"Group": "g", "Sequence": i} for i in range(3)]})
+        assert [r["Spec"] for r in many["Results"]] == [prepare(vanilla, properties, s) for s in specs]
+    broken = vanilla.call("Flavor.PrepareMany", {
+        "Type": "", "Properties": {"InitScriptTemplateURL": f"file://{tmp_path}/missing.sh"},
+        "Specs": [{"Init": ""}] * 2, "Allocation": {"Size": 2}, "Indices": [{"Group": "g", "Sequence": 0}] * 2})
+    assert [r["Spec"] for r in broken["Results"]] == [None, None]
+    assert all("cannot read" in r["Error"] for r in broken["Results"])
+
+
+def test_healthy_many_without_a_probe_says_healthy_and_final_and_unreadable_properties_unknown(vanilla):
+    members = [{"ID": f"instance-{i}", "Tags": {}} for i in range(3)]
+    plain = vanilla.call("Flavor.HealthyMany", {"Type": "", "Properties": {"Init": ["x"]}, "Instances": members})
+    assert plain["Healths"] == [1, 1, 1] and plain["Final"] is True
+    bad = vanilla.call("Flavor.HealthyMany", {"Type": "", "Properties": {"Health": "not an object"}, "Instances": members})
+    assert bad["Healths"] == [0, 0, 0] and "Final" not in bad
