@@ -6,6 +6,11 @@ InfraKit user's scripts keep working: ``INFRAKIT_HOME``, ``INFRAKIT_PLUGINS_DIR`
 (the file's ``token_file``: the bearer token of TCP listeners and their clients). The file is found
 at ``--config``, ``$INFRAKIT_CONFIG``, or ``$INFRAKIT_HOME/infrakit.yml``.
 
+``processes`` says how ``infrakit up`` runs the ``plugins``: ``one`` (the default) serves them
+all from one process, each on its own socket, paying for one Python runtime; ``separate`` gives
+each its own process, so that one can die or be stopped alone. A plugin entry's ``process: own``
+takes that one daemon out of the shared process.
+
 Every problem in the file is reported at once, by path, before anything starts.
 """
 
@@ -25,7 +30,9 @@ from infrakit_runtime.rpc import discovery
 from infrakit_runtime.spi.common import ValidationError, json_type
 
 TOP_KEYS = {"home", "plugins_dir", "client_timeout", "log_level", "log_format", "poll_interval", "plugins", "manager",
-            "token_file"}
+            "token_file", "processes"}
+# How ``infrakit up`` runs the configured daemons (see the module docstring).
+PROCESSES = ("one", "separate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +48,24 @@ class Config:
     # The bearer token file of every TCP listener and of the clients that call one.
     token_file: Path | None = None
     source: Path | None = None
+    processes: str = "one"
+    # Daemons whose entry says ``process: own``: never in the shared process.
+    own_process: frozenset[str] = frozenset()
 
     def daemon(self, name: str) -> DaemonSpec | None:
         return next((p for p in self.plugins if p.name == name), None)
+
+    def daemon_processes(self, processes: str | None = None) -> list[tuple[DaemonSpec, ...]]:
+        """The configured daemons as ``infrakit up`` runs them: one tuple per process, in config order.
+
+        ``processes`` (``one`` or ``separate``) overrides the file's setting.
+        """
+        mode = processes or self.processes
+        if mode == "separate":
+            return [(p,) for p in self.plugins]
+        shared = tuple(p for p in self.plugins if p.name not in self.own_process)
+        own = [(p,) for p in self.plugins if p.name in self.own_process]
+        return ([shared] if shared else []) + own
 
 
 def default_path() -> Path:
@@ -135,6 +157,7 @@ def parse(raw: Any, *, source: Path | None = None) -> Config:
         problems.append(f"{where}: plugins must be a list, got {json_type(plugins)}")
         plugins = []
     names: set[str] = set()
+    own: set[str] = set()
     for i, entry in enumerate(plugins):
         at = f"{where}: plugins[{i}]"
         if isinstance(entry, str):
@@ -142,9 +165,12 @@ def parse(raw: Any, *, source: Path | None = None) -> Config:
         if not isinstance(entry, dict):
             problems.append(f"{at} must be a kind name or a mapping, got {json_type(entry)}")
             continue
-        unknown = set(entry) - {"kind", "name", "options"}
+        unknown = set(entry) - {"kind", "name", "options", "process"}
         if unknown:
-            problems.append(f"{at}: unknown keys {', '.join(sorted(map(str, unknown)))} (known: kind, name, options)")
+            problems.append(f"{at}: unknown keys {', '.join(sorted(map(str, unknown)))} "
+                            "(known: kind, name, options, process)")
+        if entry.get("process", "shared") not in ("own", "shared"):
+            problems.append(f"{at}.process: {entry['process']!r} is not own or shared")
         kind = entry.get("kind")
         if not isinstance(kind, str) or kind not in KINDS:
             problems.append(f"{at}.kind: {kind!r} is not one of {', '.join(sorted(KINDS))}")
@@ -166,12 +192,18 @@ def parse(raw: Any, *, source: Path | None = None) -> Config:
             problems.append(f"{at}: a second plugin is named {spec.name!r}")
         names.add(spec.name)
         specs.append(spec)
+        if entry.get("process") == "own":
+            own.add(spec.name)
     manager = raw.get("manager") or {}
     if not isinstance(manager, dict):
         problems.append(f"{where}: manager must be a mapping, got {json_type(manager)}")
         manager = {}
+    processes = raw.get("processes", "one")
+    if processes not in PROCESSES:
+        problems.append(f"{where}: processes {processes!r} is not one of {', '.join(PROCESSES)}")
     if problems:
         raise ValidationError(problems)
     return Config(home=home, plugins_dir=plugins_dir, client_timeout=timeout, log_level=level, log_format=fmt,
                   poll_interval=poll, plugins=tuple(specs), manager=dict(manager),
-                  token_file=Path(token_file) if token_file else None, source=source)
+                  token_file=Path(token_file) if token_file else None, source=source,
+                  processes=processes, own_process=frozenset(own))

@@ -184,7 +184,13 @@ async def run_forever(specs: DaemonSpec | list[DaemonSpec], **kwargs: Any) -> No
     async with contextlib.AsyncExitStack() as stack:
         for i, spec in enumerate(specs):
             extra = kwargs if i == 0 else {k: v for k, v in kwargs.items() if k not in ("tcp", "token", "ssl_context")}
-            dispatcher = await stack.enter_async_context(running(spec, **extra))
+            try:
+                dispatcher = await stack.enter_async_context(running(spec, **extra))
+            except Exception as e:
+                if len(specs) > 1:
+                    log.error("plugin %s (%s) cannot start, and the %s sharing its process stop with it: %s",
+                              spec.name, spec.kind, ", ".join(s.name for s in specs if s is not spec), e)
+                raise
             log.info("plugin %s (%s) serving %s", spec.name, spec.kind,
                      ", ".join(sorted(dispatcher.hello()["Objects"])))
         sd_notify("READY=1")

@@ -1,12 +1,14 @@
 """Supervising plugin daemons: ``infrakit plugin start`` and ``infrakit up``.
 
-Each daemon runs as a child process (``infrakit plugin run kind:name``). A child
-that dies is restarted with capped exponential backoff; it is never given up
-on (Debian's supervisord gives up after fast crashes, leaving nothing
-supervised). A child that stops answering its handshake within a deadline is
-killed and restarted, so a hung daemon is treated like a dead one. On SIGTERM or
-SIGINT every child is stopped (SIGTERM, then SIGKILL after a grace period) and
-its socket removed; the supervisor never leaves orphans behind.
+Daemons run in child processes (``infrakit plugin run kind:name ...``): one each, or several
+sharing one (``infrakit up``'s default, ``processes: one``). A child that dies is restarted
+with capped exponential backoff; it is never given up on (Debian's supervisord gives up after
+fast crashes, leaving nothing supervised). A child one of whose daemons stops answering its
+handshake within a deadline is killed and restarted, so a hung daemon is treated like a dead
+one. Limit: the daemons of one process are restarted together, never one alone; a shared
+process that cannot get all of its daemons serving is split into one process per daemon. On
+SIGTERM or SIGINT every child is stopped (SIGTERM, then SIGKILL after a grace period) and its
+sockets removed; the supervisor never leaves orphans behind.
 
 One ``infrakit up`` per plugin directory: it holds an exclusive lock (``infrakit-up.lock``)
 that the kernel releases when it dies, so its pid file is only ever believed while the lock
@@ -29,6 +31,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from infrakit_runtime.daemon import DaemonSpec, pid_path
@@ -65,13 +68,21 @@ class Liveness:
 
 
 class Child:
-    """One supervised daemon process."""
+    """One supervised process serving one daemon, or several sharing it (``processes: one``).
 
-    def __init__(self, spec: DaemonSpec, *, plugins_dir: Path, argv: list[str], env: dict[str, str],
-                 backoff: Backoff, liveness: Liveness | None, stop_timeout: float) -> None:
-        self.spec = spec
+    The daemons of one process live and die together: any of them missing its handshakes gets
+    the whole process killed and restarted, and none of them can be restarted alone. A shared
+    process that ends (with an error, or killed for a daemon that never came up) before every
+    one of its daemons was serving is split: from then on each of its daemons runs in a
+    process of its own, so one daemon that cannot start does not keep the others down.
+    """
+
+    def __init__(self, specs: DaemonSpec | Sequence[DaemonSpec], *, plugins_dir: Path, extra_args: list[str],
+                 env: dict[str, str], backoff: Backoff, liveness: Liveness | None, stop_timeout: float) -> None:
+        self.specs = (specs,) if isinstance(specs, DaemonSpec) else tuple(specs)
         self.plugins_dir = plugins_dir
-        self.argv = argv
+        self.extra_args = extra_args
+        self.argv = child_argv(self.specs, extra_args)
         self.env = env
         self.backoff = backoff
         self.liveness = liveness
@@ -79,20 +90,32 @@ class Child:
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self._stopping = False
+        # Daemons seen serving (their pid file names the process) since the process started.
+        self._serving: set[str] = set()
+        self._killed_at_startup = False
+        # The processes this one was split into, once it was.
+        self.parts: list[Child] = []
 
     @property
-    def socket_path(self) -> Path:
-        return self.plugins_dir / self.spec.name
+    def spec(self) -> DaemonSpec:
+        return self.specs[0]
+
+    @property
+    def label(self) -> str:
+        names = ", ".join(s.name for s in self.specs)
+        return names if len(self.specs) == 1 else f"the process of {names}"
 
     async def run(self) -> None:
-        """Keep the daemon running until cancelled."""
+        """Keep the daemons running until cancelled."""
         failures = 0
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._stop_leftover)
         while True:
             started = loop.time()
+            self._serving = set()
             self.process = await asyncio.create_subprocess_exec(*self.argv, env=self.env, start_new_session=True)
-            log.info("started %s (%s) pid %d", self.spec.name, self.spec.kind, self.process.pid)
+            log.info("started %s (%s) pid %d", ", ".join(s.name for s in self.specs),
+                     ", ".join(s.kind for s in self.specs), self.process.pid)
             probe = asyncio.create_task(self._probe(self.process), name=f"liveness/{self.spec.name}")
             try:
                 code = await self.process.wait()
@@ -103,76 +126,129 @@ class Child:
             if self._stopping:
                 return
             if self._stop_requested():
-                log.info("%s stopped on request (infrakit plugin stop); not restarting it", self.spec.name)
+                log.info("%s stopped on request (infrakit plugin stop); not restarting it", self.label)
                 self._cleanup_files()
+                return
+            self._cleanup_files()
+            unserved = [s.name for s in self.specs if s.name not in self._serving]
+            if len(self.specs) > 1 and unserved and (code > 0 or self._killed_at_startup):
+                log.error("%s ended (status %s) before every daemon was serving (never serving: %s); every daemon "
+                          "of it now runs in a process of its own, until infrakit up restarts", self.label, code,
+                          ", ".join(unserved))
+                await self._run_split()
                 return
             failures = 1 if loop.time() - started > self.backoff.stable else failures + 1
             delay = self.backoff.delay(failures)
             self.restarts += 1
-            log.warning("%s exited with %s; restarting in %.1fs (restart %d)", self.spec.name, code, delay, self.restarts)
-            self._cleanup_files()
+            if len(self.specs) > 1:
+                log.error("%s exited with %s: all of %s are down; restarting them in %.1fs (restart %d)",
+                          self.label, code, ", ".join(s.name for s in self.specs), delay, self.restarts)
+            else:
+                log.warning("%s exited with %s; restarting in %.1fs (restart %d)", self.label, code, delay,
+                            self.restarts)
             await asyncio.sleep(delay)
 
+    async def _run_split(self) -> None:
+        self.parts = [Child(s, plugins_dir=self.plugins_dir, extra_args=self.extra_args, env=self.env,
+                            backoff=self.backoff, liveness=self.liveness, stop_timeout=self.stop_timeout)
+                      for s in self.specs]
+        # The first start of each part is a restart of the shared process: not at once, so that a
+        # daemon that cannot start is not retried in a tight loop.
+        await asyncio.sleep(self.backoff.delay(1))
+        if self._stopping:
+            return
+        async with asyncio.TaskGroup() as tg:
+            for part in self.parts:
+                tg.create_task(part.run(), name=f"child/{part.spec.name}")
+
     async def _probe(self, process: asyncio.subprocess.Process) -> None:
+        """Watch the daemons come up (pid files), then, with ``liveness``, handshake every socket."""
+        self._killed_at_startup = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        startup = self.liveness.startup if self.liveness else Liveness().startup
+        while process.returncode is None and len(self._serving) < len(self.specs) and loop.time() - started < startup:
+            self._note_serving(process.pid)
+            await asyncio.sleep(0.1)
         if self.liveness is None:
             return
         live = self.liveness
-        client = Client(Address(unix_path=self.socket_path), name=self.spec.name, timeout=live.timeout)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        misses = 0
-        serving = False
+        clients = {s.name: Client(Address(unix_path=self.plugins_dir / s.name), name=s.name, timeout=live.timeout)
+                   for s in self.specs}
+        misses = dict.fromkeys(clients, 0)
         try:
             while process.returncode is None:
                 await asyncio.sleep(live.interval)
-                # The daemon writes its pid file once its socket is bound: from then on it must answer.
-                serving = serving or self._pid_file_names(process.pid)
-                try:
-                    await client.hello(timeout=live.timeout)
-                    misses, serving = 0, True
-                except Exception as e:
-                    if not serving and loop.time() - started < live.startup:
+                # A daemon writes its pid file once its socket is bound: from then on it must answer.
+                self._note_serving(process.pid)
+                answers = await asyncio.gather(*(c.hello(timeout=live.timeout) for c in clients.values()),
+                                               return_exceptions=True)
+                for name, answer in zip(clients, answers, strict=True):
+                    if not isinstance(answer, BaseException):
+                        misses[name] = 0
+                        self._serving.add(name)
                         continue
-                    misses += 1
-                    log.warning("%s missed a liveness handshake (%d/%d): %s", self.spec.name, misses, live.failures, e)
-                    if misses >= live.failures:
-                        log.error("%s is hung; killing pid %d", self.spec.name, process.pid)
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(process.pid, signal.SIGKILL)
-                        return
+                    if name not in self._serving and loop.time() - started < live.startup:
+                        continue
+                    misses[name] += 1
+                    log.warning("%s missed a liveness handshake (%d/%d): %s", name, misses[name], live.failures,
+                                answer)
+                hung = [n for n, m in misses.items() if m >= live.failures]
+                if hung:
+                    self._killed_at_startup = any(n not in self._serving for n in hung)
+                    others = [s.name for s in self.specs if s.name not in hung]
+                    log.error("%s is hung; killing pid %d%s", ", ".join(hung), process.pid,
+                              f" and with it {', '.join(others)}, which share its process" if others else "")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    return
         finally:
-            await client.close()
+            for c in clients.values():
+                await c.close()
+
+    def _note_serving(self, pid: int) -> None:
+        for s in self.specs:
+            if s.name not in self._serving and self._pid_file_names(s.name, pid):
+                self._serving.add(s.name)
 
     def _stop_leftover(self) -> None:
-        """Stop this daemon's process left by a supervisor that died (SIGKILL) without stopping it."""
-        pid = read_pid(pid_path(self.plugins_dir, self.spec.name))
-        if pid is None or not is_leftover_daemon(pid, self.spec):
-            return
-        log.warning("%s: pid %d, left running by a supervisor that died, is stopped before a new one starts",
-                    self.spec.name, pid)
-        terminate(pid, timeout=self.stop_timeout)
+        """Stop the process of these daemons left by a supervisor that died (SIGKILL) without stopping it."""
+        done: set[int] = set()
+        for spec in self.specs:
+            pid = read_pid(pid_path(self.plugins_dir, spec.name))
+            if pid is None or pid in done or not is_leftover_daemon(pid, spec):
+                continue
+            log.warning("%s: pid %d, left running by a supervisor that died, is stopped before a new one starts",
+                        spec.name, pid)
+            terminate(pid, timeout=self.stop_timeout)
+            done.add(pid)
 
     def _stop_requested(self) -> bool:
-        marker = stop_marker(self.plugins_dir, self.spec.name)
-        if marker.exists():
-            marker.unlink(missing_ok=True)
-            return True
-        return False
+        requested = False
+        for spec in self.specs:
+            marker = stop_marker(self.plugins_dir, spec.name)
+            if marker.exists():
+                marker.unlink(missing_ok=True)
+                requested = True
+        return requested
 
-    def _pid_file_names(self, pid: int) -> bool:
+    def _pid_file_names(self, name: str, pid: int) -> bool:
         try:
-            return pid_path(self.plugins_dir, self.spec.name).read_text().strip() == str(pid)
+            return pid_path(self.plugins_dir, name).read_text().strip() == str(pid)
         except (FileNotFoundError, ValueError):
             return False
 
     def _cleanup_files(self) -> None:
         # A daemon killed with SIGKILL leaves its socket and pid file: neither may block its successor.
-        pid_file = pid_path(self.plugins_dir, self.spec.name)
-        with contextlib.suppress(FileNotFoundError):
-            pid_file.unlink()
+        for spec in self.specs:
+            with contextlib.suppress(FileNotFoundError):
+                pid_path(self.plugins_dir, spec.name).unlink()
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.parts:
+            await asyncio.gather(*(part.stop() for part in self.parts))
+            return
         process = self.process
         if process is None or process.returncode is not None:
             return
@@ -181,12 +257,13 @@ class Child:
         try:
             await asyncio.wait_for(process.wait(), self.stop_timeout)
         except TimeoutError:
-            log.warning("%s did not stop within %.0fs; killing it", self.spec.name, self.stop_timeout)
+            log.warning("%s did not stop within %.0fs; killing it", self.label, self.stop_timeout)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        for spec in self.specs:
+            with contextlib.suppress(FileNotFoundError):
+                (self.plugins_dir / spec.name).unlink()
         self._cleanup_files()
 
 
@@ -199,23 +276,25 @@ def supervisor_pid_file(plugins_dir: Path, pid: int) -> Path:
     return plugins_dir / f"infrakit-supervisor.{pid}.pid"
 
 
-def child_argv(spec: DaemonSpec, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "infrakit_runtime", "plugin", "run", f"{spec.kind}:{spec.name}", *extra]
+def child_argv(specs: Sequence[DaemonSpec], extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "infrakit_runtime", "plugin", "run", *(f"{s.kind}:{s.name}" for s in specs), *extra]
 
 
-async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: list[str] | None = None,
+async def supervise(specs: Sequence[DaemonSpec | Sequence[DaemonSpec]], *, plugins_dir: Path,
+                    extra_args: list[str] | None = None,
                     backoff: Backoff | None = None, liveness: Liveness | None = Liveness(),
                     stop_timeout: float = 10.0, ready: asyncio.Event | None = None,
                     stopped_marker: Path | None = None) -> None:
     """Run every daemon until SIGTERM/SIGINT, then stop them all.
 
+    Each item of ``specs`` is one process: a daemon alone, or several daemons sharing a process.
     ``stopped_marker`` is touched as soon as the stop is requested, before the daemons are
     stopped: a keeper reads it as "stopped on purpose, do not restart".
     """
     env = dict(os.environ)
     env["INFRAKIT_PLUGINS_DIR"] = str(plugins_dir)
     children = [
-        Child(s, plugins_dir=plugins_dir, argv=child_argv(s, extra_args or []), env=env,
+        Child(s, plugins_dir=plugins_dir, extra_args=extra_args or [], env=env,
               backoff=backoff or Backoff(), liveness=liveness, stop_timeout=stop_timeout)
         for s in specs
     ]
@@ -225,7 +304,8 @@ async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: l
         loop.add_signal_handler(sig, stop.set)
     # Start-up bookkeeping: a few small files, before any daemon runs.
     for c in children:
-        stop_marker(plugins_dir, c.spec.name).unlink(missing_ok=True)
+        for spec in c.specs:
+            stop_marker(plugins_dir, spec.name).unlink(missing_ok=True)
     plugins_dir.mkdir(parents=True, exist_ok=True, mode=0o750)  # noqa: ASYNC240
     for stale in plugins_dir.glob("infrakit-supervisor.*.pid"):  # noqa: ASYNC240
         pid = read_pid(stale)
@@ -242,7 +322,7 @@ async def supervise(specs: list[DaemonSpec], *, plugins_dir: Path, extra_args: l
             stopped_marker.touch()  # noqa: ASYNC240
     finally:
         own_pid.unlink(missing_ok=True)
-        log.info("stopping %d plugin(s)", len(children))
+        log.info("stopping %d plugin(s)", sum(len(c.specs) for c in children))
         await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
         for t in tasks:
             t.cancel()
@@ -267,9 +347,11 @@ def stop_supervisors(plugins_dir: Path, *, timeout: float = 20.0) -> int:
 
 
 def stop_plugin(plugins_dir: Path, name: str, *, timeout: float = 10.0) -> bool:
-    """SIGTERM the daemon serving ``name`` (by its pid file); True if one was running.
+    """SIGTERM the process serving ``name`` (by its pid file); True if one was running.
 
-    A supervised daemon stopped this way stays stopped: the marker tells its supervisor.
+    A supervised daemon stopped this way stays stopped: the marker tells its supervisor. When
+    other daemons share the process (``processes: one``), they stop with it, and stay stopped
+    too; ``process_mates`` names them first.
     """
     pid_file = pid_path(plugins_dir, name)
     pid = read_pid(pid_file)
@@ -278,8 +360,18 @@ def stop_plugin(plugins_dir: Path, name: str, *, timeout: float = 10.0) -> bool:
     if not process_alive(pid) or not runs_infrakit(pid, "run"):
         pid_file.unlink(missing_ok=True)  # stale: that daemon is gone (the pid may be another program's now)
         return False
-    stop_marker(plugins_dir, name).touch()
+    for mate in [name, *process_mates(plugins_dir, name)]:
+        stop_marker(plugins_dir, mate).touch()
     return terminate(pid, timeout=timeout)
+
+
+def process_mates(plugins_dir: Path, name: str) -> list[str]:
+    """The other daemons served by the live process that serves ``name`` (by their pid files), sorted."""
+    pid = read_pid(pid_path(plugins_dir, name))
+    if pid is None or not process_alive(pid):
+        return []
+    return sorted(p.name[: -len(".pid")] for p in plugins_dir.glob("*.pid")
+                  if not p.name.startswith("infrakit-") and p.name != f"{name}.pid" and read_pid(p) == pid)
 
 
 def terminate(pid: int, *, timeout: float) -> bool:

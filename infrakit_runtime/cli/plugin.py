@@ -65,8 +65,10 @@ def register(sub: Any) -> None:
     ls.set_defaults(func=cmd_plugin_ls)
 
     up = sub.add_parser("up", help="run the daemons of the configuration file under supervision",
-                        description="Run every daemon of the configuration file as a child, restart any that dies "
-                        "(with backoff, never giving up) and stop them all on SIGTERM/SIGINT. One supervisor per "
+                        description="Run the daemons of the configuration file in a supervised child process (all "
+                        "in one process by default, each on its own socket; 'processes: separate' or --processes "
+                        "separate gives each its own), restart it when it dies or a daemon stops answering (with "
+                        "backoff, never giving up) and stop them all on SIGTERM/SIGINT. One supervisor per "
                         "plugin directory. With --keeper (implied by --detach) a small keeper process runs the "
                         "supervisor and restarts it if it dies, until it is stopped on request.")
     up.add_argument("--detach", action="store_true",
@@ -74,6 +76,9 @@ def register(sub: Any) -> None:
     up.add_argument("--keeper", action="store_true",
                     help="run the supervisor under a keeper in the foreground (for a container's entrypoint)")
     up.add_argument("--log-file", help="log file when detached (default $INFRAKIT_HOME/infrakit-up.log)")
+    up.add_argument("--processes", choices=config.PROCESSES,
+                    help="one process for every daemon, or a process each (default: the config file's "
+                    "'processes', else one); a daemon sharing a process cannot be restarted or stopped alone")
     _add_probe_options(up)
     up.set_defaults(func=cmd_up)
 
@@ -205,6 +210,8 @@ def cmd_up(args: argparse.Namespace, cfg: config.Config) -> int:
             _detach(args.log_file or str(cfg.home / "infrakit-up.log"))
         probe = ["--probe-interval", str(args.probe_interval), "--probe-timeout", str(args.probe_timeout),
                  "--probe-failures", str(args.probe_failures)]
+        if args.processes:
+            probe += ["--processes", args.processes]
         argv = keeper.supervisor_argv(config=args.config, log_level=args.log_level, log_format=args.log_format,
                                       probe=probe)
         return keeper.keep(argv, plugins_dir=cfg.plugins_dir)
@@ -215,7 +222,7 @@ def cmd_up(args: argparse.Namespace, cfg: config.Config) -> int:
     except LockHeld as e:
         raise UsageError(f"{e}; stop it first (kill {e.pid})" if e.pid else str(e)) from None
     try:
-        asyncio.run(supervise(list(cfg.plugins), plugins_dir=cfg.plugins_dir, liveness=_liveness(args),
+        asyncio.run(supervise(cfg.daemon_processes(args.processes), plugins_dir=cfg.plugins_dir, liveness=_liveness(args),
                               stopped_marker=cfg.plugins_dir / UP_STOPPED))
     finally:
         lock.release()
@@ -239,7 +246,7 @@ def _detach(log_file: str) -> None:
 
 
 def cmd_plugin_stop(args: argparse.Namespace, cfg: config.Config) -> int:
-    from infrakit_runtime.launcher import stop_plugin, stop_supervisors
+    from infrakit_runtime.launcher import process_mates, stop_plugin, stop_supervisors
 
     names = list(args.names)
     if args.all:
@@ -253,9 +260,25 @@ def cmd_plugin_stop(args: argparse.Namespace, cfg: config.Config) -> int:
             return 0
     if not names:
         raise UsageError("name the plugins to stop, or pass --all")
-    missing = [n for n in names if not stop_plugin(cfg.plugins_dir, n)]
     for n in names:
-        if n not in missing:
+        alone = [m for m in process_mates(cfg.plugins_dir, n) if m not in names]
+        if alone:
+            raise UsageError(f"{n} shares its process with {', '.join(alone)}: a daemon of a shared process cannot be "
+                             f"stopped alone; stop them together (infrakit plugin stop {' '.join(sorted([n, *alone]))}), "
+                             f"or give {n} a process of its own ('process: own' in its plugins entry, or "
+                             "'processes: separate')")
+    stopped: list[str] = []
+    missing: list[str] = []
+    for n in names:
+        if n in stopped:
+            continue  # its process, shared with a daemon named before, is stopped already
+        mates = process_mates(cfg.plugins_dir, n)
+        if stop_plugin(cfg.plugins_dir, n):
+            stopped += [n, *mates]
+        else:
+            missing.append(n)
+    for n in names:
+        if n in stopped:
             print(f"stopped {n}")
     if missing and not args.all:
         print(f"not running: {', '.join(missing)}", file=sys.stderr)

@@ -198,16 +198,17 @@ def ours(daemons) -> dict[int, list[str]]:
 
 
 def roles(daemons) -> dict[str, list[int]]:
-    """Live processes by role: keeper, supervisor, and each daemon name."""
+    """Live processes by role: keeper, supervisor, and each daemon name (daemons sharing a process share its pid)."""
     out: dict[str, list[int]] = {}
     for pid, argv in ours(daemons).items():
         if "up" in argv:
-            role = "keeper" if "--detach" in argv or "--keeper" in argv else "supervisor"
+            found = ["keeper" if "--detach" in argv or "--keeper" in argv else "supervisor"]
         elif "run" in argv:
-            role = argv[argv.index("run") + 1].partition(":")[2]
+            found = [a.partition(":")[2] for a in argv[argv.index("run") + 1:] if ":" in a and not a.startswith("-")]
         else:
             continue
-        out.setdefault(role, []).append(pid)
+        for role in found:
+            out.setdefault(role, []).append(pid)
     return {k: sorted(v) for k, v in out.items()}
 
 
