@@ -80,8 +80,16 @@ def test_the_default_config_is_what_the_runtime_accepts(e2e: E2E, tmp_path: Path
     cfg = config.parse(yaml.safe_load((tmp_path / "infrakit.yml").read_text()))
     assert [(p.kind, p.name) for p in cfg.plugins] == [("process", "process"), ("vanilla", "vanilla"), ("manager", "group")]
     assert cfg.poll_interval == 5.0
+    assert cfg.daemon_processes() == [cfg.plugins], "`infrakit up` serves the three daemons from one process"
     manager = cfg.daemon("group")
     assert manager.options["backend"] == {"type": "file", "dir": f"{tmp_path}/root/var/lib/infrakit/store"}
+
+
+def test_a_daemon_marked_process_own_keeps_that_in_the_config(e2e: E2E, tmp_path: Path) -> None:
+    render(e2e, tmp_path, "-e", '{"controller_processes": "one", "controller_plugins": '
+           '[{"kind": "process", "process": "own"}, {"kind": "vanilla"}, {"kind": "manager"}]}')
+    cfg = config.parse(yaml.safe_load((tmp_path / "infrakit.yml").read_text()))
+    assert [[p.name for p in proc] for proc in cfg.daemon_processes()] == [["vanilla", "group"], ["process"]]
 
 
 def test_a_listener_without_a_token_is_refused_before_anything_is_written(e2e: E2E, tmp_path: Path) -> None:
