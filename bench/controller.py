@@ -21,6 +21,8 @@ import json
 import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,14 +59,35 @@ def memory_kib(pids: list[int], field: str) -> int:
     return total
 
 
-class Stack:
-    """Manager, file and vanilla daemons: three processes, or one process with three sockets."""
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
 
-    def __init__(self, poll: str, *, traffic: bool = False, single: bool = False) -> None:
+
+class Stack:
+    """Manager, file and vanilla daemons: three processes, or one process with three sockets, or
+    ``infrakit up`` (its default: the three in one child process, plus the supervisor)."""
+
+    def __init__(self, poll: str, *, traffic: bool = False, single: bool = False, up: str | None = None) -> None:
         self.home = Home()
         env = {"INFRAKIT_GROUP_POLL_INTERVAL": poll}
         debug = {"INFRAKIT_LOG_LEVEL": "debug"} if traffic else {}
-        if single:
+        self.up = up is not None
+        if up is not None:
+            config = self.home.path / "infrakit.yml"
+            config.write_text(f"poll_interval: {poll}\nprocesses: {up}\nplugins: [file, vanilla, manager]\n")
+            log = open(self.home.path / "up.log", "wb")
+            self.home.procs["up"] = subprocess.Popen(
+                [sys.executable, "-m", "infrakit_runtime", "--config", str(config), "up"],
+                env={**self.home.env, **env, **debug}, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 30
+            while not all((self.home.plugins_dir / f"{n}.pid").exists() for n in ("file", "vanilla", "group")):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"infrakit up did not start: {(self.home.path / 'up.log').read_text()}")
+                time.sleep(0.02)
+        elif single:
             self.home.start("file", env={**env, **debug}, together=("vanilla", "manager"))
         else:
             self.home.start("file", env=debug)
@@ -74,7 +97,9 @@ class Stack:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.home.procs.values()]
+        """Every process of the stack (with ``up``: the supervisor and its children)."""
+        pids = [p.pid for p in self.home.procs.values()]
+        return [*pids, *children(pids[0])] if self.up else pids
 
     def call(self, method: str, **params) -> dict:
         return self.client.call(method, {"Name": "group", **params})
@@ -165,9 +190,9 @@ def rolling_update(n: int) -> dict:
         s.close()
 
 
-def steady_state(n: int, seconds: float, *, single: bool = False) -> dict:
+def steady_state(n: int, seconds: float, *, single: bool = False, up: str | None = None) -> dict:
     """CPU share and RSS of all daemons over ``seconds`` with a converged group (logging at info)."""
-    s = Stack("1s", single=single)
+    s = Stack("1s", single=single, up=up)
     try:
         s.call("Group.CommitGroup", Spec=spec(n), Pretend=False)
         s.wait_members(n)
@@ -208,7 +233,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer trials (a smoke run)")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--steady-only", action="store_true",
+                        help="only the steady state at 1,000 instances: three processes, one process, `infrakit up`; "
+                        "printed, never recorded")
     args = parser.parse_args()
+    if args.steady_only:
+        rows = [[how, f"{r['cpu_share'] * 100:.1f} % of one core", f"{r['rss_mib']:.0f} MiB"] for how, r in (
+            ("three processes", steady_state(1000, 20)),
+            ("one process (`plugin run file vanilla manager`)", steady_state(1000, 20, single=True)),
+            ("`infrakit up` (default: processes: one), supervisor included", steady_state(1000, 20, up="one")),
+            ("`infrakit up`, processes: separate, supervisor included", steady_state(1000, 20, up="separate")))]
+        print(table(["steady state, 1,000 instances, poll 1 s", "CPU", "RSS summed"], rows))
+        return
     big = 2000 if args.quick else 10000
     kills = 5 if args.quick else 20
     results: dict = {}
