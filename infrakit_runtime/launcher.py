@@ -106,7 +106,15 @@ class Child:
         return names if len(self.specs) == 1 else f"the process of {names}"
 
     async def run(self) -> None:
-        """Keep the daemons running until cancelled."""
+        """Keep the daemons running until cancelled; a cancel stops the process it started."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            # The stop may have come while a (re)start was under way, after ``stop`` looked.
+            await asyncio.shield(self._terminate())
+            raise
+
+    async def _run(self) -> None:
         failures = 0
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._stop_leftover)
@@ -114,6 +122,9 @@ class Child:
             started = loop.time()
             self._serving = set()
             self.process = await asyncio.create_subprocess_exec(*self.argv, env=self.env, start_new_session=True)
+            if self._stopping:
+                await self._terminate()
+                return
             log.info("started %s (%s) pid %d", ", ".join(s.name for s in self.specs),
                      ", ".join(s.kind for s in self.specs), self.process.pid)
             probe = asyncio.create_task(self._probe(self.process), name=f"liveness/{self.spec.name}")
@@ -249,6 +260,10 @@ class Child:
         if self.parts:
             await asyncio.gather(*(part.stop() for part in self.parts))
             return
+        await self._terminate()
+
+    async def _terminate(self) -> None:
+        """SIGTERM the process, SIGKILL after ``stop_timeout``; remove its sockets and pid files."""
         process = self.process
         if process is None or process.returncode is not None:
             return
