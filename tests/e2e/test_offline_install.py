@@ -101,7 +101,9 @@ def test_without_the_wheelhouse_the_same_run_fails_at_the_install(e2e: E2E, tmp_
     run = run_role(e2e, env, prefix)
     try:
         assert run.rc != 0
-        failed = run.stdout[run.stdout.index("TASK [infrakit.core.controller : Install the runtime and its pinned"):]
+        install = "TASK [infrakit.core.controller : Install the runtime, its extras and their pinned dependencies"
+        assert install in run.stdout, "the run failed before the install: " + run.stdout[-6000:] + run.stderr[-2000:]
+        failed = run.stdout[run.stdout.index(install):]
         assert f"Looking in indexes: {env['PIP_INDEX_URL']}" in failed, run.stdout[-4000:]
         assert "ResolutionImpossible" in failed or "No matching distribution found" in failed, run.stdout[-4000:]
         # Nothing half-installed: no runtime in the venv, no record that would make the next run skip the install.
