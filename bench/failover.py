@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, table, write_section
+from bench.common import machine, scratch_dir, table, write_section
 from tests.runtime.conftest import Daemons
 from tests.runtime.etcd_cluster import NAMES, EtcdCluster
 from tests.runtime.ha.cluster import Replicas, etcd_backend, stop_everything, wait_for
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="infrakit-failover-"))
+    root = Path(tempfile.mkdtemp(prefix="infrakit-failover-", dir=scratch_dir()))
     etcd = EtcdCluster(root / "etcd")
     (root / "etcd").mkdir()
     stack: Replicas | None = None

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, table, write_section
+from bench.common import machine, scratch_dir, table, write_section
 from tests.runtime.conftest import Daemons
 from tests.runtime.selfhosted import local
 from tests.runtime.selfhosted.plane import ETCD, MANAGERS, Plane
@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="infrakit-selfhosted-"))
+    root = Path(tempfile.mkdtemp(prefix="infrakit-selfhosted-", dir=scratch_dir()))
     daemons = Daemons(root / "home")
     plane: Plane | None = None
     tap: EventTap | None = None
