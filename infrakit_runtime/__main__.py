@@ -1,5 +1,5 @@
 """``python -m infrakit_runtime`` is the ``infrakit`` command."""
 
-from infrakit_runtime.cli.app import main
+from infrakit_runtime.cli import main
 
 raise SystemExit(main())

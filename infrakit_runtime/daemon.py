@@ -4,6 +4,10 @@
 beside its socket (so ``infrakit plugin stop`` can find it), tells systemd it
 is ready and alive when ``NOTIFY_SOCKET`` is set, and on SIGTERM/SIGINT
 closes its listener and removes its socket before exiting.
+
+Cost: the server side (aiohttp's web, the RPC server, metrics) is imported when a daemon
+runs, not with this module: the configuration (``KINDS``, ``DaemonSpec``) and the supervisor
+of ``infrakit up`` use the rest without serving anything.
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from infrakit_runtime.metrics import DaemonMetrics
 from infrakit_runtime.rpc import discovery
-from infrakit_runtime.rpc.dispatch import Dispatcher
-from infrakit_runtime.rpc.server import make_app, serve
-from infrakit_runtime.rpc.service import Service
 from infrakit_runtime.spi.common import ValidationError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from infrakit_runtime.metrics import DaemonMetrics
+    from infrakit_runtime.rpc.dispatch import Dispatcher
+    from infrakit_runtime.rpc.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,12 @@ class DaemonSpec:
         return cls(kind, name, dict(options or {}))
 
 
+def _daemon_metrics() -> DaemonMetrics:
+    from infrakit_runtime.metrics import DaemonMetrics  # imported by a daemon that runs (module docstring)
+
+    return DaemonMetrics()
+
+
 @dataclasses.dataclass(frozen=True)
 class DaemonContext:
     """What a daemon kind needs to know to build its objects."""
@@ -79,7 +90,7 @@ class DaemonContext:
     plugins_dir: Path
     home: Path
     # The registry ``GET /metrics`` serves; a kind with metrics of its own adds them here.
-    metrics: DaemonMetrics = dataclasses.field(default_factory=DaemonMetrics)
+    metrics: DaemonMetrics = dataclasses.field(default_factory=_daemon_metrics)
 
     def state_dir(self, sub: str) -> Path:
         path = self.home / sub
@@ -149,6 +160,9 @@ async def running(spec: DaemonSpec, *, plugins_dir: Path | None = None, home: Pa
                   tcp: tuple[str, int] | None = None, token: str | None = None,
                   ssl_context: Any = None) -> AsyncIterator[Dispatcher]:
     """Serve ``spec`` until the context exits (tests use this in-process)."""
+    from infrakit_runtime.rpc.dispatch import Dispatcher
+    from infrakit_runtime.rpc.server import make_app, serve
+
     plugins_dir = plugins_dir or discovery.plugins_dir()
     home = home or discovery.infrakit_home()
     plugins_dir.mkdir(parents=True, exist_ok=True, mode=0o750)

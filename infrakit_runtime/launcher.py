@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infrakit_runtime.daemon import DaemonSpec, pid_path
-from infrakit_runtime.rpc.client import Client
+from infrakit_runtime.rpc.client import SyncClient
 from infrakit_runtime.rpc.discovery import Address
 from infrakit_runtime.spi.common import PluginError
 
@@ -184,38 +184,43 @@ class Child:
         if self.liveness is None:
             return
         live = self.liveness
-        clients = {s.name: Client(Address(unix_path=self.plugins_dir / s.name), name=s.name, timeout=live.timeout)
-                   for s in self.specs}
-        misses = dict.fromkeys(clients, 0)
+        misses = {s.name: 0 for s in self.specs}
+        while process.returncode is None:
+            await asyncio.sleep(live.interval)
+            # A daemon writes its pid file once its socket is bound: from then on it must answer.
+            self._note_serving(process.pid)
+            answers = await asyncio.gather(*(asyncio.to_thread(self._handshake, name, live.timeout) for name in misses),
+                                           return_exceptions=True)
+            for name, answer in zip(misses, answers, strict=True):
+                if not isinstance(answer, BaseException):
+                    misses[name] = 0
+                    self._serving.add(name)
+                    continue
+                if name not in self._serving and loop.time() - started < live.startup:
+                    continue
+                misses[name] += 1
+                log.warning("%s missed a liveness handshake (%d/%d): %s", name, misses[name], live.failures, answer)
+            hung = [n for n, m in misses.items() if m >= live.failures]
+            if hung:
+                self._killed_at_startup = any(n not in self._serving for n in hung)
+                others = [s.name for s in self.specs if s.name not in hung]
+                log.error("%s is hung; killing pid %d%s", ", ".join(hung), process.pid,
+                          f" and with it {', '.join(others)}, which share its process" if others else "")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                return
+
+    def _handshake(self, name: str, timeout: float) -> None:
+        """One liveness handshake, in a thread of its own, on a connection of its own (closed after).
+
+        The blocking client, not the async one: the supervisor then runs without aiohttp (about
+        14 MiB of RSS); its socket timeout bounds the connect and each read by ``timeout``.
+        """
+        client = SyncClient(Address(unix_path=self.plugins_dir / name), name=name, timeout=timeout)
         try:
-            while process.returncode is None:
-                await asyncio.sleep(live.interval)
-                # A daemon writes its pid file once its socket is bound: from then on it must answer.
-                self._note_serving(process.pid)
-                answers = await asyncio.gather(*(c.hello(timeout=live.timeout) for c in clients.values()),
-                                               return_exceptions=True)
-                for name, answer in zip(clients, answers, strict=True):
-                    if not isinstance(answer, BaseException):
-                        misses[name] = 0
-                        self._serving.add(name)
-                        continue
-                    if name not in self._serving and loop.time() - started < live.startup:
-                        continue
-                    misses[name] += 1
-                    log.warning("%s missed a liveness handshake (%d/%d): %s", name, misses[name], live.failures,
-                                answer)
-                hung = [n for n, m in misses.items() if m >= live.failures]
-                if hung:
-                    self._killed_at_startup = any(n not in self._serving for n in hung)
-                    others = [s.name for s in self.specs if s.name not in hung]
-                    log.error("%s is hung; killing pid %d%s", ", ".join(hung), process.pid,
-                              f" and with it {', '.join(others)}, which share its process" if others else "")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    return
+            client.hello()
         finally:
-            for c in clients.values():
-                await c.close()
+            client.close()
 
     def _note_serving(self, pid: int) -> None:
         for s in self.specs:

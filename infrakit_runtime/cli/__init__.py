@@ -1,17 +1,31 @@
 """The ``infrakit`` command, one module per command family, without import cycles.
 
 ``app`` builds the parser from each family's ``register`` and runs ``main``; the families are
-``plugin`` (run, start, stop, ls, up), ``instance``, ``flavor``, ``group``, ``observe`` (events,
-manager status), ``selfhost`` and ``completion``; they share ``common`` (inputs, outputs, finding a plugin) and
-``render`` (tables and views). Imports go one way: ``app`` → families → ``common``/``render``;
-``make lint`` checks it (``.importlinter``). This file imports nothing at import time (its
-``main``, the console script's entry point, imports ``app`` when called), so importing a family
-never drags in the rest.
+``plugin`` (run, start, stop, ls), ``up``, ``instance``, ``flavor``, ``group``, ``observe``
+(events, manager status), ``selfhost`` and ``completion``; they share ``common`` (the top-level
+options, running a command, inputs, outputs, finding a plugin) and ``render`` (tables and
+views). Imports go one way: ``app`` → families → ``common``/``render``; ``make lint`` checks it
+(``.importlinter``). This file imports nothing at import time (its ``main``, the console
+script's entry point, imports what the command needs when called), so importing a family never
+drags in the rest.
 """
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The console script's entry point (``infrakit_runtime.cli:main``), kept for existing installs."""
-    from infrakit_runtime.cli import app  # imported on call: the package itself imports nothing at import time
+    """The console script's entry point (``infrakit_runtime.cli:main``) and ``python -m infrakit_runtime``'s.
+
+    ``infrakit up`` is run with a parser of its own command only: the supervisor lives as long as
+    the daemons, and the other commands' modules (rich, the async clients, ...) would stay in its
+    memory for nothing (tests/runtime/cli/test_up_footprint.py).
+    """
+    from infrakit_runtime.cli import common  # imported on call: the package itself imports nothing at import time
+
+    if common.command_of(argv) == "up":
+        from infrakit_runtime.cli import up
+
+        parser, sub = common.top_parser()
+        up.register(sub)
+        return common.run(parser, argv)
+    from infrakit_runtime.cli import app
 
     return app.main(argv)

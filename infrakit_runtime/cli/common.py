@@ -1,24 +1,29 @@
-"""What every ``infrakit`` command shares: input files, output formats, and finding a plugin.
+"""What every ``infrakit`` command shares: the top-level options and how a command is run (its
+errors turned into one line and an exit code), input files, output formats, and finding a plugin.
 
 Guarantee: imports nothing of the CLI (every command module imports this one, never the
 reverse), so the package has no import cycle; ``make lint`` keeps it so.
-Limit: helpers only; each command family lives in a module of its own (``plugin``, ``instance``,
-``flavor``, ``group``, ``observe``, ``completion``), and ``app`` assembles them.
+Limit: helpers only; each command family lives in a module of its own (``plugin``, ``up``,
+``instance``, ``flavor``, ``group``, ``observe``, ``selfhost``, ``completion``), and ``app``
+assembles them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from infrakit_runtime import config
+from infrakit_runtime import __version__, config, logs
 from infrakit_runtime.rpc import discovery
 from infrakit_runtime.rpc.client import SyncClient
+from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
+from infrakit_runtime.spi.common import PluginError, ValidationError
 
 OUTPUTS = ("table", "json", "yaml")
 
@@ -43,6 +48,100 @@ def completes_group_ids(action: argparse.Action) -> argparse.Action:
 
 class UsageError(Exception):
     """A mistake on the command line or in an input file."""
+
+
+# --- the top level ----------------------------------------------------------------------------
+
+
+def _global_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", action="version", version=f"infrakit {__version__}")
+    p.add_argument("--config", help="configuration file (default $INFRAKIT_CONFIG or $INFRAKIT_HOME/infrakit.yml)")
+    p.add_argument("--log-level", choices=list(logs.LEVELS), help="log level (debug dumps RPC traffic)")
+    p.add_argument("--log-format", choices=["text", "json"], help="log line format on stderr")
+
+
+def top_parser() -> tuple[argparse.ArgumentParser, Any]:
+    """The ``infrakit`` parser with its top-level options, and the subparsers its commands register in."""
+    p = argparse.ArgumentParser(
+        prog="infrakit",
+        description="Declarative, self-healing infrastructure groups (InfraKit-compatible runtime).",
+        epilog="Environment: INFRAKIT_HOME, INFRAKIT_PLUGINS_DIR, INFRAKIT_CLIENT_TIMEOUT, "
+        "INFRAKIT_GROUP_POLL_INTERVAL, INFRAKIT_INSTANCE_FILE_DIR, INFRAKIT_CONFIG keep InfraKit's meaning; "
+        "INFRAKIT_LOG_LEVEL and INFRAKIT_LOG_FORMAT set --log-level and --log-format; INFRAKIT_TOKEN_FILE names "
+        "the bearer token file of TCP listeners and of the clients that call them.",
+    )
+    _global_options(p)
+    return p, p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+
+class _Unparsable(Exception):
+    pass
+
+
+class _Scanner(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # the full parser says what is wrong
+        raise _Unparsable(message)
+
+
+def command_of(argv: list[str] | None) -> str | None:
+    """The command ``argv`` names (``up``, ``group``...), read with the top-level options only; None if unclear."""
+    scanner = _Scanner(prog="infrakit", add_help=False)
+    _global_options(scanner)
+    scanner.add_argument("rest", nargs=argparse.REMAINDER)
+    try:
+        args, _ = scanner.parse_known_args(sys.argv[1:] if argv is None else argv)
+    except _Unparsable:
+        return None
+    return args.rest[0] if args.rest else None
+
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse ``argv``, load the configuration, set up logging and run the command.
+
+    Errors reach the user as one readable line and a non-zero exit (2 for a usage mistake, 1 for
+    a plugin's refusal or an unreachable one), never a traceback (``--log-level debug`` shows the
+    traffic and the details).
+    """
+    args = parser.parse_args(argv)
+    try:
+        cfg = config.load(Path(args.config) if args.config else None, required=bool(args.config))
+        if cfg.token_file is not None:
+            # Read by every client of a TCP plugin and inherited by the daemons this command starts.
+            os.environ["INFRAKIT_TOKEN_FILE"] = str(cfg.token_file)
+        logs.setup(args.log_level or os.environ.get("INFRAKIT_LOG_LEVEL") or cfg.log_level,
+                   args.log_format or os.environ.get("INFRAKIT_LOG_FORMAT") or cfg.log_format)
+        return int(args.func(args, cfg) or 0)
+    except (UsageError, ValidationError, ValueError) as e:
+        print(f"infrakit: {e}", file=sys.stderr)
+        return 2
+    except RemoteError as e:
+        print(f"infrakit: {e.plugin}: {e.message} (code {e.code})", file=sys.stderr)
+        return 1
+    except (UnreachableError, PluginError) as e:
+        print(f"infrakit: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- supervising ------------------------------------------------------------------------------
+
+
+def add_probe_options(p: argparse.ArgumentParser) -> None:
+    """The liveness probe of ``plugin start`` and ``up``."""
+    p.add_argument("--probe-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="handshake each daemon this often; a hung one is killed and restarted (0 disables)")
+    p.add_argument("--probe-timeout", type=float, default=3.0, metavar="SECONDS", help="handshake answer deadline")
+    p.add_argument("--probe-failures", type=int, default=3, metavar="N", help="missed handshakes before a restart")
+
+
+def liveness(args: argparse.Namespace) -> Any:
+    """The ``launcher.Liveness`` of the probe options, or None when disabled (imported here, when supervising)."""
+    from infrakit_runtime.launcher import Liveness
+
+    if args.probe_interval <= 0:
+        return None
+    return Liveness(interval=args.probe_interval, timeout=args.probe_timeout, failures=args.probe_failures)
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -1,31 +1,37 @@
-"""``infrakit plugin run|start|stop|ls`` and ``infrakit up``: run, supervise, list and stop plugin daemons.
+"""``infrakit plugin run|start|stop|ls``: run, supervise, list and stop plugin daemons.
 
 Guarantee: a daemon's options are checked before anything starts (a bad ``--tcp`` or token
-file is a usage error naming the option), and ``up`` refuses a second supervisor for the same
-plugin directory. Limit: the supervising itself is ``launcher``'s and ``keeper``'s; this module
-only turns command lines into their calls.
+file is a usage error naming the option). Limit: the supervising itself is ``launcher``'s; this
+module only turns command lines into its calls (``infrakit up`` is ``up``'s).
 
-Cost: ``launcher``, ``keeper`` and ``ctypes`` are imported by the commands that use them, not
-here: every daemon runs through ``plugin run`` and would otherwise carry them (about 1 MiB of
-RSS each, on top of the parser's other modules).
+Cost: ``launcher`` and ``ctypes`` are imported by the commands that use them, not here: every
+daemon runs through ``plugin run`` and would otherwise carry them (about 1 MiB of RSS each, on
+top of the parser's other modules).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import ssl
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from infrakit_runtime import config, logs
-from infrakit_runtime.cli.common import UsageError, emit, output_option, parse_pairs, read_document, table
+from infrakit_runtime import config
+from infrakit_runtime.cli.common import (
+    UsageError,
+    add_probe_options,
+    emit,
+    liveness,
+    output_option,
+    parse_pairs,
+    read_document,
+    table,
+)
 from infrakit_runtime.daemon import KINDS, DaemonSpec, run_forever
 from infrakit_runtime.rpc import discovery, tokens
 from infrakit_runtime.rpc.client import SyncClient
@@ -33,7 +39,7 @@ from infrakit_runtime.rpc.errors import RemoteError, UnreachableError
 
 
 def register(sub: Any) -> None:
-    """Add ``plugin`` and ``up`` to the top-level parser."""
+    """Add ``plugin`` to the top-level parser."""
     plugin = sub.add_parser("plugin", help="run, supervise, list and stop plugin daemons")
     psub = plugin.add_subparsers(dest="action", metavar="ACTION", required=True)
     run = psub.add_parser("run", help="run daemons in the foreground, in this one process (for systemd)",
@@ -54,7 +60,7 @@ def register(sub: Any) -> None:
                             description="Start each daemon as a child, restart any that dies (with backoff), "
                             "and stop them all on SIGTERM/SIGINT.")
     start.add_argument("daemons", nargs="+", metavar="KIND[:NAME]")
-    _add_probe_options(start)
+    add_probe_options(start)
     start.set_defaults(func=cmd_plugin_start)
     stop = psub.add_parser("stop", help="stop running daemons by name")
     stop.add_argument("names", nargs="*", metavar="NAME")
@@ -64,23 +70,6 @@ def register(sub: Any) -> None:
     output_option(ls, top=True)
     ls.set_defaults(func=cmd_plugin_ls)
 
-    up = sub.add_parser("up", help="run the daemons of the configuration file under supervision",
-                        description="Run the daemons of the configuration file in a supervised child process (all "
-                        "in one process by default, each on its own socket; 'processes: separate' or --processes "
-                        "separate gives each its own), restart it when it dies or a daemon stops answering (with "
-                        "backoff, never giving up) and stop them all on SIGTERM/SIGINT. One supervisor per "
-                        "plugin directory. With --keeper (implied by --detach) a small keeper process runs the "
-                        "supervisor and restarts it if it dies, until it is stopped on request.")
-    up.add_argument("--detach", action="store_true",
-                    help="run in the background (double fork), under a keeper that restarts the supervisor")
-    up.add_argument("--keeper", action="store_true",
-                    help="run the supervisor under a keeper in the foreground (for a container's entrypoint)")
-    up.add_argument("--log-file", help="log file when detached (default $INFRAKIT_HOME/infrakit-up.log)")
-    up.add_argument("--processes", choices=config.PROCESSES,
-                    help="one process for every daemon, or a process each (default: the config file's "
-                    "'processes', else one); a daemon sharing a process cannot be restarted or stopped alone")
-    _add_probe_options(up)
-    up.set_defaults(func=cmd_up)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,71 +167,8 @@ def cmd_plugin_start(args: argparse.Namespace, cfg: config.Config) -> int:
     if len(set(names)) != len(names):
         raise UsageError(f"two daemons would share a socket name: {', '.join(names)}")
     os.environ["INFRAKIT_PARENT_DEATHSIG"] = "1"
-    asyncio.run(supervise(specs, plugins_dir=cfg.plugins_dir, liveness=_liveness(args)))
+    asyncio.run(supervise(specs, plugins_dir=cfg.plugins_dir, liveness=liveness(args)))
     return 0
-
-
-def _liveness(args: argparse.Namespace) -> Any:
-    from infrakit_runtime.launcher import Liveness
-
-    if args.probe_interval <= 0:
-        return None
-    return Liveness(interval=args.probe_interval, timeout=args.probe_timeout, failures=args.probe_failures)
-
-
-def _add_probe_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--probe-interval", type=float, default=5.0, metavar="SECONDS",
-                   help="handshake each daemon this often; a hung one is killed and restarted (0 disables)")
-    p.add_argument("--probe-timeout", type=float, default=3.0, metavar="SECONDS", help="handshake answer deadline")
-    p.add_argument("--probe-failures", type=int, default=3, metavar="N", help="missed handshakes before a restart")
-
-
-def cmd_up(args: argparse.Namespace, cfg: config.Config) -> int:
-    from infrakit_runtime import keeper
-    from infrakit_runtime.launcher import UP_STOPPED, LockHeld, supervise, up_lock
-
-    if not cfg.plugins:
-        raise UsageError(f"no plugins configured in {cfg.source or config.default_path()}; add a 'plugins' list")
-    if args.config:
-        os.environ["INFRAKIT_CONFIG"] = str(Path(args.config).resolve())
-    if args.detach or args.keeper:
-        if args.detach:
-            _detach(args.log_file or str(cfg.home / "infrakit-up.log"))
-        probe = ["--probe-interval", str(args.probe_interval), "--probe-timeout", str(args.probe_timeout),
-                 "--probe-failures", str(args.probe_failures)]
-        if args.processes:
-            probe += ["--processes", args.processes]
-        argv = keeper.supervisor_argv(config=args.config, log_level=args.log_level, log_format=args.log_format,
-                                      probe=probe)
-        return keeper.keep(argv, plugins_dir=cfg.plugins_dir)
-    os.environ["INFRAKIT_PARENT_DEATHSIG"] = "1"
-    lock = up_lock(cfg.plugins_dir)
-    try:
-        lock.acquire()
-    except LockHeld as e:
-        raise UsageError(f"{e}; stop it first (kill {e.pid})" if e.pid else str(e)) from None
-    try:
-        asyncio.run(supervise(cfg.daemon_processes(args.processes), plugins_dir=cfg.plugins_dir, liveness=_liveness(args),
-                              stopped_marker=cfg.plugins_dir / UP_STOPPED))
-    finally:
-        lock.release()
-    return 0
-
-
-def _detach(log_file: str) -> None:
-    """Classic double fork: the supervisor outlives the shell (or Ansible task) that started it."""
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    logs.setup(logging.getLevelName(logging.getLogger().level).lower())
 
 
 def cmd_plugin_stop(args: argparse.Namespace, cfg: config.Config) -> int:
