@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from infrakit_runtime.daemon import DaemonContext, Served
-from infrakit_runtime.plugins.instance import aws_launch, aws_pets, aws_templates, aws_validate
+from infrakit_runtime.plugins.instance import aws_launch, aws_pets, aws_templates, aws_validate, revisions
 from infrakit_runtime.plugins.instance.aws_ec2 import RETRY_MODES, AwsError, Backoff, Ec2, Settings
 from infrakit_runtime.rpc.instance import InstanceService
 from infrakit_runtime.spi import instance
@@ -296,6 +296,11 @@ class AwsInstancePlugin:
         if spot:
             found = await self._mark_interrupted(found)
         return found
+
+    async def describe_since(self, tags: dict[str, str], properties: bool, revision: str) -> instance.Listing:
+        """``instance.Revised`` by content (``revisions``): the listing asked for again, and no list when
+        ``revision`` names the very same one, so an unchanged group costs its caller no decoding or plan."""
+        return await revisions.listing_since(self.describe_instances(tags, properties), revision)
 
     async def _mark_interrupted(self, found: list[instance.Description]) -> list[instance.Description]:
         """Spot members with an interruption notice, described as outdated (one call, only for spot groups)."""

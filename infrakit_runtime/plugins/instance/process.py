@@ -33,7 +33,14 @@ from typing import Any
 
 from infrakit_runtime.daemon import DaemonContext, Served
 from infrakit_runtime.durations import parse_duration
-from infrakit_runtime.plugins.instance import process_cgroup, process_os, process_props, process_store, process_track
+from infrakit_runtime.plugins.instance import (
+    process_cgroup,
+    process_os,
+    process_props,
+    process_store,
+    process_track,
+    revisions,
+)
 from infrakit_runtime.rpc.instance import InstanceService
 from infrakit_runtime.spi import instance
 from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
@@ -170,6 +177,11 @@ class ProcessInstancePlugin(process_track.Tracker):
             found.append(instance.Description(id=record["ID"], logical_id=record.get("LogicalID"),
                                               tags=dict(have), properties=props))
         return found
+
+    async def describe_since(self, tags: dict[str, str], properties: bool, revision: str) -> instance.Listing:
+        """``instance.Revised`` by content (``revisions``): the listing asked for again, and no list when
+        ``revision`` names the very same one, so an unchanged group costs its caller no decoding or plan."""
+        return await revisions.listing_since(self.describe_instances(tags, properties), revision)
 
     async def label(self, instance_id: instance.ID, labels: dict[str, str]) -> None:
         """Merge ``labels`` into the instance's tags, on disk and in memory."""

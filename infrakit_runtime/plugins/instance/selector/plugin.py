@@ -30,6 +30,7 @@ from pathlib import Path
 
 from infrakit_runtime import fsutil
 from infrakit_runtime.group.plan.memory import Memory
+from infrakit_runtime.plugins.instance import revisions
 from infrakit_runtime.plugins.instance.selector import choices as ch
 from infrakit_runtime.plugins.instance.selector import placement
 from infrakit_runtime.spi import instance
@@ -320,6 +321,11 @@ class SelectorPlugin:
         state.view, state.described = view, True
         self._rebalance(group, state)
         return [self._reported(state, d) for d, _ in found.values()]
+
+    async def describe_since(self, tags: dict[str, str], properties: bool, revision: str) -> instance.Listing:
+        """``instance.Revised`` by content (``revisions``): the listing asked for again, and no list when
+        ``revision`` names the very same one, so an unchanged group costs its caller no decoding or plan."""
+        return await revisions.listing_since(self.describe_instances(tags, properties), revision)
 
     async def _describe_on(self, plugin: str, tags: dict[str, str], properties: bool, group: str | None,
                            state: GroupState | None) -> list[instance.Description]:
