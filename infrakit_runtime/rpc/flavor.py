@@ -120,6 +120,8 @@ async def _healthy_many(obj: flavor.FlavorPlugin, p: Reader) -> dict[str, Any]:
     final = {"Final": True} if _probes_nothing(obj, props) else {}
     if isinstance(obj, flavor.Assessing):
         answers = await obj.assess_many(props, descriptions)
+        if answers and all(a.final for a in answers):  # a flavor that learns it from its own members (combo)
+            final = {"Final": True}
         out: dict[str, Any] = {"Healths": [int(a.health) for a in answers], "Reasons": [a.reason for a in answers],
                                **final}
         if any(a.quorum is not None for a in answers):

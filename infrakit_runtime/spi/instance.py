@@ -219,8 +219,10 @@ class Revised(Protocol):
         """``describe_instances(tags, properties)`` stamped with the current revision, or no list when
         ``revision`` (one this plugin returned; "" for none) is still current.
 
-        A revision is never current again once anything the plugin lists changed, and never repeats
-        across restarts of the plugin: a caller holding a stale one always gets the full list.
+        A revision is current only while the plugin would list exactly what it was stamped on, across
+        restarts of the plugin too: a caller holding a stale one always gets the full list. (The file
+        plugin's never repeat; a digest of the listing, ``plugins.instance.revisions``, repeats only
+        with an equal list.)
         """
 
 

@@ -165,7 +165,8 @@ class ComboFlavorPlugin:
 
 def _combined(answers: list[tuple[str, flavor.Assessment]]) -> flavor.Assessment:
     """UNHEALTHY as soon as one member says so, HEALTHY when all do, else UNKNOWN; the reason names every
-    member that is not healthy (in its words, else its verdict), or, when all are, those that said why."""
+    member that is not healthy (in its words, else its verdict), or, when all are, those that said why.
+    ``final`` (the verdict never changes) only when every member said its own is final."""
     verdicts = [a.health for _, a in answers]
     if flavor.Health.UNHEALTHY in verdicts:
         health = flavor.Health.UNHEALTHY
@@ -178,7 +179,9 @@ def _combined(answers: list[tuple[str, flavor.Assessment]]) -> flavor.Assessment
     else:
         parts = [f"{label}: {a.reason or _WORDS[a.health]}" for label, a in answers if a.health != flavor.Health.HEALTHY]
     quorum = next((a.quorum for _, a in answers if a.quorum is not None), None)  # a voting member's cluster
-    return flavor.Assessment(health, "; ".join(parts), quorum)
+    # Fixed only when every member's verdict is: one member that probes keeps the whole chain asked.
+    final = bool(answers) and all(a.final for _, a in answers)
+    return flavor.Assessment(health, "; ".join(parts), quorum, final=final)
 
 
 _WORDS = {flavor.Health.UNKNOWN: "no verdict yet", flavor.Health.HEALTHY: "healthy", flavor.Health.UNHEALTHY: "unhealthy"}

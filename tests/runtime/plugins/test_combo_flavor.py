@@ -82,6 +82,20 @@ def test_health_is_healthy_only_when_every_flavor_says_so(combo):
     assert health(combo, chain(cannot_tell, no)) == UNHEALTHY
 
 
+def test_healthy_many_says_final_only_when_no_member_probes(combo):
+    """Vanilla says ``Final`` without a probe; the chain says it when all its members do, so the controller
+    stops asking about a settled member of a combo group as it does for a vanilla one."""
+    def many(properties: dict) -> dict:
+        return combo.call("Flavor.HealthyMany", {"Type": "", "Properties": properties, "Instances": [INSTANCE] * 2})
+
+    quiet = many(chain({"Init": ["echo a"]}, {"Tags": {"b": "1"}}))
+    assert quiet["Healths"] == [HEALTHY, HEALTHY] and quiet.get("Final") is True
+    probing = many(chain({}, {"Health": {"Command": ["true"]}}))
+    assert probing["Healths"] == [HEALTHY, HEALTHY] and "Final" not in probing
+    unreachable = many(chain({}, {}, {"Plugin": "not-running", "Properties": {}}))
+    assert unreachable["Healths"] == [UNKNOWN, UNKNOWN] and "Final" not in unreachable
+
+
 def test_an_unreachable_member_makes_health_unknown_not_unhealthy(combo):
     properties = chain({}, {}, {"Plugin": "not-running", "Properties": {}})
     assert health(combo, properties) == UNKNOWN

@@ -22,3 +22,10 @@ def test_healthy_when_all_are_with_the_reasons_given():
 def test_unknown_while_a_member_cannot_tell():
     a = _combined([("Flavors[0] (a)", Assessment(OK)), ("Flavors[1] (b)", Assessment(MAYBE))])
     assert a == Assessment(MAYBE, "Flavors[1] (b): no verdict yet")
+
+
+def test_final_only_when_every_member_says_its_verdict_is_final():
+    settled = Assessment(OK, final=True)
+    assert _combined([("Flavors[0] (a)", settled), ("Flavors[1] (b)", settled)]).final is True
+    assert _combined([("Flavors[0] (a)", settled), ("Flavors[1] (b)", Assessment(OK))]).final is False
+    assert _combined([]).final is False
