@@ -5,50 +5,18 @@ the number that answer (configured and serving) never drops below ``size - MaxUn
 
 from __future__ import annotations
 
-import threading
-import urllib.request
-
 from tests.runtime.ansible_flavor.conftest import World, wait_for
+from tests.runtime.serving import Answering
 
 SIZE = 2
 ROLLOUT = {"MaxSurge": 1, "MaxUnavailable": 0, "ProgressDeadline": "6s"}
 MESSAGE = "the package mirror is down"
 
 
-class Serving(threading.Thread):
-    """Counts, over and over, the members that answer ``GET /`` (the world, not the controller's view)."""
-
-    def __init__(self, world: World) -> None:
-        super().__init__(daemon=True, name="serving")
-        self.world, self.samples = world, []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                described = self.world.instances()
-            except Exception:
-                continue
-            answered = 0
-            for d in described:
-                try:
-                    with urllib.request.urlopen(f"http://{d['Properties']['Address']}/", timeout=5) as resp:
-                        answered += resp.status == 200
-                except Exception:
-                    pass
-            self.samples.append(answered)
-            self._halt.wait(0.05)
-
-    def stop(self) -> list[int]:
-        self._halt.set()
-        self.join(15)
-        return self.samples
-
-
 def test_a_rollout_whose_playbook_fails_stalls_with_the_old_members_serving_and_never_drops_below_size(world: World):
     world.commit(world.spec(size=SIZE, message="v1", grace="4s", **ROLLOUT))
     old = {i["ID"] for i in world.wait_converged(SIZE, message="v1", timeout=120)["Instances"]}
-    serving = Serving(world)
+    serving = Answering(world.instances)
     serving.start()
     try:
         world.fail_flag.touch()

@@ -50,55 +50,50 @@ def test_asking_many_times_starts_one_run_per_instance_and_configuration():
     asyncio.run(scenario())
 
 
-def test_no_more_runs_of_a_group_at_once_than_its_concurrency():
-    running, peak = 0, 0
-    release = asyncio.Event()
+class Gate:
+    """An executor whose runs all wait for ``release``; it counts how many ran at once (``peak``)."""
 
-    async def execute(j: Job, *, attempt: int, cancel: threading.Event) -> RunResult:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await release.wait()
-        running -= 1
+    def __init__(self) -> None:
+        self.running = self.peak = 0
+        self.release = asyncio.Event()
+
+    async def execute(self, j: Job, *, attempt: int, cancel: threading.Event) -> RunResult:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await self.release.wait()
+        self.running -= 1
         return OK
 
+
+def test_no_more_runs_of_a_group_at_once_than_its_concurrency():
     async def scenario() -> None:
-        pool = Pool(execute=execute, sleep=no_wait)
+        gate = Gate()
+        pool = Pool(execute=gate.execute, sleep=no_wait)
         runs = [pool.ensure(job(f"i{n}"), attempts=1, concurrency=2) for n in range(6)]
         other = pool.ensure(job("x", group="db"), attempts=1, concurrency=2)
-        await until(lambda: running == 3)
-        assert peak == 3 and other.phase is Phase.RUNNING  # two of web, one of db
+        await until(lambda: gate.running == 3)
+        assert gate.peak == 3 and other.phase is Phase.RUNNING  # two of web, one of db
         assert [r.phase for r in runs].count(Phase.QUEUED) == 4
         assert pool.ahead_of(runs[5]) == 3
-        release.set()
+        gate.release.set()
         await until(lambda: all(r.phase is Phase.SUCCEEDED for r in pool.runs()))
-        assert peak == 3
+        assert gate.peak == 3
         await pool.close()
 
     asyncio.run(scenario())
 
 
 def test_the_daemon_bounds_the_runs_of_every_group_together():
-    running, peak = 0, 0
-    release = asyncio.Event()
-
-    async def execute(j: Job, *, attempt: int, cancel: threading.Event) -> RunResult:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await release.wait()
-        running -= 1
-        return OK
-
     async def scenario() -> None:
-        pool = Pool(execute=execute, sleep=no_wait, max_runs=3)
+        gate = Gate()
+        pool = Pool(execute=gate.execute, sleep=no_wait, max_runs=3)
         for n in range(10):  # ten groups of one: each group's limit allows its run, the daemon's does not
             pool.ensure(job(f"i{n}", group=f"g{n}"), attempts=1, concurrency=5)
-        await until(lambda: running == 3)
+        await until(lambda: gate.running == 3)
         for _ in range(50):
             await asyncio.sleep(0)
-        assert peak == 3
-        release.set()
+        assert gate.peak == 3
+        gate.release.set()
         await until(lambda: all(r.phase is Phase.SUCCEEDED for r in pool.runs()))
         await pool.close()
 

@@ -12,46 +12,13 @@ from __future__ import annotations
 import copy
 import signal
 import sys
-import threading
-import urllib.request
 from typing import Any
 
 from tests.runtime.controller.harness import Stack
+from tests.runtime.serving import Answering
 
 SIZE = 3
 ROLLOUT = {"MaxSurge": 1, "MaxUnavailable": 0, "ProgressDeadline": "8s"}
-
-
-class Answers(threading.Thread):
-    """Counts, over and over, the instances of the group that answer ``GET /`` (the world, not the controller)."""
-
-    def __init__(self, stack: Stack) -> None:
-        super().__init__(daemon=True, name="answers")
-        self.stack = stack
-        self.samples: list[int] = []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                described = self.stack.instances()
-            except Exception:
-                continue  # the plugin is busy; the next sample counts
-            answered = 0
-            for d in described:
-                address = (d.get("Properties") or {}).get("Address")
-                try:
-                    with urllib.request.urlopen(f"http://{address}/", timeout=5) as resp:
-                        answered += resp.status == 200
-                except Exception:
-                    pass
-            self.samples.append(answered)
-            self._halt.wait(0.05)
-
-    def stop(self) -> list[int]:
-        self._halt.set()
-        self.join(15)
-        return self.samples
 
 
 def healthy_group(stack: Stack) -> tuple[dict[str, Any], set[str]]:
@@ -84,7 +51,7 @@ def serving_ids(stack: Stack) -> set[str]:
 
 def test_a_new_probe_that_answers_404_never_takes_a_serving_instance(stack):
     good, old = healthy_group(stack)
-    answers = Answers(stack)
+    answers = Answering(stack.instances)
     answers.start()
     try:
         stack.commit(with_probe(good, "http://{{address}}/nosuch"))
@@ -105,7 +72,7 @@ def test_a_new_probe_that_answers_404_never_takes_a_serving_instance(stack):
 
 def test_a_new_program_that_never_serves_stalls_behind_the_old_instances(stack):
     good, old = healthy_group(stack)
-    answers = Answers(stack)
+    answers = Answering(stack.instances)
     answers.start()
     try:
         stack.commit(with_program(good, "import time; time.sleep(3600)", stack))
@@ -123,7 +90,7 @@ def test_a_new_program_that_never_serves_stalls_behind_the_old_instances(stack):
 
 def test_a_crash_looping_new_version_backs_off_and_the_old_instances_keep_serving(stack):
     good, old = healthy_group(stack)
-    answers = Answers(stack)
+    answers = Answering(stack.instances)
     answers.start()
     try:
         stack.commit(with_program(good, "import time; time.sleep(0.5); raise SystemExit(3)", stack))
@@ -143,7 +110,7 @@ def test_a_crash_looping_new_version_backs_off_and_the_old_instances_keep_servin
 
 def test_a_controller_restarted_while_a_rollout_is_stuck_keeps_the_old_instances(stack):
     good, old = healthy_group(stack)
-    answers = Answers(stack)
+    answers = Answering(stack.instances)
     answers.start()
     try:
         stack.commit(with_probe(good, "http://{{address}}/nosuch"))
