@@ -27,11 +27,11 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from infrakit_runtime.daemon import DaemonContext, Served
-from infrakit_runtime.durations import parse_duration
+from infrakit_runtime.plugins import fields
 from infrakit_runtime.plugins.flavor import probes
 from infrakit_runtime.rpc.flavor import FlavorService, healthy_each
 from infrakit_runtime.spi import flavor, instance
-from infrakit_runtime.spi.common import JSON, PluginError, ValidationError, json_type
+from infrakit_runtime.spi.common import JSON, PluginError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -77,80 +77,6 @@ class Properties:
     drain: DrainHook | None = None
 
 
-class _Fields:
-    """Reads fields of one object, collecting problems instead of stopping at the first."""
-
-    def __init__(self, obj: dict[str, Any], where: str, problems: list[str]) -> None:
-        self.obj = obj
-        self.where = where
-        self.problems = problems
-
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def unknown(self, known: tuple[str, ...]) -> None:
-        for key in sorted(set(self.obj) - set(known)):
-            what = f"{self.where} property" if self.where else "property"
-            self.problems.append(f"unknown {what} {key!r} (known: {', '.join(known)})")
-
-    def string(self, key: str) -> str | None:
-        value = self.obj.get(key)
-        if value is None or isinstance(value, str):
-            return value
-        self.problems.append(f"{self.path(key)} must be a string, got {json_type(value)}")
-        return None
-
-    def strings(self, key: str) -> list[str] | None:
-        value = self.obj.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list):
-            self.problems.append(f"{self.path(key)} must be an array of strings, got {json_type(value)}")
-            return None
-        bad = [f"{self.path(key)}[{i}] must be a string, got {json_type(v)}" for i, v in enumerate(value)
-               if not isinstance(v, str)]
-        self.problems.extend(bad)
-        return None if bad else list(value)
-
-    def string_map(self, key: str) -> dict[str, str]:
-        value = self.obj.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problems.append(f"{self.path(key)} must be an object of strings, got {json_type(value)}")
-            return {}
-        bad = [f"{self.path(key)}.{k} must be a string, got {json_type(v)}" for k, v in value.items()
-               if not isinstance(v, str)]
-        self.problems.extend(bad)
-        return {} if bad else dict(value)
-
-    def duration(self, key: str, default: float) -> float:
-        value = self.obj.get(key)
-        if value is None:
-            return default
-        try:
-            seconds = parse_duration(value) if isinstance(value, (str, int, float)) else None
-        except ValueError as e:
-            self.problems.append(f"{self.path(key)}: {e}")
-            return default
-        if seconds is None:
-            self.problems.append(f"{self.path(key)} must be a duration such as \"2s\", got {json_type(value)}")
-            return default
-        if seconds <= 0:
-            self.problems.append(f"{self.path(key)} must be longer than 0s, got {value!r}")
-            return default
-        return seconds
-
-    def nested(self, key: str) -> _Fields | None:
-        value = self.obj.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            self.problems.append(f"{self.path(key)} must be an object, got {json_type(value)}")
-            return None
-        return _Fields(value, self.path(key), self.problems)
-
-
 def template_url_problems(url: str) -> list[str]:
     """Why ``url`` cannot be fetched as an init script template (empty when it can)."""
     parts = urlsplit(url)
@@ -188,14 +114,14 @@ async def fetch_template(url: str) -> str:
     return text
 
 
-def _probe_text_problems(f: _Fields, key: str) -> str | None:
+def _probe_text_problems(f: fields.Fields, key: str) -> str | None:
     text = f.string(key)
     if text is not None:
         f.problems.extend(probes.placeholder_problems(text, f.path(key)))
     return text
 
 
-def _command(f: _Fields, key: str) -> tuple[str, ...] | None:
+def _command(f: fields.Fields, key: str) -> tuple[str, ...] | None:
     argv = f.strings(key)
     if argv is None:
         return None
@@ -207,7 +133,7 @@ def _command(f: _Fields, key: str) -> tuple[str, ...] | None:
     return tuple(argv)
 
 
-def _health(f: _Fields, strict: bool) -> HealthCheck:
+def _health(f: fields.Fields, strict: bool) -> HealthCheck:
     if strict:
         f.unknown(HEALTH_KEYS)
     http = _probe_text_problems(f, "HTTP")
@@ -221,47 +147,44 @@ def _health(f: _Fields, strict: bool) -> HealthCheck:
             f.problems.append(f"{f.path('TCP')}: {e}")
     command = _command(f, "Command")
     timeout = f.duration("Timeout", DEFAULT_PROBE_TIMEOUT)
-    expect = f.obj.get("ExpectStatus")
-    if expect is not None:
-        if isinstance(expect, bool) or not isinstance(expect, int) or not 100 <= expect <= 599:
-            f.problems.append(f"{f.path('ExpectStatus')} must be an HTTP status from 100 to 599, got {expect!r}")
-            expect = None
-        elif f.obj.get("HTTP") is None:
+    expect: int | None = None
+    if f.obj.get("ExpectStatus") is not None:
+        expect = f.integer("ExpectStatus", 0, minimum=100, maximum=599) or None
+        if expect is not None and f.obj.get("HTTP") is None:
             f.problems.append(f"{f.path('ExpectStatus')} needs {f.path('HTTP')}")
     if all(f.obj.get(k) is None for k in ("HTTP", "TCP", "Command")):
         f.problems.append(f"{f.where} needs at least one probe: HTTP, TCP or Command")
     return HealthCheck(http=http, tcp=tcp, command=command, timeout=timeout, expect_status=expect)
 
 
-def _drain(f: _Fields, strict: bool) -> DrainHook | None:
+def _drain(f: fields.Fields, strict: bool) -> DrainHook | None:
     if strict:
         f.unknown(DRAIN_KEYS)
     command = _command(f, "Command")
-    if f.obj.get("Command") is None:
-        f.problems.append(f"{f.path('Command')} is required")
+    f.required("Command")
     timeout = f.duration("Timeout", DEFAULT_DRAIN_TIMEOUT)
     return DrainHook(command=command, timeout=timeout) if command else None
 
 
-def _attachments(f: _Fields, strict: bool) -> tuple[instance.Attachment, ...]:
+def _attachments(f: fields.Fields, strict: bool) -> tuple[instance.Attachment, ...]:
     value = f.obj.get("Attachments")
     if value is None:
         return ()
     if not isinstance(value, list):
-        f.problems.append(f"Attachments must be an array of {{ID, Type}} objects, got {json_type(value)}")
+        f.problems.append(fields.wrong_type("Attachments", "an array of {ID, Type} objects", value))
         return ()
     found = []
     for i, item in enumerate(value):
         where = f"Attachments[{i}]"
         if not isinstance(item, dict):
-            f.problems.append(f"{where} must be an object with ID and Type, got {json_type(item)}")
+            f.problems.append(fields.wrong_type(where, "an object with ID and Type", item))
             continue
-        a = _Fields(item, where, f.problems)
+        a = fields.Fields(item, where, f.problems)
         if strict:
             a.unknown(("ID", "Type"))
         attachment_id, type_ = a.string("ID"), a.string("Type")
         if item.get("ID") in (None, ""):
-            f.problems.append(f"{where}.ID is required")
+            f.problems.append(fields.missing(f"{where}.ID"))
         elif attachment_id is not None:
             found.append(instance.Attachment(id=attachment_id, type=type_ or ""))
     return tuple(found)
@@ -276,9 +199,9 @@ def parse_properties(obj: JSON, *, strict: bool) -> Properties:
     if obj is None:
         return Properties()
     if not isinstance(obj, dict):
-        raise ValidationError(f"Properties must be an object, got {json_type(obj)}")
+        raise ValidationError(fields.wrong_type("Properties", "an object", obj))
     problems: list[str] = []
-    f = _Fields(obj, "", problems)
+    f = fields.Fields(obj, "", problems)
     if strict:
         f.unknown(KNOWN_KEYS)
     init = f.strings("Init") or []

@@ -91,17 +91,17 @@ def test_validate_lists_every_problem_naming_each_field(vanilla):
     }
     problems = validate_error(vanilla, props).split("; ")
     assert problems == [
-        "unknown property 'Healthz' (known: Attachments, Drain, Health, Init, InitScriptTemplateURL, Tags)",
+        "Healthz is not a field (known: Attachments, Drain, Health, Init, InitScriptTemplateURL, Tags)",
         "Init[1] must be a string, got number",
         "Tags.tier must be a string, got number",
         "Attachments[0].ID is required",
         "Attachments[1] must be an object with ID and Type, got string",
-        "unknown Health property 'Retries' (known: Command, ExpectStatus, HTTP, TCP, Timeout)",
+        "Health.Retries is not a field (known: Command, ExpectStatus, HTTP, TCP, Timeout)",
         "Health.HTTP uses unknown placeholder {{nope}} (known: {{address}}, {{host}}, {{port}}, {{id}}, "
         "{{logical_id}}, {{tags.NAME}})",
         "Health.HTTP must be an http:// or https:// URL, got 'ftp://x/{{nope}}'",
-        "Health.Timeout: 'soon' is not a duration (expected e.g. 500ms, 30s, 1m30s)",
-        "Health.ExpectStatus must be an HTTP status from 100 to 599, got 99",
+        'Health.Timeout must be a duration such as "2s", got \'soon\'',
+        "Health.ExpectStatus must be an integer from 100 to 599, got 99",
         "Drain.Command is required",
         "Drain.Timeout must be longer than 0s, got '0s'",
     ]

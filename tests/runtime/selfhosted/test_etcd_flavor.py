@@ -151,7 +151,7 @@ def test_validate_lists_every_problem_naming_its_field(etcd_world: EtcdWorld) ->
     for expected in ("ClientPort must be an integer from 1 to 65535", "DataDir must be an absolute path",
                      "Launch must be one of env, debian", "Options.name is rendered by the flavor",
                      "Options.Bad_Flag: name an etcd flag", "Snapshot.Dir is required", "Snapshot.Interval",
-                     "unknown property 'Color'", "LogicalIDs[1]"):
+                     "Color is not a field", "LogicalIDs[1]"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
     with pytest.raises(ValidationError, match=r"keeps pets: give the group Allocation\.LogicalIDs"):
         etcd_world.run(etcd_world.flavor.validate({}, flavor.Allocation(size=3)))

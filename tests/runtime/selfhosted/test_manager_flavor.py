@@ -52,7 +52,7 @@ def test_validate_lists_every_problem_naming_its_field(replica_world: ReplicaWor
     text = "\n".join(raised.value.problems)
     for expected in ("TokenFile is required", "Backend.endpoints must list", "ListenPort must be an integer",
                      "ConfigDir must be an absolute path", "TLS needs cert and key", "Options.listen is rendered",
-                     "unknown property 'Shape'", "would listen on 10.0.0.1:24864"):
+                     "Shape is not a field", "would listen on 10.0.0.1:24864"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
 
 

@@ -13,8 +13,8 @@ import dataclasses
 import re
 from typing import Any
 
-from infrakit_runtime.durations import parse_duration
-from infrakit_runtime.spi.common import JSON, ValidationError, json_type
+from infrakit_runtime.plugins import fields
+from infrakit_runtime.spi.common import JSON, ValidationError
 
 FIELDS = ("Playbook", "ExtraVars", "Connection", "VaultPasswordFile", "Timeout", "Retries", "Concurrency",
           "Drain", "Flavor")
@@ -39,6 +39,7 @@ MAX_RETRY_DELAY = 60.0
 # ns.collection.playbook (ansible-playbook runs playbooks of installed collections by FQCN).
 _FQCN = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+\.[A-Za-z0-9_][A-Za-z0-9_.]*$")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,93 +106,35 @@ def is_fqcn(playbook: str) -> bool:
     return not playbook.startswith("/") and bool(_FQCN.match(playbook))
 
 
-class _Reader:
-    """Reads the fields of one object, collecting problems instead of stopping at the first."""
+def _playbook(r: fields.Fields, key: str) -> str | None:
+    value = r.obj.get(key)
+    expected = "an absolute path to a playbook, or a playbook of an installed collection by its FQCN " \
+               "(namespace.collection.playbook)"
+    if value is None:
+        r.problems.append(fields.missing(r.path(key), expected))
+        return None
+    if not isinstance(value, str):
+        r.problems.append(fields.wrong_type(r.path(key), expected, value))
+        return None
+    if not (value.startswith("/") or _FQCN.match(value)) or "\0" in value:
+        r.problems.append(fields.wrong_value(r.path(key), expected, value))
+        return None
+    return value
 
-    def __init__(self, obj: dict[str, Any], where: str, problems: list[str]) -> None:
-        self.obj, self.where, self.problems = obj, where, problems
 
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}"
+def _variables(r: fields.Fields, key: str) -> dict[str, Any]:
+    value = r.mapping(key, "an object of variables")
+    bad = [k for k in value if not isinstance(k, str) or not _VARIABLE.match(k)]
+    r.problems.extend(f"{r.path(key)}: {k!r} is not a valid Ansible variable name" for k in bad)
+    return value
 
-    def unknown(self, known: tuple[str, ...]) -> None:
-        self.problems.extend(f"{self.path(k)} is not a field (known: {', '.join(known)})"
-                             for k in sorted(set(self.obj) - set(known), key=str))
 
-    def playbook(self, key: str) -> str | None:
-        value = self.obj.get(key)
-        if value is None:
-            self.problems.append(f"{self.path(key)} is required: an absolute path to a playbook, or a playbook of "
-                                 "an installed collection by its FQCN (namespace.collection.playbook)")
-            return None
-        if not isinstance(value, str) or not (value.startswith("/") or _FQCN.match(value)) or "\0" in value:
-            self.problems.append(f"{self.path(key)} must be an absolute path to a playbook or a collection "
-                                 f"playbook's FQCN (namespace.collection.playbook), got {value!r}")
-            return None
-        return value
-
-    def path_field(self, key: str) -> str | None:
-        value = self.obj.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
-            self.problems.append(f"{self.path(key)} must be an absolute file path, got {value!r}")
-            return None
-        return value
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        value = self.obj.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problems.append(f"{self.path(key)} must be an object of variables, got {json_type(value)}")
-            return {}
-        bad = [k for k in value if not isinstance(k, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
-        self.problems.extend(f"{self.path(key)}: {k!r} is not a valid Ansible variable name" for k in bad)
-        return dict(value)
-
-    def duration(self, key: str, default: float) -> float:
-        value = self.obj.get(key)
-        if value is None:
-            return default
-        try:
-            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                raise ValueError(f"must be a duration such as \"10m\", got {json_type(value)}")
-            seconds = parse_duration(value)
-        except ValueError as e:
-            self.problems.append(f"{self.path(key)}: {e}")
-            return default
-        if seconds <= 0:
-            self.problems.append(f"{self.path(key)} must be longer than 0s, got {value!r}")
-            return default
-        return seconds
-
-    def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
-        value = self.obj.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            self.problems.append(f"{self.path(key)} must be an integer from {minimum} to {maximum}, got {value!r}")
-            return default
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.obj.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.problems.append(f"{self.path(key)} must be true or false, got {json_type(value)}")
-            return default
-        return value
-
-    def name(self, key: str) -> str | None:
-        value = self.obj.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not _USER.match(value):
-            self.problems.append(f"{self.path(key)} must be a user name, got {value!r}")
-            return None
-        return value
+def _user(r: fields.Fields, key: str) -> str | None:
+    value = r.string(key)
+    if value is not None and not _USER.match(value):
+        r.problems.append(fields.wrong_value(r.path(key), "a user name", value))
+        return None
+    return value
 
 
 def _connection(raw: JSON, problems: list[str], strict: bool) -> Connection:
@@ -201,24 +144,20 @@ def _connection(raw: JSON, problems: list[str], strict: bool) -> Connection:
     if isinstance(raw, str):
         raw = {"Type": raw}
     if not isinstance(raw, dict):
-        problems.append(f"{where} must be \"local\", \"ssh\" or an object {{{', '.join(CONNECTION_FIELDS)}}}, "
-                        f"got {json_type(raw)}")
+        problems.append(fields.wrong_type(where, f"\"local\", \"ssh\" or an object {{{', '.join(CONNECTION_FIELDS)}}}",
+                                          raw))
         return Connection()
-    r = _Reader(raw, where, problems)
+    r = fields.Fields(raw, where, problems)
     if strict:
         r.unknown(CONNECTION_FIELDS)
     kind = raw.get("Type", "local")
     known = kind in CONNECTIONS
     if not known:
-        problems.append(f"{where}.Type must be one of {', '.join(CONNECTIONS)}, got {kind!r}")
+        problems.append(fields.wrong_value(f"{where}.Type", f"one of {', '.join(CONNECTIONS)}", kind))
         kind = "local"
-    port = raw.get("Port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
-        problems.append(f"{where}.Port must be a port number (1-65535), got {port!r}")
-        port = None
-    conn = Connection(type=kind, user=r.name("User"), private_key_file=r.path_field("PrivateKeyFile"), port=port,
-                      host_key_checking=r.boolean("HostKeyChecking", False), become=r.boolean("Become", False),
-                      become_user=r.name("BecomeUser"))
+    conn = Connection(type=kind, user=_user(r, "User"), private_key_file=r.abs_path("PrivateKeyFile"),
+                      port=r.port("Port", 0) or None, host_key_checking=r.boolean("HostKeyChecking", False),
+                      become=r.boolean("Become", False), become_user=_user(r, "BecomeUser"))
     if kind == "local" and known:
         problems.extend(f"{where}.{k} applies to the ssh connection only" for k in ("User", "PrivateKeyFile", "Port",
                                                                                       "HostKeyChecking")
@@ -233,13 +172,13 @@ def _drain(raw: JSON, problems: list[str], strict: bool) -> Drain | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        problems.append(f"{where} must be an object {{{', '.join(DRAIN_FIELDS)}}}, got {json_type(raw)}")
+        problems.append(fields.wrong_type(where, f"an object {{{', '.join(DRAIN_FIELDS)}}}", raw))
         return None
-    r = _Reader(raw, where, problems)
+    r = fields.Fields(raw, where, problems)
     if strict:
         r.unknown(DRAIN_FIELDS)
-    playbook = r.playbook("Playbook")
-    extra = r.mapping("ExtraVars")
+    playbook = _playbook(r, "Playbook")
+    extra = _variables(r, "ExtraVars")
     timeout = r.duration("Timeout", DEFAULT_DRAIN_TIMEOUT)
     return Drain(playbook=playbook, extra_vars=extra, timeout=timeout) if playbook else None
 
@@ -253,8 +192,7 @@ def _inner(raw: JSON, problems: list[str], strict: bool, self_name: str) -> tupl
                         "instance also needs, asked once the playbook has succeeded")
         return None
     if strict:
-        problems.extend(f"{where}.{k} is not a field (known: Plugin, Properties)"
-                        for k in sorted(set(raw) - {"Plugin", "Properties"}, key=str))
+        fields.Fields(raw, where, problems).unknown(("Plugin", "Properties"))
     if self_name and raw["Plugin"].partition("/")[0] == self_name:
         problems.append(f"{where}.Plugin {raw['Plugin']!r} is this flavor itself")
         return None
@@ -264,15 +202,15 @@ def _inner(raw: JSON, problems: list[str], strict: bool, self_name: str) -> tupl
 def parse(obj: JSON, *, strict: bool = True, self_name: str = "") -> Properties:
     """Checked Properties, or ``ValidationError`` listing every problem by its field."""
     if not isinstance(obj, dict):
-        raise ValidationError(f"Properties must be an object with at least Playbook, got {json_type(obj)}")
+        raise ValidationError(fields.wrong_type("Properties", "an object with at least Playbook", obj))
     problems: list[str] = []
-    r = _Reader(obj, "Properties", problems)
+    r = fields.Fields(obj, "Properties", problems)
     if strict:
         r.unknown(FIELDS)
-    playbook = r.playbook("Playbook")
-    extra = r.mapping("ExtraVars")
+    playbook = _playbook(r, "Playbook")
+    extra = _variables(r, "ExtraVars")
     connection = _connection(obj.get("Connection"), problems, strict)
-    vault = r.path_field("VaultPasswordFile")
+    vault = r.abs_path("VaultPasswordFile")
     timeout = r.duration("Timeout", DEFAULT_TIMEOUT)
     retries = r.integer("Retries", DEFAULT_RETRIES, minimum=0, maximum=MAX_RETRIES)
     concurrency = r.integer("Concurrency", DEFAULT_CONCURRENCY, minimum=1, maximum=MAX_CONCURRENCY)

@@ -29,8 +29,8 @@ import dataclasses
 import re
 import shlex
 
+from infrakit_runtime.plugins import fields
 from infrakit_runtime.plugins.flavor.selfhost import addresses
-from infrakit_runtime.plugins.flavor.selfhost.fields import Fields
 from infrakit_runtime.spi.common import JSON, ValidationError
 
 __all__ = ["EtcdProperties", "MemberAddress", "Snapshot", "cluster_endpoints", "member", "parse", "render"]
@@ -71,14 +71,14 @@ class EtcdProperties:
 
 def parse(obj: JSON, *, strict: bool = False) -> EtcdProperties:
     """Checked Properties; ``strict`` (Validate) also refuses unknown keys."""
-    f = Fields(obj)
+    f = fields.Fields(obj)
     if strict:
         f.unknown(KNOWN)
     d = EtcdProperties()
-    endpoints = f.strings("Endpoints")
+    endpoints = f.strings("Endpoints", nonempty=True)
     for i, url in enumerate(endpoints or []):
         if not url.startswith(("http://", "https://")):
-            f.problems.append(f"Endpoints[{i}] must be an http:// or https:// client URL, got {url!r}")
+            f.problems.append(fields.wrong_value(f"Endpoints[{i}]", "an http:// or https:// client URL", url))
     options = f.string_map("Options")
     for key, value in options.items():
         if not _FLAG.match(key):
@@ -95,8 +95,7 @@ def parse(obj: JSON, *, strict: bool = False) -> EtcdProperties:
         if strict:
             s.unknown(SNAPSHOT_KEYS)
         directory = s.abs_path("Dir")
-        if "Dir" not in s.obj:
-            s.problems.append(f"{s.path('Dir')} is required: where snapshots are written")
+        s.required("Dir", "where snapshots are written")
         interval = s.duration("Interval", Snapshot.interval)
         keep = s.integer("Keep", Snapshot.keep, minimum=1)
         if directory is not None:
@@ -105,8 +104,8 @@ def parse(obj: JSON, *, strict: bool = False) -> EtcdProperties:
         client_port=f.port("ClientPort", d.client_port), peer_port=f.port("PeerPort", d.peer_port),
         data_dir=f.abs_path("DataDir", d.data_dir) or d.data_dir,
         endpoints=tuple(u.rstrip("/") for u in endpoints) if endpoints else None,
-        cluster_token=f.string("ClusterToken", d.cluster_token) or d.cluster_token,
-        launch=f.string("Launch", d.launch, choices=LAUNCHES) or d.launch,
+        cluster_token=f.string("ClusterToken", d.cluster_token, nonempty=True) or d.cluster_token,
+        launch=f.string("Launch", d.launch, nonempty=True, choices=LAUNCHES) or d.launch,
         max_lag=f.integer("MaxLag", d.max_lag), timeout=f.duration("Timeout", d.timeout),
         options=tuple(sorted(options.items())), snapshot=snapshot,
     )

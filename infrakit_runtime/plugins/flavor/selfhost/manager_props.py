@@ -31,9 +31,9 @@ import json
 import shlex
 from typing import Any
 
+from infrakit_runtime.plugins import fields
 from infrakit_runtime.plugins.flavor.selfhost import addresses
-from infrakit_runtime.plugins.flavor.selfhost.fields import Fields
-from infrakit_runtime.spi.common import JSON, ValidationError, json_type
+from infrakit_runtime.spi.common import JSON, ValidationError
 
 __all__ = ["ManagerProperties", "Replica", "parse", "render", "replica"]
 
@@ -57,19 +57,17 @@ class ManagerProperties:
 
 
 def parse(obj: JSON, *, strict: bool = False) -> ManagerProperties:
-    f = Fields(obj)
+    f = fields.Fields(obj)
     if strict:
         f.unknown(KNOWN)
     token_file = f.abs_path("TokenFile")
-    if "TokenFile" not in f.obj:
-        f.problems.append("TokenFile is required: the bearer token file every replica's listener requires "
-                          "(loopback included)")
+    f.required("TokenFile", "the bearer token file every replica's listener requires (loopback included)")
     backend = f.obj.get("Backend")
     if backend is None:
-        f.problems.append("Backend is required: the replicas' store, e.g. {type: etcd, endpoints: [http://10.0.0.1:2379]}")
+        f.problems.append(fields.missing("Backend", "the replicas' store, e.g. {type: etcd, endpoints: [http://10.0.0.1:2379]}"))
         backend = {}
     elif not isinstance(backend, dict):
-        f.problems.append(f"Backend must be an object (the manager's backend option), got {json_type(backend)}")
+        f.problems.append(fields.wrong_type("Backend", "an object (the manager's backend option)", backend))
         backend = {}
     elif backend.get("type") == "etcd":
         endpoints = backend.get("endpoints")
@@ -77,7 +75,7 @@ def parse(obj: JSON, *, strict: bool = False) -> ManagerProperties:
             f.problems.append("Backend.endpoints must list the etcd group's client URLs (replicas share leadership "
                               "and the store through them)")
     elif backend.get("type") not in (None, "file"):
-        f.problems.append(f"Backend.type must be etcd or file, got {backend.get('type')!r}")
+        f.problems.append(fields.wrong_value("Backend.type", "etcd or file", backend.get("type")))
     tls = None
     t = f.nested("TLS")
     if t is not None:
@@ -88,7 +86,7 @@ def parse(obj: JSON, *, strict: bool = False) -> ManagerProperties:
             t.problems.append("TLS needs cert and key (absolute paths on the replica's host)")
     options = f.obj.get("Options") or {}
     if not isinstance(options, dict):
-        f.problems.append(f"Options must be an object of manager options, got {json_type(options)}")
+        f.problems.append(fields.wrong_type("Options", "an object of manager options", options))
         options = {}
     for key in sorted(options, key=str):
         if key in RENDERED:
