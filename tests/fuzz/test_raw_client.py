@@ -12,14 +12,13 @@ certain rather than a race.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.fuzz.conftest import RawClient
+from tests.runtime import rawhttp
 from tests.runtime.conftest import Daemons
 from tests.runtime.procs import served_connections
 
@@ -28,13 +27,8 @@ HELLO = b'{"jsonrpc":"2.0","method":"Handshake.Hello","params":{},"id":1}'
 
 @pytest.fixture
 def file_daemon() -> Iterator[Daemons]:
-    with tempfile.TemporaryDirectory(prefix="ikrawclient-") as d:
-        daemons = Daemons(Path(d) / "home")
-        try:
-            daemons.start("file")
-            yield daemons
-        finally:
-            daemons.stop_all()
+    with rawhttp.file_daemon("ikrawclient-") as daemons:
+        yield daemons
 
 
 class BodyAfterClose:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from infrakit_runtime.rpc.dispatch import BATCH_CONCURRENCY, MAX_BATCH, MAX_BATC
 from infrakit_runtime.rpc.errors import UnreachableError
 from infrakit_runtime.rpc.instance import InstanceClient
 from infrakit_runtime.rpc.limits import BODY_TIMEOUT, HEADER_TIMEOUT, connection_limit
+from tests.runtime import rawhttp
 from tests.runtime.conftest import Daemons
 from tests.runtime.procs import served_connections
 
@@ -37,13 +37,8 @@ LINGER = 10.0
 
 @pytest.fixture
 def file_daemon() -> Iterator[Daemons]:
-    with tempfile.TemporaryDirectory(prefix="ikflood-") as d:
-        daemons = Daemons(Path(d) / "home")
-        try:
-            daemons.start("file")
-            yield daemons
-        finally:
-            daemons.stop_all()
+    with rawhttp.file_daemon("ikflood-") as daemons:
+        yield daemons
 
 
 def served(daemons: Daemons) -> int:
@@ -69,64 +64,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"not within {timeout:g}s: {what} (last: {last!r})")
 
 
-def connect(path: Path, timeout: float = 30) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    sock.connect(str(path))
-    return sock
-
-
-def request_bytes(body: bytes, *, length: int | None = None) -> bytes:
-    return (b"POST / HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % (len(body) if length is None else length)) + body
-
-
-def read_answer(sock: socket.socket) -> tuple[int, bytes]:
-    """One HTTP response (status, body) read by its Content-Length; EOF first is an AssertionError."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            raise AssertionError(f"connection closed before an answer (got {data[:200]!r})")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = int(next(v for k, _, v in (line.partition(b":") for line in lines[1:]) if k.strip().lower() == b"content-length"))
-    while len(body) < length:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise AssertionError("connection closed in the middle of an answer")
-        body += chunk
-    return int(lines[0].split()[1]), body
-
-
-def call(sock: socket.socket, message: Any) -> tuple[int, Any]:
-    sock.sendall(request_bytes(json.dumps(message, separators=(",", ":")).encode()))
-    status, body = read_answer(sock)
-    return status, json.loads(body) if body else None
-
-
-def closed_by_peer(sock: socket.socket, timeout: float = 0.5) -> bool:
-    """True once the daemon closed ``sock`` (EOF or reset), after reading whatever it sent."""
-    sock.settimeout(timeout)
-    try:
-        while True:
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                return True
-    except TimeoutError:
-        return False
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-
-
 # -- batches -------------------------------------------------------------------------------
 
 
 def test_a_batch_over_the_limit_is_refused_whole_with_an_error_naming_the_limit(file_daemon: Daemons) -> None:
     batch = [{**HELLO, "id": i} for i in range(MAX_BATCH + 1)]
-    with connect(file_daemon.plugins_dir / "file") as sock:
-        status, answer = call(sock, batch)
+    with rawhttp.connect(file_daemon.plugins_dir / "file") as sock:
+        status, answer = rawhttp.call(sock, batch)
     assert status == 200
     assert isinstance(answer, dict), "an oversized batch gets one error, not an array of answers"
     assert answer["id"] is None and answer["error"]["code"] == -32600
@@ -136,8 +80,8 @@ def test_a_batch_over_the_limit_is_refused_whole_with_an_error_naming_the_limit(
 def test_a_batch_at_the_limit_is_answered_in_full_and_in_order(file_daemon: Daemons) -> None:
     batch = [{**HELLO, "id": i} for i in range(MAX_BATCH)]
     batch[7] = {"jsonrpc": "2.0", "method": "Handshake.Hello", "params": {}}  # a notification: no answer
-    with connect(file_daemon.plugins_dir / "file") as sock:
-        status, answers = call(sock, batch)
+    with rawhttp.connect(file_daemon.plugins_dir / "file") as sock:
+        status, answers = rawhttp.call(sock, batch)
     assert status == 200
     assert [a["id"] for a in answers] == [i for i in range(MAX_BATCH) if i != 7]
     assert all("Instance/0.6.1" in a["result"]["Objects"] for a in answers)
@@ -154,8 +98,8 @@ def test_a_batch_whose_answers_pass_the_cap_answers_its_remaining_calls_with_not
     describe = {"jsonrpc": "2.0", "method": "Instance.DescribeInstances",
                 "params": {"Type": "", "Tags": {"infrakit.group": "big"}, "Properties": True}}
     one = len(json.dumps({"result": {"Descriptions": [{"Tags": {"pad0": pad}}] * 10}}))
-    with connect(file_daemon.plugins_dir / "file", timeout=120) as sock:
-        status, answers = call(sock, [{**describe, "id": i} for i in range(MAX_BATCH)])
+    with rawhttp.connect(file_daemon.plugins_dir / "file", timeout=120) as sock:
+        status, answers = rawhttp.call(sock, [{**describe, "id": i} for i in range(MAX_BATCH)])
     assert status == 200 and [a["id"] for a in answers] == list(range(MAX_BATCH))
     ran = [a for a in answers if "result" in a]
     skipped = [a for a in answers if "error" in a]
@@ -173,9 +117,9 @@ def test_the_issues_giant_batch_is_refused_without_growing_the_daemon(file_daemo
     one = b'{"jsonrpc":"2.0","method":"Handshake.Hello","id":1}'
     body = b"[" + b",".join([one] * 131_000) + b"]"
     before = rss_mib(pid)
-    with connect(file_daemon.plugins_dir / "file", timeout=120) as sock:
-        sock.sendall(request_bytes(body))
-        status, answer = read_answer(sock)
+    with rawhttp.connect(file_daemon.plugins_dir / "file", timeout=120) as sock:
+        sock.sendall(rawhttp.request_bytes(body))
+        status, answer = rawhttp.read_answer(sock)
     grown = rss_mib(pid) - before
     print(f"giant batch: answer of {len(answer)} bytes, RSS grew {grown:.1f} MiB")
     assert status == 200 and json.loads(answer)["error"]["code"] == -32600
@@ -194,9 +138,9 @@ def test_large_bodies_from_many_clients_at_once_are_held_within_a_budget(file_da
     def sender() -> None:
         while not stop.is_set():
             try:
-                with connect(path, timeout=60) as s:
-                    s.sendall(request_bytes(body))
-                    read_answer(s)
+                with rawhttp.connect(path, timeout=60) as s:
+                    s.sendall(rawhttp.request_bytes(body))
+                    rawhttp.read_answer(s)
                 answered[0] += 1
             except (OSError, AssertionError):
                 pass  # a 503 "busy", or the daemon closing on a waiting client: both are its right
@@ -211,8 +155,8 @@ def test_large_bodies_from_many_clients_at_once_are_held_within_a_budget(file_da
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             peak = max(peak, rss_mib(pid))
-            with connect(path, timeout=60) as s:
-                ordinary += call(s, HELLO)[0] == 200
+            with rawhttp.connect(path, timeout=60) as s:
+                ordinary += rawhttp.call(s, HELLO)[0] == 200
             time.sleep(0.1)
     finally:
         stop.set()
@@ -229,37 +173,37 @@ def test_large_bodies_from_many_clients_at_once_are_held_within_a_budget(file_da
 def test_slow_clients_are_cut_and_their_descriptors_returned_while_kept_alive_ones_stay(file_daemon: Daemons) -> None:
     """300 connections that never finish a request (silent, a partial head, a partial body) are closed."""
     path = file_daemon.plugins_dir / "file"
-    kept = connect(path)
-    assert call(kept, HELLO)[0] == 200  # an ordinary kept-alive connection, idle from here on
+    kept = rawhttp.connect(path)
+    assert rawhttp.call(kept, HELLO)[0] == 200  # an ordinary kept-alive connection, idle from here on
     # ... whose last request was answered (405) before its body came: the late body is not a slow head.
     hello = json.dumps(HELLO).encode()
     kept.sendall(b"GET / HTTP/1.1\r\nHost: plugin\r\nContent-Length: %d\r\n\r\n" % len(hello))
-    assert read_answer(kept)[0] == 405
+    assert rawhttp.read_answer(kept)[0] == 405
     kept.sendall(hello)
     wait_until(lambda: served(file_daemon) == 1, 10, "the daemon serving only the kept-alive connection")
-    silent = [connect(path) for _ in range(100)]
-    partial_heads = [connect(path) for _ in range(100)]
-    partial_bodies = [connect(path) for _ in range(100)]
+    silent = [rawhttp.connect(path) for _ in range(100)]
+    partial_heads = [rawhttp.connect(path) for _ in range(100)]
+    partial_bodies = [rawhttp.connect(path) for _ in range(100)]
     try:
         for s in partial_heads:
             s.sendall(b"POST / HTTP/1.1\r\nHost: plugin\r\nContent-Type: applic")
         for s in partial_bodies:
-            s.sendall(request_bytes(b'{"jsonrpc":"2.0","method":', length=1000))
+            s.sendall(rawhttp.request_bytes(b'{"jsonrpc":"2.0","method":', length=1000))
         wait_until(lambda: served(file_daemon) == 301, 30, "the daemon accepting all 300 connections")
 
         cut_by = HEADER_TIMEOUT + BODY_TIMEOUT + LINGER + 30
         wait_until(lambda: served(file_daemon) == 1, cut_by,
                    "the daemon holding only the kept-alive connection once the slow clients were cut")
         for s in silent + partial_heads:
-            assert closed_by_peer(s), "a slow head was not closed"
+            assert rawhttp.closed_by_peer(s), "a slow head was not closed"
         s = partial_bodies[0]
         s.settimeout(5)
-        status, body = read_answer(s)
+        status, body = rawhttp.read_answer(s)
         error = json.loads(body)["error"]
         assert status == 200 and error["code"] == -32600 and f"within {BODY_TIMEOUT:g}s" in error["message"], error
 
         # The idle kept-alive connection was not mistaken for a slow one.
-        assert call(kept, HELLO)[0] == 200
+        assert rawhttp.call(kept, HELLO)[0] == 200
     finally:
         for s in [kept, *silent, *partial_heads, *partial_bodies]:
             s.close()
@@ -270,15 +214,15 @@ def test_slow_clients_are_cut_and_their_descriptors_returned_while_kept_alive_on
 
 def long_polls(path: Path, n: int) -> list[socket.socket]:
     """``n`` connections each waiting in ``Instance.WaitChange`` for a minute (a request in progress)."""
-    with connect(path) as s:
-        _, answer = call(s, {"jsonrpc": "2.0", "method": "Instance.WaitChange",
+    with rawhttp.connect(path) as s:
+        _, answer = rawhttp.call(s, {"jsonrpc": "2.0", "method": "Instance.WaitChange",
                              "params": {"Type": "", "Revision": 0, "Timeout": 0}, "id": 1})
     poll = json.dumps({"jsonrpc": "2.0", "method": "Instance.WaitChange",
                        "params": {"Type": "", "Revision": answer["result"]["Revision"], "Timeout": 60}, "id": 1}).encode()
     out = []
     for _ in range(n):
-        s = connect(path)
-        s.sendall(request_bytes(poll))
+        s = rawhttp.connect(path)
+        s.sendall(rawhttp.request_bytes(poll))
         out.append(s)
     return out
 
@@ -289,15 +233,15 @@ def test_at_the_connection_limit_the_longest_idle_connection_makes_room(file_dae
     idle = []
     try:
         for _ in range(limit):
-            s = connect(path)
-            assert call(s, HELLO)[0] == 200
+            s = rawhttp.connect(path)
+            assert rawhttp.call(s, HELLO)[0] == 200
             idle.append(s)
-        newcomer = connect(path)
+        newcomer = rawhttp.connect(path)
         idle.append(newcomer)
-        assert call(newcomer, HELLO)[0] == 200, "a new connection was refused although others were only idle"
-        assert closed_by_peer(idle[0], timeout=5), "the longest idle connection was not closed to make room"
-        assert not closed_by_peer(idle[1], timeout=0.2)
-        assert call(idle[-2], HELLO)[0] == 200
+        assert rawhttp.call(newcomer, HELLO)[0] == 200, "a new connection was refused although others were only idle"
+        assert rawhttp.closed_by_peer(idle[0], timeout=5), "the longest idle connection was not closed to make room"
+        assert not rawhttp.closed_by_peer(idle[1], timeout=0.2)
+        assert rawhttp.call(idle[-2], HELLO)[0] == 200
     finally:
         for s in idle:
             s.close()
@@ -311,11 +255,11 @@ def test_past_the_connection_limit_a_new_connection_is_answered_503_naming_the_l
     try:
         busy += long_polls(path, limit)  # each connection in the middle of a request for a minute
         wait_until(lambda: served(file_daemon) == limit, 30, f"the daemon accepting {limit} connections")
-        with connect(path) as over:
-            status, body = call(over, HELLO)
+        with rawhttp.connect(path) as over:
+            status, body = rawhttp.call(over, HELLO)
             assert status == 503, (status, body)
             assert f"limit of {limit} connections" in body["error"]["message"], body
-            assert closed_by_peer(over, timeout=5), "a refused connection was left open"
+            assert rawhttp.closed_by_peer(over, timeout=5), "a refused connection was left open"
         # The daemon half-closed the refused connection and closes it fully on our EOF (or after
         # lingering a second): the count comes back to the limit, the busy connections all kept.
         wait_until(lambda: served(file_daemon) == limit, 10, f"the daemon holding its {limit} busy connections only")
@@ -325,8 +269,8 @@ def test_past_the_connection_limit_a_new_connection_is_answered_503_naming_the_l
         busy.clear()
 
         def answered() -> bool:
-            with connect(path) as s:
-                return call(s, HELLO)[0] == 200
+            with rawhttp.connect(path) as s:
+                return rawhttp.call(s, HELLO)[0] == 200
 
         wait_until(answered, 30, "a new connection served once the busy ones went away")
     finally:
