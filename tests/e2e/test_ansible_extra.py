@@ -4,11 +4,7 @@ the ansible-playbook of that venv, and a second run changes nothing."""
 
 from __future__ import annotations
 
-import grp
 import json
-import os
-import pwd
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,29 +12,15 @@ import pytest
 from infrakit_runtime.rpc.client import SyncClient
 from infrakit_runtime.rpc.discovery import Address
 from infrakit_runtime.rpc.errors import RemoteError
-from tests.e2e.conftest import BIN, E2E, Run, ours, wait_until
+from tests.e2e import role
+from tests.e2e.conftest import E2E, Run, wait_until
 
 pytestmark = pytest.mark.timeout(900)
-PLAYBOOK = Path(__file__).parent / "playbooks" / "role.yml"
 DAEMONS = json.dumps([{"kind": "process"}, {"kind": "vanilla"}, {"kind": "ansible"}, {"kind": "manager"}])
 
 
 def run_role(e2e: E2E, prefix: Path) -> Run:
-    user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
-    proc = subprocess.run([str(BIN / "ansible-playbook"), str(PLAYBOOK), "-e", f"role_prefix={prefix}",
-                           "-e", f"ansible_python_interpreter={BIN / 'python'}", "-e", f"controller_user={user}",
-                           "-e", f"controller_group={group}", "-e", f"{{\"controller_plugins\": {DAEMONS}}}"],
-                          env=e2e.env, capture_output=True, text=True, timeout=800)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
-
-
-def pins(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if "==" in line and not line.lstrip().startswith("#"):
-            name, version = line.split("==")
-            out[name.strip().lower().replace("_", "-")] = version.strip()
-    return out
+    return role.run(e2e, prefix, "-e", f"{{\"controller_plugins\": {DAEMONS}}}")
 
 
 def test_the_role_installs_the_ansible_extra_when_a_daemon_is_the_ansible_flavor(e2e: E2E, tmp_path: Path) -> None:
@@ -46,12 +28,8 @@ def test_the_role_installs_the_ansible_extra_when_a_daemon_is_the_ansible_flavor
     run = run_role(e2e, prefix)
     try:
         assert run.rc == 0, run.stdout[-6000:] + run.stderr[-2000:]
-        venv = prefix / "opt" / "infrakit" / "venv"
-        installed = json.loads(subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m, json; print(json.dumps("
-             "{d.metadata['Name'].lower().replace('_', '-'): d.version for d in m.distributions()}))"],
-            capture_output=True, text=True, check=True).stdout)
-        expected = pins(e2e.collection / "requirements" / "ansible.txt")
+        installed = role.installed(prefix)
+        expected = role.pins(e2e.collection / "requirements" / "ansible.txt")
         assert {k: installed.get(k) for k in expected} == expected
 
         plugins = prefix / "var" / "lib" / "infrakit" / "plugins"
@@ -71,8 +49,4 @@ def test_the_role_installs_the_ansible_extra_when_a_daemon_is_the_ansible_flavor
         assert again.rc == 0, again.stdout[-4000:]
         assert again.recap()["changed"] == 0, again.stdout[-4000:]
     finally:
-        subprocess.run([str(BIN / "ansible-playbook"), "playbooks/teardown.yml", "-e", f"controller_prefix={prefix}",
-                        "-e", "controller_user_create=false", "-e", "teardown_remove_install=true",
-                        "-e", f"ansible_python_interpreter={BIN / 'python'}"],
-                       cwd=e2e.collection, env=e2e.env, capture_output=True, text=True, timeout=300)
-        wait_until(lambda: ours(str(prefix)) == [], 30, f"every process under {prefix} gone")
+        role.teardown(e2e, prefix)

@@ -7,10 +7,7 @@ wheelhouse fails at the install (so the first one really read no index).
 
 from __future__ import annotations
 
-import grp
-import json
 import os
-import pwd
 import socket
 import subprocess
 import zipfile
@@ -18,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, E2E, REPO, Run, ours, wait_until
+from tests.e2e import role
+from tests.e2e.conftest import BIN, E2E, REPO, Run
 
 pytestmark = pytest.mark.timeout(600)
-PLAYBOOK = Path(__file__).parent / "playbooks" / "role.yml"
 
 
 def closed_port() -> int:
@@ -39,21 +36,7 @@ def offline_env(e2e: E2E) -> dict[str, str]:
 
 
 def run_role(e2e: E2E, env: dict[str, str], prefix: Path, *extra: str) -> Run:
-    user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
-    proc = subprocess.run([str(BIN / "ansible-playbook"), str(PLAYBOOK), "-e", f"role_prefix={prefix}",
-                           "-e", f"ansible_python_interpreter={BIN / 'python'}", "-e", f"controller_user={user}",
-                           "-e", f"controller_group={group}", *extra],
-                          env=env, capture_output=True, text=True, timeout=500)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
-
-
-def pins(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if "==" in line and not line.lstrip().startswith("#"):
-            name, version = line.split("==")
-            out[name.strip().lower().replace("_", "-")] = version.strip()
-    return out
+    return role.run(e2e, prefix, *extra, env=env, timeout=500)
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +57,8 @@ def test_the_role_installs_offline_from_a_wheelhouse_with_every_index_unreachabl
     try:
         assert run.rc == 0, run.stdout[-6000:] + run.stderr[-2000:]
         assert "daemon(s) answering" in run.stdout
-        venv = prefix / "opt" / "infrakit" / "venv"
-        installed = json.loads(subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m, json; print(json.dumps("
-             "{d.metadata['Name'].lower().replace('_', '-'): d.version for d in m.distributions()}))"],
-            capture_output=True, text=True, check=True).stdout)
-        expected = pins(e2e.collection / "requirements" / "runtime.txt")
+        installed = role.installed(prefix)
+        expected = role.pins(e2e.collection / "requirements" / "runtime.txt")
         assert {k: installed.get(k) for k in expected} == expected
         assert installed["infrakit-runtime"] == "0.1.0"
         # The wheel on the host is the one the Ansible controller built, byte for byte.
@@ -92,7 +71,7 @@ def test_the_role_installs_offline_from_a_wheelhouse_with_every_index_unreachabl
         assert again.rc == 0, again.stdout[-4000:]
         assert again.recap()["changed"] == 0, again.stdout[-4000:]
     finally:
-        teardown(e2e, prefix)
+        role.teardown(e2e, prefix)
 
 
 def test_without_the_wheelhouse_the_same_run_fails_at_the_install(e2e: E2E, tmp_path: Path) -> None:
@@ -111,12 +90,4 @@ def test_without_the_wheelhouse_the_same_run_fails_at_the_install(e2e: E2E, tmp_
         assert not (venv / "bin" / "infrakit").exists()
         assert not (venv / ".infrakit-installed").exists()
     finally:
-        teardown(e2e, prefix)
-
-
-def teardown(e2e: E2E, prefix: Path) -> None:
-    subprocess.run([str(BIN / "ansible-playbook"), "playbooks/teardown.yml", "-e", f"controller_prefix={prefix}",
-                    "-e", "controller_user_create=false", "-e", "teardown_remove_install=true",
-                    "-e", f"ansible_python_interpreter={BIN / 'python'}"],
-                   cwd=e2e.collection, env=e2e.env, capture_output=True, text=True, timeout=300)
-    wait_until(lambda: ours(str(prefix)) == [], 30, f"every process under {prefix} gone")
+        role.teardown(e2e, prefix)
