@@ -89,8 +89,10 @@ def command_of(argv: list[str] | None) -> str | None:
     _global_options(scanner)
     scanner.add_argument("rest", nargs=argparse.REMAINDER)
     try:
-        args, _ = scanner.parse_known_args(sys.argv[1:] if argv is None else argv)
+        args, unknown = scanner.parse_known_args(sys.argv[1:] if argv is None else argv)
     except _Unparsable:
+        return None
+    if unknown:  # -h or a mistake before the command: the full parser answers
         return None
     return args.rest[0] if args.rest else None
 

@@ -52,3 +52,13 @@ def test_the_supervisor_of_up_imports_neither_the_other_commands_nor_the_daemons
     assert "infrakit_runtime.launcher" in loaded, "it ran the supervisor"
     assert among(loaded, CLI_OF_OTHER_COMMANDS) == []
     assert among(loaded, WHAT_THE_DAEMONS_RUN) == []
+
+
+def test_help_or_a_mistake_before_up_is_answered_by_the_whole_parser():
+    """Only a well-formed ``up`` takes the short way: ``infrakit -h up`` lists every command."""
+    helped = subprocess.run([sys.executable, "-m", "infrakit_runtime", "-h", "up"], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert all(f"\n    {c} " in helped.stdout for c in ("plugin", "up", "group", "completion")), helped.stdout
+    wrong = subprocess.run([sys.executable, "-m", "infrakit_runtime", "--bogus", "up"], capture_output=True, text=True,
+                           timeout=60)
+    assert wrong.returncode == 2 and "unrecognized arguments: --bogus" in wrong.stderr
