@@ -14,18 +14,22 @@ drags in the rest.
 def main(argv: list[str] | None = None) -> int:
     """The console script's entry point (``infrakit_runtime.cli:main``) and ``python -m infrakit_runtime``'s.
 
-    ``infrakit up`` is run with a parser of its own command only: the supervisor lives as long as
-    the daemons, and the other commands' modules (rich, the async clients, ...) would stay in its
-    memory for nothing (tests/runtime/cli/test_up_footprint.py).
+    ``infrakit up`` and ``infrakit plugin ...`` are run with a parser of their own family only:
+    the supervisor of ``up`` (or ``plugin start``) and the daemons' process (``plugin run``, which
+    ``up`` starts) live for as long as the daemons, and the other commands' modules (rich, the
+    render and group views, ...) would stay in their memory for nothing
+    (tests/runtime/cli/test_up_footprint.py, test_daemon_footprint.py). The family's parser is
+    the one the whole CLI registers, so its help and errors are the same.
     """
+    import importlib
+
     from infrakit_runtime.cli import common  # imported on call: the package itself imports nothing at import time
 
-    if common.command_of(argv) == "up":
-        from infrakit_runtime.cli import up
+    command = common.command_of(argv)
+    if command not in ("up", "plugin"):
+        from infrakit_runtime.cli import app
 
-        parser, sub = common.top_parser()
-        up.register(sub)
-        return common.run(parser, argv)
-    from infrakit_runtime.cli import app
-
-    return app.main(argv)
+        return app.main(argv)
+    parser, sub = common.top_parser()
+    importlib.import_module(f"infrakit_runtime.cli.{command}").register(sub)
+    return common.run(parser, argv)

@@ -4,7 +4,8 @@ Guarantee: errors reach the user as one readable line and a non-zero exit (2 for
 mistake, 1 for a plugin's refusal or an unreachable one), never a traceback (``--log-level
 debug`` shows the traffic and the details); ``common.run`` does it for every command. Limit:
 this module only assembles; it is the one module of the package that imports every command
-module, and none imports it (``infrakit up`` runs without it: ``infrakit_runtime.cli.main``).
+module, and none imports it (``infrakit up`` and ``infrakit plugin ...`` run without it:
+``infrakit_runtime.cli.main``).
 """
 
 from __future__ import annotations
