@@ -47,11 +47,13 @@ from etcd3gw.client import Etcd3Client
 
 from infrakit_runtime.manager import keeper
 from infrakit_runtime.manager.backend import (
-    Backend,
     BackendError,
     LeaderTimings,
     Lease,
     LostLeadership,
+    Member,
+    ShardView,
+    SharedBackend,
     Stored,
     check_entry,
 )
@@ -94,6 +96,8 @@ class _Held:
         self.stalled: float | None = None  # how long the loop was silent when the keeper last skipped renewing
         self.renewer: keeper.Keeper | None = None
         self.watchdog: asyncio.Task[None] | None = None
+        # A membership lease (``sharding: groups``): the exact value of an owner key it holds.
+        self.owner: str | None = None
         self._lock = threading.Lock()
 
     def give_up(self, reason: str) -> None:
@@ -128,7 +132,7 @@ def parse_endpoint(endpoint: str, *, tls: bool) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
-class EtcdBackend(Backend):
+class EtcdBackend(SharedBackend):
     """Leadership and spec store in an etcd v3 cluster, through its JSON gateway."""
 
     def __init__(self, endpoints: list[str], prefix: str = "/infrakit/", timings: LeaderTimings | None = None, *,
@@ -151,6 +155,10 @@ class EtcdBackend(Backend):
         self.endpoints = list(endpoints)
         self.leader_key = self.prefix + "leader"
         self.groups_prefix = self.prefix + "groups/"
+        # Sharing the groups (``sharding: groups``): one record per live replica, one owner key per group.
+        self.shard_prefix = self.prefix + "shard/"
+        self.members_prefix = self.shard_prefix + "members/"
+        self.owners_prefix = self.shard_prefix + "owners/"
         self._username = username
         self._password = password
         self._auth_lock = threading.Lock()
@@ -498,25 +506,187 @@ class EtcdBackend(Backend):
             raise BackendError("a group ID must not be empty")
         value = json.dumps(spec, sort_keys=True)
         await self._fenced(lease, f"store the spec of group {group_id}",
-                           {"request_put": {"key": _b64(self.groups_prefix + group_id), "value": _b64(value)}})
+                           [{"request_put": {"key": _b64(self.groups_prefix + group_id), "value": _b64(value)}}],
+                           group_id=group_id)
 
     async def delete(self, group_id: str, lease: Lease) -> None:
-        await self._fenced(lease, f"remove the spec of group {group_id}",
-                           {"request_delete_range": {"key": _b64(self.groups_prefix + group_id)}})
+        requests_ = [{"request_delete_range": {"key": _b64(self.groups_prefix + group_id)}}]
+        if self._held(lease).owner is not None:  # a group no longer stored has no owner either
+            requests_.append({"request_delete_range": {"key": _b64(self.owners_prefix + group_id)}})
+        await self._fenced(lease, f"remove the spec of group {group_id}", requests_, group_id=group_id)
 
-    async def _fenced(self, lease: Lease, doing: str, request: dict[str, Any]) -> None:
-        """Apply ``request`` only if the leader key is still this lease's (checked by etcd, atomically)."""
+    async def _fenced(self, lease: Lease, doing: str, requests_: list[dict[str, Any]], *, group_id: str) -> None:
+        """Apply ``requests_`` only if this lease may write the group (checked by etcd, atomically).
+
+        Under the leader lease: the leader key is still this lease's. Under a membership lease
+        (``sharding: groups``): the group's owner key still names this lease; a refusal then
+        costs that group only, never the membership.
+        """
         held = self._held(lease)
         if held.reason is not None:
             raise LostLeadership(f"the lease for term {lease.term} is gone: {held.reason}")
+        if held.owner is not None:
+            key = _b64(self.owners_prefix + group_id)
+            compare = [{"key": key, "result": "EQUAL", "target": "VALUE", "value": _b64(held.owner)}]
+            reply = await self._run(doing, lambda c: self._txn(c, compare, requests_, [{"request_range": {"key": key}}]))
+            if reply.get("succeeded"):
+                return
+            kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs") or []
+            now = f"it is owned by {_owner_name(kvs[0].get('value', ''))}" if kvs else "it has no owner"
+            raise LostLeadership(f"cannot {doing}: {lease.holder} does not own group {group_id} any more ({now})")
         failure = [{"request_range": {"key": _b64(self.leader_key)}}]
-        reply = await self._run(doing, lambda c: self._txn(c, self._fence(held), [request], failure))
+        reply = await self._run(doing, lambda c: self._txn(c, self._fence(held), requests_, failure))
         if reply.get("succeeded"):
             return
         kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs") or []
         now = f"the leader key was created at revision {kvs[0].get('create_revision')}" if kvs else "there is no leader"
         held.give_up(f"another replica leads now ({now})")
         raise LostLeadership(f"cannot {doing}: the lease for term {lease.term} is stale: {now}")
+
+    # ------------------------------------------------------ sharing the groups
+
+    @contextlib.asynccontextmanager
+    async def membership(self, *, candidate: str, location: str | None) -> AsyncIterator[Lease]:
+        """Register under a lease of this replica's own, kept exactly like the leader lease.
+
+        Registration retries (every ``retry_interval``) until etcd answers; leaving revokes the
+        lease, which removes the record and every owner key still bound to it at once.
+        """
+        reported: str | None = None
+        while True:
+            try:
+                held = await self._run("register this replica", lambda c: self._register(c, candidate, location))
+                break
+            except BackendError as e:
+                if reported != str(e):
+                    log.error("%s cannot register as a replica: %s", candidate, e)
+                reported = self._problem = str(e)
+                await asyncio.sleep(self.timings.retry_interval)
+        self._problem = None
+        lease = Lease(term=held.term, holder=candidate, handle=held)
+        log.info("%s is a member sharing the groups (lease %x) in etcd at %s", candidate, held.lease_id,
+                 self.members_prefix)
+        held.loop = asyncio.get_running_loop()
+        held.renewer = keeper.Keeper(name=f"etcd-member/{candidate}/renew", interval=self.timings.renew_interval,
+                                     loop=held.loop, tick=lambda silence: self._renew(held, silence))
+        held.renewer.start()
+        held.watchdog = asyncio.create_task(self._watchdog(held), name=f"etcd-member/{candidate}/deadline")
+        try:
+            yield lease
+        finally:
+            held.give_up("left")
+            held.renewer.cancel()
+            held.watchdog.cancel()
+            await asyncio.gather(held.watchdog, return_exceptions=True)
+            try:  # revoking removes the record and every owner key: survivors claim at once
+                await self._run("revoke the membership lease", lambda c: self._revoke(c, held.lease_id))
+                log.info("%s left the members", candidate)
+            except BackendError as e:
+                log.warning("%s left the members but could not revoke its lease; its groups move after its TTL: %s",
+                            candidate, e)
+
+    def _register(self, client: Etcd3Client, candidate: str, location: str | None) -> _Held:
+        """Grant a lease and write this replica's record under it (blocking)."""
+        granted_at = self.clock()
+        lease_id = client.lease(max(1, math.ceil(self.timings.ttl))).id
+        try:
+            value = json.dumps({"candidate": candidate, "location": location, "lease": lease_id}, sort_keys=True)
+            reply = self._txn(client, [], [{"request_put": {"key": _b64(self.members_prefix + candidate),
+                                                            "value": _b64(value), "lease": lease_id}}])
+            held = _Held(self, lease_id, int(reply["header"]["revision"]), value, granted_at)
+            held.owner = _owner_value(candidate, lease_id)
+            return held
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._revoke(client, lease_id)
+            raise
+
+    async def view(self) -> ShardView:
+        """Members and owners (one range over ``shard/``), then stored group IDs at the same revision."""
+        def read(client: Etcd3Client) -> ShardView:
+            reply = client.post(client.get_url("/kv/range"),
+                                json={"key": _b64(self.shard_prefix), "range_end": _range_end(self.shard_prefix)})
+            revision = int(reply["header"]["revision"])
+            members: dict[str, Member] = {}
+            owners: dict[str, str] = {}
+            for kv in reply.get("kvs") or []:
+                key = _unb64(kv["key"])
+                try:
+                    value = json.loads(_unb64(kv.get("value", "")))
+                except ValueError:
+                    continue
+                if key.startswith(self.members_prefix) and isinstance(value, dict):
+                    name = key.removeprefix(self.members_prefix)
+                    members[name] = Member(candidate=name, location=value.get("location"),
+                                           lease_id=int(value.get("lease", 0)))
+                elif key.startswith(self.owners_prefix) and isinstance(value, dict):
+                    owners[key.removeprefix(self.owners_prefix)] = str(value.get("holder"))
+            stored = client.post(client.get_url("/kv/range"),
+                                 json={"key": _b64(self.groups_prefix), "range_end": _range_end(self.groups_prefix),
+                                       "keys_only": True, "revision": revision})
+            groups = frozenset(_unb64(kv["key"]).removeprefix(self.groups_prefix) for kv in stored.get("kvs") or [])
+            return ShardView(members=members, owners=owners, groups=groups, revision=revision)
+
+        return await self._run("read the members and owners", read)
+
+    async def claim(self, group_id: str, lease: Lease) -> bool:
+        held = self._held(lease)
+        if held.reason is not None or held.owner is None:
+            raise LostLeadership(f"cannot claim group {group_id}: {lease.holder} is not a member ({held.reason})")
+        key = _b64(self.owners_prefix + group_id)
+        owner = held.owner
+        reply = await self._run(f"claim group {group_id}", lambda c: self._txn(
+            c, [{"key": key, "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
+            [{"request_put": {"key": key, "value": _b64(owner), "lease": held.lease_id}}],
+            [{"request_range": {"key": key}}]))
+        if reply.get("succeeded"):
+            return True
+        kvs = (reply.get("responses") or [{}])[0].get("response_range", {}).get("kvs") or []
+        return bool(kvs) and _unb64(kvs[0].get("value", "")) == owner
+
+    async def transfer(self, group_id: str, lease: Lease, to: Member) -> bool:
+        held = self._held(lease)
+        if held.owner is None:
+            raise LostLeadership(f"cannot hand group {group_id} over: {lease.holder} is not a member")
+        key = _b64(self.owners_prefix + group_id)
+        mine, theirs = held.owner, _owner_value(to.candidate, to.lease_id)
+        reply = await self._run(f"hand group {group_id} over to {to.candidate}", lambda c: self._txn(
+            c, [{"key": key, "result": "EQUAL", "target": "VALUE", "value": _b64(mine)}],
+            [{"request_put": {"key": key, "value": _b64(theirs), "lease": to.lease_id}}]))
+        return bool(reply.get("succeeded"))
+
+    async def wait_change(self, revision: int, timeout: float) -> None:
+        await asyncio.to_thread(self._watch_shard, revision, timeout)
+
+    def _watch_shard(self, revision: int, timeout: float) -> None:
+        """Block until a key under ``shard/`` changes after ``revision``, ``timeout`` passes, or an error.
+
+        Our own streaming watch with a read timeout, as in ``_wait_for_vacancy``.
+        """
+        client = self._clients[self._current]
+        session = requests.Session()
+        session.verify, session.cert = client.session.verify, client.session.cert
+        session.headers.update(client.session.headers)
+        body: dict[str, Any] = {"create_request": {
+            "key": _b64(self.shard_prefix), "range_end": _range_end(self.shard_prefix), "start_revision": revision + 1}}
+        try:
+            with session.post(client.get_url("/watch"), json=body, stream=True,
+                              timeout=(self.timeout, timeout)) as resp:
+                if resp.status_code != 200:
+                    time.sleep(min(timeout, self.timings.retry_interval))
+                    return
+                for line in resp.iter_lines():
+                    if not line.strip():
+                        continue
+                    result = json.loads(line).get("result", {})
+                    if result.get("canceled") or result.get("compact_revision") or result.get("events"):
+                        return
+        except (requests.RequestException, etcd_errors.Etcd3Exception, ValueError) as e:
+            if "timed out" not in str(e).lower():  # not an idle watch: try the next endpoint, without spinning
+                self._current = (self._current + 1) % len(self._clients)
+                time.sleep(min(timeout, self.timings.retry_interval))
+        finally:
+            session.close()
 
     # ---------------------------------------------------------------- health
 
@@ -534,6 +704,18 @@ class EtcdBackend(Backend):
     async def close(self) -> None:
         for client in self._clients:
             client.session.close()
+
+
+def _owner_value(candidate: str, lease_id: int) -> str:
+    """The exact value of an owner key held by ``candidate`` under ``lease_id`` (what fencing compares)."""
+    return json.dumps({"holder": candidate, "lease": lease_id}, sort_keys=True)
+
+
+def _owner_name(value_b64: str) -> str:
+    try:
+        return str(json.loads(_unb64(value_b64)).get("holder"))
+    except (ValueError, AttributeError):
+        return "another replica"
 
 
 def _token_refused(detail: str) -> bool:

@@ -29,7 +29,7 @@ from infrakit_runtime.group.plan.summary import describe_commit
 from infrakit_runtime.group.supervisor import Observation, Supervisor
 from infrakit_runtime.spi import flavor, group, instance
 from infrakit_runtime.spi.common import PluginError, PluginName, Unsupported, ValidationError
-from infrakit_runtime.spi.lookup import PluginLookup
+from infrakit_runtime.spi.lookup import GroupScoped, PluginLookup
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class GroupController:
 
     async def destroy_instances(self, group_id: group.ID, instances: list[instance.ID]) -> None:
         spec = self._require(group_id)
-        plugin = self.plugins.instance(spec.instance.plugin)
+        plugin = self._plugins(group_id).instance(spec.instance.plugin)
         members = {d.id for d in await self._members(spec)}
         unknown = [i for i in instances if i not in members]
         if unknown:
@@ -251,9 +251,14 @@ class GroupController:
             return await supervisor.observe()
         return await self.plugins.instance(spec.instance.plugin).describe_instances({instance.TAG_GROUP: spec.id}, True)
 
+    def _plugins(self, group_id: group.ID) -> PluginLookup:
+        """The plugins acting for ``group_id``: fenced by that group's own guard when the lookup has one."""
+        return self.plugins.for_group(group_id) if isinstance(self.plugins, GroupScoped) else self.plugins
+
     def _start(self, spec: GroupSpec) -> None:
-        supervisor = Supervisor(spec=spec, instances=self.plugins.instance(spec.instance.plugin),
-                                flavors=self.plugins.flavor(spec.flavor.plugin), clock=self.clock,
+        plugins = self._plugins(spec.id)
+        supervisor = Supervisor(spec=spec, instances=plugins.instance(spec.instance.plugin),
+                                flavors=plugins.flavor(spec.flavor.plugin), clock=self.clock,
                                 poll_interval=self.poll_interval, events=self.events, on_pass=self.on_pass,
                                 self_id=self.self_id, on_handover=self.on_handover)
         self._supervisors[spec.id] = supervisor
@@ -276,6 +281,14 @@ class GroupController:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def release(self, group_id: group.ID) -> None:
+        """Stop enforcing one group and forget it (another replica takes it over); instances are untouched.
+
+        Returns once its supervisor has really finished, so nothing acts for it after this.
+        """
+        self._specs.pop(group_id, None)
+        await self._stop(group_id)
 
     async def stop_all(self) -> None:
         """Stop every supervisor at once (leadership lost, or shutdown); instances are untouched."""
@@ -318,7 +331,7 @@ class GroupController:
 
     async def _destroy_members(self, spec: GroupSpec) -> set[str]:
         """Destroy every member, retrying; the IDs still present after all attempts."""
-        plugin = self.plugins.instance(spec.instance.plugin)
+        plugin = self._plugins(spec.id).instance(spec.instance.plugin)
         remaining: set[str] = set()
         for attempt in range(DESTROY_ATTEMPTS):
             try:

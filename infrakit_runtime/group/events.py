@@ -40,6 +40,11 @@ RELABELLED = "relabelled"
 BRAKE_ENGAGED = "brake_engaged"
 LEADERSHIP_GAINED = "leadership_gained"
 LEADERSHIP_LOST = "leadership_lost"
+# Sharing the groups (``sharding: groups``): a replica registered (or left), and took (or gave up) one group.
+MEMBERSHIP_GAINED = "membership_gained"
+MEMBERSHIP_LOST = "membership_lost"
+OWNERSHIP_GAINED = "ownership_gained"  # the replica acts on the group from now on
+OWNERSHIP_LOST = "ownership_lost"  # the replica acts on the group no more (its supervisor has stopped)
 HANDOVER = "handover"  # the leader's own instance is due to go: it hands leadership over (reason says why)
 GROUP_DEGRADED = "group_degraded"  # a stored group the leader keeps but cannot enforce (reason says why)
 GROUP_RESTORED = "group_restored"  # a Degraded group enforced again

@@ -171,6 +171,63 @@ class Backend(abc.ABC):
         """Release connections."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """A live replica as its membership record says (``SharedBackend``): name, where to forward, lease."""
+
+    candidate: str
+    location: str | None
+    lease_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardView:
+    """One consistent read of who is alive and who owns what (``SharedBackend.view``).
+
+    ``owners``: group ID -> the candidate its owner key names. ``groups``: the stored group
+    IDs (refused entries included: their owner keeps them Degraded). ``revision``: the store
+    revision read at, from which ``wait_change`` watches.
+    """
+
+    members: Mapping[str, Member]
+    owners: Mapping[str, str]
+    groups: frozenset[str]
+    revision: int
+
+
+class SharedBackend(Backend):
+    """A backend whose replicas can share the groups (``sharding: groups``): etcd only.
+
+    Membership is a record per replica bound to a lease of its own (``membership``, kept
+    like the leader lease: ``holds`` and ``wait_lost`` apply to it). Each group has an owner
+    key bound to its owner's lease; ``put``/``delete`` under a membership lease are fenced by
+    that group's owner key naming this lease, so a replica that lost a group cannot write it.
+    """
+
+    @abc.abstractmethod
+    def membership(self, *, candidate: str, location: str | None) -> contextlib.AbstractAsyncContextManager[Lease]:
+        """Register as a live replica and yield the membership lease while it is kept; revoke it on exit."""
+
+    @abc.abstractmethod
+    async def view(self) -> ShardView:
+        """Members, owners and stored group IDs, read at one revision."""
+
+    @abc.abstractmethod
+    async def claim(self, group_id: str, lease: Lease) -> bool:
+        """Create the group's owner key for ``lease`` if it has none (atomically); whether it is ours now."""
+
+    @abc.abstractmethod
+    async def transfer(self, group_id: str, lease: Lease, to: Member) -> bool:
+        """Hand the owner key to ``to`` in one step, only if ``lease`` still owns it; whether it moved.
+
+        The key is never absent in between, and ``to``'s lease carries it from then on.
+        """
+
+    @abc.abstractmethod
+    async def wait_change(self, revision: int, timeout: float) -> None:
+        """Return once a membership or owner key changed after ``revision``, or after ``timeout``, or on error."""
+
+
 # Turns a ``backend`` configuration (``{type: file|etcd, ...}``) into a ``Backend``, raising
 # ``ValidationError`` that lists every problem; ``infrakit_runtime.backends.open_backend`` is the
 # one the daemon wiring injects.

@@ -21,6 +21,8 @@ Options (``-o key=value`` or the config file's ``plugins[].options``)::
     self_logical_id: ID          the logical ID of the instance this replica runs on (default env
                                  INFRAKIT_GROUP_SELF_LOGICAL_ID, as in InfraKit): never destroyed while it
                                  leads, rolled last, leadership handed over first
+    sharding:       off          off: one leader runs every group; groups: the replicas share the groups, each
+                                 group owned by one replica (etcd backend only; see manager.shared)
 
 Routes beside JSON-RPC: ``GET /events`` (Server-Sent Events) and ``GET /metrics``
 (Prometheus text format: the controller's metrics join the series every daemon exports).
@@ -49,10 +51,11 @@ from infrakit_runtime.durations import parse_duration
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.group.controller import GroupController
 from infrakit_runtime.group.events import EventLog
-from infrakit_runtime.manager.backend import BackendFactory
+from infrakit_runtime.manager.backend import BackendFactory, SharedBackend
 from infrakit_runtime.manager.fencing import FencedLookup
 from infrakit_runtime.manager.manager import Manager
 from infrakit_runtime.manager.metrics import ControllerMetrics
+from infrakit_runtime.manager.shared import ShardedManager
 from infrakit_runtime.rpc import tokens
 from infrakit_runtime.rpc.client import default_timeout
 from infrakit_runtime.rpc.group import GroupService
@@ -61,7 +64,9 @@ from infrakit_runtime.rpc.manager import ManagerService
 from infrakit_runtime.spi.common import ValidationError, json_type
 
 KNOWN = {"backend", "poll_interval", "listen", "advertise", "tls", "token_file", "forward", "events_json",
-         "self_logical_id"}
+         "self_logical_id", "sharding"}
+# The values of the ``sharding`` option: one leader (the default), or replicas sharing the groups.
+SHARDING = ("off", "groups")
 ENV_SELF_LOGICAL_ID = "INFRAKIT_GROUP_SELF_LOGICAL_ID"
 
 
@@ -160,6 +165,21 @@ def parse_options(options: dict[str, Any], *, home: Path, open_backend: BackendF
     else:
         problems.append(f"events_json must be true, false or a file path, got {events_json!r}")
     out["advertise"] = options.get("advertise")
+    sharding = options.get("sharding", "off")
+    if sharding is False or sharding is None:
+        sharding = "off"
+    out["sharding"] = sharding
+    if sharding not in SHARDING:
+        problems.append(f"sharding: {sharding!r} is not one of {', '.join(SHARDING)} "
+                        "(off: one leader runs every group; groups: the replicas share them, etcd backend only)")
+    elif sharding == "groups":
+        kind = backend.get("type", "file") if isinstance(backend, dict) else None
+        if kind != "etcd":
+            problems.append(f"sharding: groups needs the etcd backend, but backend.type is {kind!r}: the file "
+                            "backend keeps one leader (use sharding: off, or backend: {type: etcd, ...})")
+        if self_id is not None:
+            problems.append("sharding: groups cannot be combined with self_logical_id: handing a replica's own "
+                            "instance over is single-leader only (use sharding: off)")
     if problems:
         raise ValidationError(problems)
     return out
@@ -245,10 +265,17 @@ async def open_daemon(ctx: DaemonContext, *, open_backend: BackendFactory) -> As
         location = f"{scheme}://{opts['tcp'][0]}:{opts['tcp'][1]}"
     else:
         location = f"unix://{ctx.plugins_dir / ctx.name}"
-    manager = Manager(backend=opts["backend"], controller=controller,
-                      candidate=f"{socket.gethostname()}:{os.getpid()}:{ctx.name}", location=location,
-                      forward=opts["forward"], token=opts["token"], forward_ssl=opts["forward_ssl"])
+    candidate = f"{socket.gethostname()}:{os.getpid()}:{ctx.name}"
+    manager: Manager
+    if opts["sharding"] == "groups" and isinstance(opts["backend"], SharedBackend):
+        manager = ShardedManager(backend=opts["backend"], controller=controller, candidate=candidate,
+                                 location=location, forward=opts["forward"], token=opts["token"],
+                                 forward_ssl=opts["forward_ssl"])
+    else:
+        manager = Manager(backend=opts["backend"], controller=controller, candidate=candidate, location=location,
+                          forward=opts["forward"], token=opts["token"], forward_ssl=opts["forward_ssl"])
     plugins.guard = manager.acting_problem
+    plugins.group_guard = manager.group_acting_problem
     handover.append(manager.hand_over)
     metrics.attach(controller=controller, manager=manager)
     task = asyncio.create_task(manager.run(), name=f"manager/{ctx.name}")

@@ -9,7 +9,9 @@ its first action, even if the loop runs its supervisors before its lease watchdo
 Limit: a check and the send that follows it are not atomic; a pause that falls exactly
 between the two still lets one call out. Plugins cannot check a lease themselves (the
 InfraKit wire carries no fencing token), so this narrows the window to microseconds
-rather than closing it. A batch (ProvisionMany, or the client's one-by-one fallback for a
+rather than closing it. With ``sharding: groups`` the guard is per group: a group's
+plugins (``FencedLookup.for_group``) act only while the membership lease is trusted locally
+and this replica still owns that group. A batch (ProvisionMany, or the client's one-by-one fallback for a
 plugin without it) is checked once, before its first call. Reads (Describe, Healthy, Prepare,
 Validate, the watch) are never fenced.
 """
@@ -24,6 +26,8 @@ from infrakit_runtime.spi.lookup import PluginLookup
 
 # Why this replica must not act now, or None when it may.
 Guard = Callable[[], str | None]
+# The same for changes made on behalf of one group.
+GroupGuard = Callable[[str], str | None]
 
 
 class NotActing(PluginError):
@@ -120,9 +124,15 @@ class FencedLookup:
     def __init__(self, inner: PluginLookup) -> None:
         self._inner = inner
         self.guard: Guard = lambda: "the manager has not started"
+        # Set by the manager: whether it may act on one group (default: the global guard).
+        self.group_guard: GroupGuard | None = None
 
     def _now(self) -> str | None:
         return self.guard()
+
+    def for_group(self, group_id: str) -> GroupLookup:
+        """The plugins acting on behalf of ``group_id``: fenced by ``group_guard(group_id)``."""
+        return GroupLookup(self, group_id)
 
     def instance(self, name: str) -> FencedInstance:
         return FencedInstance(self._inner.instance(name), self._now)
@@ -132,3 +142,24 @@ class FencedLookup:
 
     async def check(self, name: str, interface: InterfaceSpec) -> None:
         await self._inner.check(name, interface)
+
+
+class GroupLookup:
+    """One group's view of a ``FencedLookup``: its changes pass that group's guard."""
+
+    def __init__(self, fenced: FencedLookup, group_id: str) -> None:
+        self._fenced = fenced
+        self.group_id = group_id
+
+    def _now(self) -> str | None:
+        group_guard = self._fenced.group_guard
+        return group_guard(self.group_id) if group_guard is not None else self._fenced.guard()
+
+    def instance(self, name: str) -> FencedInstance:
+        return FencedInstance(self._fenced._inner.instance(name), self._now)
+
+    def flavor(self, name: str) -> FencedFlavor:
+        return FencedFlavor(self._fenced._inner.flavor(name), self._now)
+
+    async def check(self, name: str, interface: InterfaceSpec) -> None:
+        await self._fenced.check(name, interface)

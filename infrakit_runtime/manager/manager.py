@@ -71,6 +71,9 @@ class NotLeader(PluginError):
 class Manager:
     """``GroupPlugin`` + ``Manager`` for one replica."""
 
+    # What a refused (fenced) store write means, in the words of an error.
+    LOST = "lost leadership"
+
     def __init__(self, *, backend: Backend, controller: GroupController, candidate: str, location: str | None,
                  forward: bool = True, token: str | None = None, retry_interval: float = 1.0,
                  forward_ssl: ssl.SSLContext | None = None, wall_clock: Callable[[], float] = time.time) -> None:
@@ -178,6 +181,18 @@ class Manager:
             return f"the lease for term {lease.term} can no longer be trusted (its renewal deadline passed)"
         return None
 
+    def group_acting_problem(self, group_id: str) -> str | None:
+        """Why this replica must not change anything for ``group_id`` now (the per-group plugin fence).
+
+        With one leader, the same answer for every group: ``acting_problem``.
+        """
+        return self.acting_problem()
+
+    async def _after_enforce(self, group_id: str) -> None:
+        """After ``controller.commit`` awaited: stop what was started if this replica may no longer act."""
+        if self.lease is None:
+            await self.controller.stop_all()
+
     async def _enforce_committed(self, spec: GroupSpec, details: str) -> str:
         """Enforce ``spec`` after its store write; nothing here turns the stored commit into a failure.
 
@@ -194,8 +209,7 @@ class Manager:
             self.stored.degrade(spec.id, f"the committed spec of group {spec.id} is stored but not enforced yet: "
                                    f"{type(e).__name__}: {e}", spec.raw)
         finally:
-            if self.lease is None:
-                await self.controller.stop_all()
+            await self._after_enforce(spec.id)
         return details
 
     async def _lead_until_lost_or_handed_over(self, lease: Lease) -> str:
@@ -255,7 +269,10 @@ class Manager:
     # -- routing ---------------------------------------------------------------------------
 
     async def _leader_or_forward(self, origin: group.Origin, local: Callable[[Lease], Awaitable[T]],
-                                 remote: Callable[[GroupClient, group.Origin], Awaitable[T]]) -> T:
+                                 remote: Callable[[GroupClient, group.Origin], Awaitable[T]], *,
+                                 group_id: str | None = None, claim: bool = False) -> T:
+        """Answer here as the leader, or forward once to it. ``group_id`` names the group the call is
+        about and ``claim`` says it may create it: with one leader neither matters (``ShardedManager``)."""
         lease = self.lease
         if lease is None and not self._settled.is_set():
             lease = await self._await_election()
@@ -346,7 +363,7 @@ class Manager:
             await write()
             return
         except LostLeadership as e:
-            raise PluginError(f"not acting: this replica lost leadership while writing the store ({e})") from None
+            raise PluginError(f"not acting: this replica {self.LOST} while writing the store ({e})") from None
         except BackendError as e:
             failure = e
         try:
@@ -379,7 +396,8 @@ class Manager:
                 await self._enforce_committed(parsed, details)
                 return answer
 
-        return await self._leader_or_forward(origin, local, lambda c, o: c.commit_group(spec, pretend, origin=o))
+        return await self._leader_or_forward(origin, local, lambda c, o: c.commit_group(spec, pretend, origin=o),
+                                             group_id=spec.id, claim=not pretend)
 
     async def free_group(self, group_id: group.ID, *, origin: group.Origin = LOCAL) -> None:
         async def local(lease: Lease) -> None:
@@ -393,7 +411,7 @@ class Manager:
                 await self._store(group_id, None, lease, origin)
                 await self.controller.free_group(group_id)
 
-        await self._leader_or_forward(origin, local, lambda c, o: c.free_group(group_id, origin=o))
+        await self._leader_or_forward(origin, local, lambda c, o: c.free_group(group_id, origin=o), group_id=group_id)
 
     async def destroy_group(self, group_id: group.ID, *, origin: group.Origin = LOCAL) -> None:
         async def local(lease: Lease) -> None:
@@ -402,7 +420,7 @@ class Manager:
                 await self._store(group_id, None, lease, origin)
                 await self.controller.destroy_group(group_id)
 
-        await self._leader_or_forward(origin, local, lambda c, o: c.destroy_group(group_id, origin=o))
+        await self._leader_or_forward(origin, local, lambda c, o: c.destroy_group(group_id, origin=o), group_id=group_id)
 
     async def set_size(self, group_id: group.ID, size: int, *, origin: group.Origin = LOCAL) -> None:
         async def local(lease: Lease) -> None:
@@ -415,7 +433,7 @@ class Manager:
                 await self._store(group_id, resized.raw, lease, origin)
                 await self._enforce_committed(resized, details)
 
-        await self._leader_or_forward(origin, local, lambda c, o: c.set_size(group_id, size, origin=o))
+        await self._leader_or_forward(origin, local, lambda c, o: c.set_size(group_id, size, origin=o), group_id=group_id)
 
     async def describe_group(self, group_id: group.ID, *, origin: group.Origin = LOCAL) -> group.Description:
         async def local(_: Lease) -> group.Description:
@@ -425,7 +443,8 @@ class Manager:
                 return dataclasses.replace(description, status={**description.status, "Events": events})
             return await self.controller.describe_group(group_id)
 
-        return await self._leader_or_forward(origin, local, lambda c, o: c.describe_group(group_id, origin=o))
+        return await self._leader_or_forward(origin, local, lambda c, o: c.describe_group(group_id, origin=o),
+                                             group_id=group_id)
 
     async def inspect_groups(self, *, origin: group.Origin = LOCAL) -> list[group.Spec]:
         return await self._leader_or_forward(origin, lambda _: self._inspect(), lambda c, o: c.inspect_groups(origin=o))
@@ -455,13 +474,14 @@ class Manager:
             self._require(group_id)
             await self.controller.destroy_instances(group_id, instances)
 
-        await self._leader_or_forward(origin, local, lambda c, o: c.destroy_instances(group_id, instances, origin=o))
+        await self._leader_or_forward(origin, local, lambda c, o: c.destroy_instances(group_id, instances, origin=o),
+                                      group_id=group_id)
 
     async def size(self, group_id: group.ID, *, origin: group.Origin = LOCAL) -> int:
         async def local(_: Lease) -> int:
             return int(self._require(group_id).size)
 
-        return await self._leader_or_forward(origin, local, lambda c, o: c.size(group_id, origin=o))
+        return await self._leader_or_forward(origin, local, lambda c, o: c.size(group_id, origin=o), group_id=group_id)
 
     def _require(self, group_id: group.ID) -> Any:
         spec = self.controller.spec(group_id)

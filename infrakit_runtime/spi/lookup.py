@@ -8,7 +8,7 @@ cannot tell the difference, which is the point.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from infrakit_runtime.spi import flavor, instance
 from infrakit_runtime.spi.common import InterfaceSpec
@@ -26,3 +26,16 @@ class PluginLookup(Protocol):
 
     async def check(self, name: str, interface: InterfaceSpec) -> None:
         """Raise ``ValidationError`` unless ``name`` answers and implements ``interface`` at that version."""
+
+
+@runtime_checkable
+class GroupScoped(Protocol):
+    """A lookup that can hand out plugins on behalf of one group (``for_group``).
+
+    The manager's fenced lookup is one: a change sent through ``for_group(G)``'s plugins is
+    allowed only while the replica may act on G, so the controller asks for a group's
+    plugins this way when it can.
+    """
+
+    def for_group(self, group_id: str) -> PluginLookup:
+        """The plugins, acting on behalf of group ``group_id``."""
