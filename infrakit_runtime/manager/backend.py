@@ -204,6 +204,9 @@ class SharedBackend(Backend):
     that group's owner key naming this lease, so a replica that lost a group cannot write it.
     """
 
+    # The lease timings (a membership lapses a TTL after its holder stops renewing it).
+    timings: LeaderTimings
+
     @abc.abstractmethod
     def membership(self, *, candidate: str, location: str | None) -> contextlib.AbstractAsyncContextManager[Lease]:
         """Register as a live replica and yield the membership lease while it is kept; revoke it on exit."""

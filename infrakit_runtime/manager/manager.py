@@ -331,12 +331,16 @@ class Manager:
             return now
         return sent
 
+    def _acting_since(self, group_id: str) -> float:
+        """Since when (wall clock) this replica applies changes to ``group_id``: its take-over."""
+        return self._took_over_at
+
     def _check_order(self, group_id: str, origin: group.Origin) -> float:
         """Refuse a change sent before one already applied to the group (call under the mutex)."""
         sent = self._origin(origin)
         floor = self._applied.get(group_id, 0.0)
         if origin.forwarded_by:
-            floor = max(floor, self._took_over_at)
+            floor = max(floor, self._acting_since(group_id))
         if sent < floor:
             raise PluginError(f"not applied: a newer change to group {group_id} was applied after this request was "
                               f"sent (or leadership changed while it was forwarded); retry if it is still wanted")

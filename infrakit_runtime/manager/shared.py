@@ -58,6 +58,8 @@ class ShardedManager(Manager):
         self.owned: set[str] = set()
         self.last_view: ShardView | None = None
         self.moves = 0
+        # Wall-clock time each group was taken over from another replica (hand-over or orphan claim).
+        self._adopted_at: dict[str, float] = {}
 
     # -- membership -------------------------------------------------------------------------
 
@@ -87,6 +89,7 @@ class ShardedManager(Manager):
         self._settled.set()
         self.leadership_changes += 1
         self.events.emit(ev.MEMBERSHIP_GAINED, reason=f"{self.candidate} shares the groups (lease term {lease.term})")
+        self._adopted_at = {}
         lost = asyncio.ensure_future(self.backend.wait_lost(lease))
         balance = asyncio.create_task(self._balance(lease), name=f"balance/{self.candidate}")
         retries = asyncio.create_task(self.stored.retry(self._mutex), name=f"degraded/{self.candidate}")
@@ -116,8 +119,7 @@ class ShardedManager(Manager):
 
     async def _balance(self, lease: Lease) -> None:
         """Level-triggered: read who is alive and who owns what, make this replica's moves, wait for a change."""
-        timings = getattr(self.shared, "timings", None)
-        idle = float(getattr(timings, "ttl", 5.0))
+        idle = self.shared.timings.ttl
         previous: sharding.Moves | None = None
         while True:
             try:
@@ -163,6 +165,7 @@ class ShardedManager(Manager):
             stored = await self.backend.load_all()
             for gid in sorted(adopt):
                 self.owned.add(gid)
+                self._adopted_at[gid] = self.wall_clock()
                 self.moves += 1
                 self.events.emit(ev.OWNERSHIP_GAINED, group=gid, reason=f"{self.candidate} owns it")
             # Concurrently, as at a take-over: a hung plugin delays only its own groups.
@@ -191,6 +194,15 @@ class ShardedManager(Manager):
         if problem is None and group_id not in self.owned:
             problem = f"this replica ({self.candidate}) does not own group {group_id}"
         return problem
+
+    def _acting_since(self, group_id: str) -> float:
+        """A forwarded change sent before this replica took ``group_id`` over from another is refused: the
+        previous owner may have applied a later one, which this replica's ordering memory does not know.
+
+        Per group, not per membership: a group this replica creates (claimed for its first commit) has
+        no earlier owner, and the commit that created it was necessarily sent before the claim.
+        """
+        return self._adopted_at.get(group_id, 0.0)
 
     async def _after_enforce(self, group_id: str) -> None:
         if group_id not in self.owned:  # given up while its commit was being enforced
@@ -231,8 +243,7 @@ class ShardedManager(Manager):
         yet, or an orphan not claimed yet) is waited for, at most a lease TTL plus ``MOVE_SETTLE``.
         """
         loop = asyncio.get_running_loop()
-        timings = getattr(self.shared, "timings", None)
-        deadline = loop.time() + float(getattr(timings, "ttl", 5.0)) + MOVE_SETTLE
+        deadline = loop.time() + self.shared.timings.ttl + MOVE_SETTLE
         while True:
             if gid in self.owned:
                 return None

@@ -99,6 +99,16 @@ class Sharded(Replicas):
             return None
         return acting
 
+    def wait_members(self) -> None:
+        """Until every live replica sees every live one registered (a commit routed meanwhile may be
+        refused by a replica whose view differs from the forwarder's: "retry")."""
+        def agreed() -> bool:
+            try:
+                return all(len(self.status(n, timeout=5).get("Members") or {}) == len(self.live()) for n in self.live())
+            except (RemoteError, UnreachableError, OSError):
+                return False
+        wait_for(agreed, SETTLE, "every replica registered and seen by all")
+
     def candidate(self, name: str) -> str:
         return self.status(name, timeout=5)["Candidate"]
 
@@ -175,6 +185,7 @@ def sharded(daemons, etcd, prefix):
     def start(**kwargs: Any) -> Sharded:
         stack = Sharded(daemons, backend=etcd_backend(etcd, prefix, ttl=f"{TTL:g}s"), **kwargs)
         started.append(stack)
+        stack.wait_members()
         return stack
 
     try:
