@@ -380,3 +380,20 @@ def test_the_file_backend_refuses_sharding_naming_the_field(tmp_path: Path) -> N
     assert any(p.startswith("sharding: 'replicas' is not one of off, groups") for p in bad.value.problems)
     assert parse_options({"backend": {"type": "file", "dir": str(tmp_path / "s")}},
                          home=tmp_path, open_backend=open_backend)["sharding"] == "off"
+
+
+def test_the_config_files_manager_section_carries_sharding_to_the_manager(tmp_path: Path) -> None:
+    from infrakit_runtime import config
+    from infrakit_runtime.backends import open_backend
+    from infrakit_runtime.cli.plugin import effective_options
+    from infrakit_runtime.daemon import DaemonSpec
+    from infrakit_runtime.manager.daemon import parse_options
+    from infrakit_runtime.spi.common import ValidationError
+
+    cfg = config.parse({"manager": {"sharding": "groups", "backend": {"type": "file", "dir": str(tmp_path / "s")}}})
+    options = effective_options(DaemonSpec.parse("manager"), cfg)
+    assert options["sharding"] == "groups"
+    with pytest.raises(ValidationError, match="sharding: groups needs the etcd backend"):
+        parse_options(options, home=tmp_path, open_backend=open_backend)
+    etcd_options = {**options, "backend": {"type": "etcd", "endpoints": ["http://127.0.0.1:2379"]}}
+    assert parse_options(etcd_options, home=tmp_path, open_backend=open_backend)["sharding"] == "groups"
