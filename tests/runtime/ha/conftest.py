@@ -11,8 +11,9 @@ import pytest
 from tests.runtime.conftest import Daemons
 from tests.runtime.etcd_cluster import EtcdCluster, etcd, etcd_cluster
 from tests.runtime.ha.cluster import Replicas, etcd_backend, stop_everything
+from tests.runtime.ha.sharded import TTL, Sharded
 
-__all__ = ["etcd", "etcd_cluster", "prefix", "replicas"]
+__all__ = ["etcd", "etcd_cluster", "prefix", "replicas", "sharded"]
 
 
 @pytest.fixture
@@ -30,6 +31,24 @@ def replicas(daemons: Daemons, etcd: EtcdCluster, prefix: str) -> Iterator[Calla
         kwargs.setdefault("backend", etcd_backend(etcd, prefix))
         stack = Replicas(daemons, **kwargs)
         started.append(stack)
+        return stack
+
+    try:
+        yield start
+    finally:
+        for stack in started:
+            stop_everything(stack)
+
+
+@pytest.fixture
+def sharded(daemons: Daemons, etcd: EtcdCluster, prefix: str) -> Iterator[Callable[..., Sharded]]:
+    """``sharded(first=...)`` starts replicas sharing the groups and waits until all see each other."""
+    started: list[Sharded] = []
+
+    def start(**kwargs: Any) -> Sharded:
+        stack = Sharded(daemons, backend=etcd_backend(etcd, prefix, ttl=f"{TTL:g}s"), **kwargs)
+        started.append(stack)
+        stack.wait_members()
         return stack
 
     try:
