@@ -3,7 +3,8 @@
 Guarantee: reading only. ``events`` is one ``Manager.Events`` call; with ``--follow`` it then
 streams the manager's ``GET /events`` (Server-Sent Events) over the same Unix socket (or TCP
 address) the RPC uses, from the last sequence it printed, so nothing is shown twice, and
-after a dropped connection it resumes from there. ``manager status`` is one ``Manager.Status`` call.
+after a dropped connection it resumes from there. ``manager status`` is one ``Manager.Status`` call
+(with ``sharding: groups``: the members and each group's owner instead of a leader).
 Limit: events come from the replica you ask (each keeps its own bounded ring, emptied by a
 restart); ask the leader for a group's story.
 """
@@ -46,7 +47,8 @@ def register(sub: Any) -> None:
     m.add_argument("--plugin", default=MANAGER_SOCKET, metavar="NAME", help="the manager socket (default: group)")
     m.add_argument("-o", "--output", choices=OUTPUTS, default="table")
     msub = m.add_subparsers(dest="action", metavar="ACTION", required=True)
-    st = msub.add_parser("status", help="leader, leader location, backend health, and why a replica is not acting")
+    st = msub.add_parser("status", help="leader, leader location, backend health, and why a replica is not acting; "
+                                        "with sharding: the members and each group's owner")
     st.add_argument("-o", "--output", choices=OUTPUTS, default=argparse.SUPPRESS)
     m.set_defaults(func=cmd_manager)
 

@@ -213,8 +213,14 @@ def diff_text(diff: Sequence[str]) -> Text:
 # -- manager -----------------------------------------------------------------------------------
 
 
-def manager_view(status: Mapping[str, Any]) -> Table:
-    """``infrakit manager status``: leader, location, backend health, and why it is not acting."""
+def manager_view(status: Mapping[str, Any]) -> RenderableType:
+    """``infrakit manager status``: leader, location, backend health, and why it is not acting.
+
+    With shared groups (``Sharding``) there is no single leader: the mode, the live members and
+    which member owns which group instead (``sharded_view``).
+    """
+    if status.get("Sharding"):
+        return sharded_view(status)
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -224,6 +230,55 @@ def manager_view(status: Mapping[str, Any]) -> Table:
         table.add_row("Term", str(status["Term"]))
     table.add_row("Candidate", str(status.get("Candidate") or "-"))
     table.add_row("Leader location", str(status.get("Location") or "none elected"))
+    _backend_rows(table, status)
+    if status.get("Groups") is not None:
+        table.add_row("Groups", str(status["Groups"]))
+    _degraded_rows(table, status)
+    table.add_row("Leadership changes", str(status.get("LeadershipChanges", 0)))
+    if status.get("Problem"):
+        table.add_row("Problem", Text(str(status["Problem"]), style="red"))
+    return table
+
+
+def sharded_view(status: Mapping[str, Any]) -> RenderableType:
+    """Shared groups: this replica (member or not, what it owns), the live members, and each group's owner."""
+    summary = Table(box=None, show_header=False, pad_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("Mode", f"sharded ({status['Sharding']}): each member runs the groups it owns")
+    me = str(status.get("Candidate") or "-")
+    member = status.get("Leader")
+    summary.add_row("This replica", Text.assemble(f"{me} ", Text("member", style="green") if member
+                                                   else Text("not a member (owns nothing)", style="yellow")))
+    _backend_rows(summary, status)
+    members: Mapping[str, Any] = status.get("Members") or {}
+    owners: Mapping[str, Any] = status.get("Owners") or {}
+    summary.add_row("Members", str(len(members)) if status.get("Members") is not None else "unknown (backend unreadable)")
+    summary.add_row("Owned here", ", ".join(status.get("Owned") or ()) or "none")
+    summary.add_row("Ownership moves", str(status.get("Moves", 0)))
+    _degraded_rows(summary, status)
+    if status.get("Problem"):
+        summary.add_row("Problem", Text(str(status["Problem"]), style="red"))
+    parts: list[RenderableType] = [summary]
+    if members:
+        table = _table("MEMBER", "LOCATION", "GROUPS")
+        counts: dict[str, int] = {}
+        for owner in owners.values():
+            counts[str(owner)] = counts.get(str(owner), 0) + 1
+        for name, location in members.items():
+            label = Text.assemble(name, (" (this replica)", "bold") if name == me else "")
+            table.add_row(label, str(location or "-"), str(counts.get(name, 0)))
+        parts += [Text(""), table]
+    if owners:
+        table = _table("GROUP", "OWNER", "LOCATION")
+        for gid, owner in owners.items():
+            location = members.get(owner)
+            table.add_row(str(gid), str(owner), str(location) if location else Text("not a live member", style="red"))
+        parts += [Text(""), table]
+    return Group(*parts)
+
+
+def _backend_rows(table: Table, status: Mapping[str, Any]) -> None:
     backend = status.get("Backend") or {}
     healthy = backend.get("Healthy")
     state = Text("healthy", style="green") if healthy else Text(f"unhealthy: {backend.get('Reason') or '?'}", style="red")
@@ -231,15 +286,12 @@ def manager_view(status: Mapping[str, Any]) -> Table:
     for key, value in backend.items():
         if key not in ("Type", "Healthy", "Reason"):
             table.add_row(f"  {key}", str(value))
-    if status.get("Groups") is not None:
-        table.add_row("Groups", str(status["Groups"]))
+
+
+def _degraded_rows(table: Table, status: Mapping[str, Any]) -> None:
     for entry in status.get("Degraded") or ():
         retry = f" (retry {entry.get('Failures', 0) + 1} in {age(entry.get('RetryIn'))})"
         table.add_row(f"  {entry.get('Group')}", Text(f"Degraded: {entry.get('Reason')}{retry}", style="red"))
-    table.add_row("Leadership changes", str(status.get("LeadershipChanges", 0)))
-    if status.get("Problem"):
-        table.add_row("Problem", Text(str(status["Problem"]), style="red"))
-    return table
 
 
 def event_line(event: Mapping[str, Any]) -> Text:
