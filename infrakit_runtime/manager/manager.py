@@ -64,6 +64,15 @@ HANDOVER_HOLD = 10.0
 ANNOUNCE_TIMEOUT = 0.5
 
 
+@dataclasses.dataclass(frozen=True)
+class Ownership:
+    """With shared groups (``sharding: groups``): ``members`` live members in this replica's last view
+    (None before it read one); ``groups``: every group it knows of -> whether this replica acts on it."""
+
+    members: int | None
+    groups: dict[str, bool]
+
+
 class NotLeader(PluginError):
     """This replica does not lead and cannot forward; the message names the leader."""
 
@@ -179,6 +188,10 @@ class Manager:
             return f"this replica ({self.candidate}) is not the leader"
         if not self.backend.holds(lease):
             return f"the lease for term {lease.term} can no longer be trusted (its renewal deadline passed)"
+        return None
+
+    def ownership(self) -> Ownership | None:
+        """Who acts on which group as the metrics report it; None when one leader acts on them all."""
         return None
 
     def group_acting_problem(self, group_id: str) -> str | None:

@@ -8,7 +8,9 @@ slow consumer. They join the daemon's registry (``infrakit_runtime.metrics``), b
 process, build and served-RPC series every daemon exports; two managers in one process
 (tests) never mix their numbers.
 Limit: counters start at zero when the daemon starts and only the leader has supervisors,
-so a follower exports leadership and RPC metrics but no group gauges; label values are
+so a follower exports leadership and RPC metrics but no group gauges (with ``sharding:
+groups`` each member has the supervisors of the groups it owns, and ``infrakit_group_owned``
+says which those are); label values are
 bounded (plugin names, RPC methods, group IDs and a fixed vocabulary of reasons), never a
 free-text error message.
 """
@@ -40,7 +42,7 @@ from infrakit_runtime.metrics import RPC_BUCKETS
 if TYPE_CHECKING:
     from infrakit_runtime.group.plan.spec import GroupSpec
     from infrakit_runtime.group.supervisor import Observation
-    from infrakit_runtime.manager.manager import Manager
+    from infrakit_runtime.manager.manager import Manager, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +92,43 @@ class _GroupCollector(Collector):
     def describe(self) -> list[Metric]:  # no auto-describe: collect() needs a bound controller
         return []
 
+    @staticmethod
+    def _owned(controller: group_controller.GroupController | None, manager: Manager,
+               shares: Ownership | None) -> Metric:
+        """``infrakit_group_owned``: with shared groups, 1 for each group this replica owns and 0 for each
+        other group it knows of; with one leader, 1 for each group the leader runs (a follower: none)."""
+        owned = GaugeMetricFamily("infrakit_group_owned",
+                                  "1 when this replica owns the group and acts on it; 0 (sharding: groups only) "
+                                  "when another member, or none, owns it", labels=["group"])
+        if shares is not None:
+            groups = shares.groups
+        elif manager.lease is not None and controller is not None:
+            groups = dict.fromkeys([*controller.supervisors(), *manager.degraded.ids()], True)
+        else:
+            groups = {}
+        for gid, mine in sorted(groups.items()):
+            owned.add_metric([gid], 1.0 if mine else 0.0)
+        return owned
+
     def collect(self) -> Iterator[Metric]:
         controller, manager = self._owner.controller, self._owner.manager
         if manager is not None:
-            leader = GaugeMetricFamily("infrakit_manager_leader", "1 when this replica holds the lease and acts")
+            leader = GaugeMetricFamily("infrakit_manager_leader",
+                                       "1 when this replica holds its lease and acts (with sharding: groups, its "
+                                       "membership lease: every member acts, on the groups it owns)")
             leader.add_metric([], 1.0 if manager.lease is not None else 0.0)
             yield leader
+            shares = manager.ownership()
+            sharded = GaugeMetricFamily("infrakit_manager_sharded",
+                                        "1 when the replicas share the groups (sharding: groups), 0 with one leader")
+            sharded.add_metric([], 1.0 if shares is not None else 0.0)
+            yield sharded
+            if shares is not None and shares.members is not None:
+                members = GaugeMetricFamily("infrakit_manager_members",
+                                            "Live members sharing the groups, as this replica last read them")
+                members.add_metric([], float(shares.members))
+                yield members
+            yield self._owned(controller, manager, shares)
             term = GaugeMetricFamily("infrakit_manager_leader_term", "Leadership term held by this replica (0 when following)")
             term.add_metric([], float(manager.lease.term) if manager.lease is not None else 0.0)
             yield term

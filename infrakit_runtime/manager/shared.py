@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from infrakit_runtime.group import events as ev
 from infrakit_runtime.manager import sharding
 from infrakit_runtime.manager.backend import BackendError, Lease, LostLeadership, Member, ShardView, SharedBackend
-from infrakit_runtime.manager.manager import ANNOUNCE_TIMEOUT, ELECTION_SETTLE, LOCAL, Manager, NotLeader
+from infrakit_runtime.manager.manager import ANNOUNCE_TIMEOUT, ELECTION_SETTLE, LOCAL, Manager, NotLeader, Ownership
 from infrakit_runtime.rpc.group import GroupClient
 from infrakit_runtime.spi import group
 from infrakit_runtime.spi.common import PluginError
@@ -320,6 +320,13 @@ class ShardedManager(Manager):
     async def hand_over(self, reason: str = "asked to") -> dict[str, Any]:
         """Not with shared groups: there is no single leader to hand over (``self_logical_id`` is refused)."""
         return {"HandedOver": False, "Leader": self.location}
+
+    def ownership(self) -> Ownership:
+        """The groups the last view named (stored or owned), each with whether this replica acts on it."""
+        view = self.last_view
+        known = set(self.owned) | (set(view.groups) | set(view.owners) if view is not None else set())
+        return Ownership(members=len(view.members) if view is not None else None,
+                         groups={gid: gid in self.owned for gid in sorted(known)})
 
     async def status(self) -> dict[str, Any]:
         """``Manager.Status`` with who owns what: ``Owners`` (group -> candidate), this replica's ``Owned``."""

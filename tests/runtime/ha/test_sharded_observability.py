@@ -2,7 +2,9 @@
 
 ``infrakit manager status`` (table, json, yaml) names the mode, the live members and each group's
 owner, as the replicas themselves settled it (``Sharded.wait_settled``: every live replica's
-``Owned`` and etcd's owner keys agree).
+``Owned`` and etcd's owner keys agree); each replica's ``/metrics`` says the same
+(``infrakit_group_owned``, ``infrakit_manager_members``), and ``infrakit_manager_leader`` is 1 on
+every member with ``infrakit_manager_sharded`` 1 beside it, which the alert rules read.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import sys
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.runtime.ha.sharded import Sharded
+from infrakit_runtime.cli.observe import http_get
+from infrakit_runtime.rpc.discovery import Address
+from tests.runtime.ha.cluster import wait_for
+from tests.runtime.ha.sharded import SETTLE, Sharded
 
 GROUPS = [f"g{i}" for i in range(6)]
 
@@ -22,6 +28,17 @@ GROUPS = [f"g{i}" for i in range(6)]
 def cli(stack: Sharded, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "infrakit_runtime", *args], env=stack.d.env,
                           capture_output=True, text=True, timeout=60)
+
+
+def scrape(stack: Sharded, name: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a replica's ``/metrics``, keyed by (name, labels)."""
+    resp = http_get(Address(unix_path=stack.d.plugins_dir / name), "/metrics", timeout=10)
+    try:
+        text = resp.read().decode()
+    finally:
+        resp.close()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def settled_stack(sharded: Any) -> tuple[Sharded, dict[str, str]]:
@@ -62,3 +79,31 @@ def test_manager_status_shows_the_mode_the_members_and_each_groups_owner(sharded
         assert doc["Members"] == {candidates[n]: stack.location(n) for n in stack.names}
         assert {g: c for g, c in doc["Owners"].items() if g in GROUPS} == {g: candidates[n] for g, n in owners.items()}
         assert doc["Owned"] == sorted(g for g, o in owners.items() if o == "group-b")
+
+
+def test_each_replicas_metrics_say_which_groups_it_owns_and_how_many_members_share_them(sharded: Any) -> None:
+    stack, owners = settled_stack(sharded)
+
+    def owned_per_metrics() -> dict[str, str] | None:
+        seen: dict[str, str] = {}
+        for name in stack.names:
+            samples = scrape(stack, name)
+            for (metric, labels), value in samples.items():
+                if metric != "infrakit_group_owned" or dict(labels)["group"] not in GROUPS:
+                    continue
+                if value == 1:
+                    if dict(labels)["group"] in seen:
+                        return None
+                    seen[dict(labels)["group"]] = name
+        return seen if seen == owners else None
+
+    wait_for(owned_per_metrics, SETTLE, f"infrakit_group_owned naming the owners {owners}")
+    for name in stack.names:
+        samples = scrape(stack, name)
+        gauge = {dict(labels)["group"]: value for (metric, labels), value in samples.items()
+                 if metric == "infrakit_group_owned"}
+        # 1 where this replica owns the group, 0 for every other group it knows of.
+        assert {g: v for g, v in gauge.items() if g in GROUPS} == {g: 1.0 if owners[g] == name else 0.0 for g in GROUPS}
+        assert samples[("infrakit_manager_members", frozenset())] == 3
+        assert samples[("infrakit_manager_sharded", frozenset())] == 1
+        assert samples[("infrakit_manager_leader", frozenset())] == 1

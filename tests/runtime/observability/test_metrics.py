@@ -26,6 +26,10 @@ def test_metrics_follow_a_scale_up_and_a_killed_instance(stack):
     m = stack.scrape()
     assert value(m, "infrakit_manager_leader") == 1
     assert value(m, "infrakit_manager_leadership_changes_total") == 1
+    # One leader runs every group: it owns each, and says it does not share them.
+    assert value(m, "infrakit_group_owned", group="web") == 1
+    assert m[("infrakit_manager_sharded", frozenset())] == 0
+    assert ("infrakit_manager_members", frozenset()) not in m
     assert value(m, "infrakit_group_desired_instances", group="web") == 2
     assert value(m, "infrakit_group_poll_interval_seconds", group="web") == 0.5  # the stack's POLL
     assert value(m, "infrakit_group_converged", group="web") == 1
