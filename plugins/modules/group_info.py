@@ -14,6 +14,8 @@ description:
     instances, health and convergence.
   - Reports whether the controller answering is the leader, where the leader is, and, from this
     collection's controller, the state of its coordination backend.
+  - When the controller's replicas share the groups (their C(sharding) option is C(groups)) there is no single leader;
+    each group then reports its owner (the replica that runs it), and RV(controller) the live members.
   - Never changes anything.
 author:
   - infrakit.core maintainers (@infrakit)
@@ -122,6 +124,16 @@ groups:
         - Empty when O(instances=false).
       type: list
       elements: dict
+    owner:
+      description:
+        - When the replicas share the groups (RV(controller.sharding) is C(groups)), the replica that owns
+          and runs this group, as etcd's owner key names it, with C(candidate), C(location) (its advertised
+          URL; null when it is no live member any more, until its key expires) and C(live).
+        - Null when the group has no owner right now (it is moving, or its owner's lease has not expired
+          yet and no member has claimed it), and always null with one leader, which runs every group (see RV(leader)).
+      type: dict
+      returned: always
+      sample: {candidate: "vm:5502:group-b", location: "http://10.0.0.6:24864", live: true}
   sample:
     - id: web
       spec: {name: web, size: 2, instance: {plugin: process, properties: {}}, flavor: {plugin: vanilla, properties: {}}}
@@ -137,12 +149,15 @@ groups:
         - {id: process-1, logical_id: null, tags: {infrakit.group: web}, properties: {Address: "127.0.0.1:40001"},
            address: "127.0.0.1:40001", health: healthy, up_to_date: true}
 leader:
-  description: Leadership as the answering controller replica sees it.
+  description:
+    - Leadership as the answering controller replica sees it.
+    - When the replicas share the groups there is no single leader; every registered member answers
+      C(is_leader=true) and C(location) is that member's own URL. Each group's RV(groups[].owner) says who runs it.
   returned: always
   type: dict
   contains:
     is_leader:
-      description: Whether the replica that answered is the leader.
+      description: Whether the replica that answered is the leader (sharing the groups, a registered member).
       type: bool
     location:
       description: The leader's advertised URL, if known.
@@ -170,7 +185,18 @@ controller:
     backend:
       description: The coordination backend, with C(type) (C(file) or C(etcd)), C(healthy) and C(reason).
       type: dict
-  sample: {leader: true, location: null, term: 1, problem: null, backend: {type: file, healthy: true, reason: null}}
+    sharding:
+      description: C(groups) when the replicas share the groups (each group owned by one replica); null with one leader.
+      type: str
+    members:
+      description: Sharing the groups, the live replicas (candidate -> advertised URL); null with one leader.
+      type: dict
+    owned:
+      description: Sharing the groups, the IDs of the groups the answering replica owns; null with one leader.
+      type: list
+      elements: str
+  sample: {leader: true, location: null, term: 1, problem: null, backend: {type: file, healthy: true, reason: null},
+           sharding: null, members: null, owned: null}
 """
 
 from ansible_collections.infrakit.core.plugins.module_utils.controller import RemoteError, location_text
@@ -194,18 +220,40 @@ def controller_status(raw):
         "term": raw.get("Term"),
         "problem": raw.get("Problem") or None,
         "backend": {"type": backend.get("Type"), "healthy": backend.get("Healthy"), "reason": backend.get("Reason")},
+        "sharding": raw.get("Sharding") or None,
+        "members": _members(raw) if raw.get("Sharding") else None,
+        "owned": sorted(raw.get("Owned") or []) if raw.get("Sharding") else None,
     }
+
+
+def _members(raw):
+    members = raw.get("Members")
+    return {str(k): location_text(v) for k, v in members.items()} if isinstance(members, dict) else {}
+
+
+def group_owner(raw, group_id):
+    """Sharing the groups: the owner of ``group_id`` as ``Manager.Status`` names it, or None."""
+    if not raw or not raw.get("Sharding"):
+        return None
+    owners = raw.get("Owners") if isinstance(raw.get("Owners"), dict) else {}
+    candidate = owners.get(group_id)
+    if not candidate:
+        return None
+    members = _members(raw)
+    return {"candidate": candidate, "location": members.get(candidate), "live": candidate in members}
 
 
 def main_body(m):
     client = m.client
     name = m.params["name"]
+    status = client.status()
     groups = []
     specs = [s for s in client.inspect_groups() if isinstance(s, dict) and (name is None or s.get("ID") == name)]
     for spec in sorted(specs, key=lambda s: s.get("ID") or ""):
         description = client.describe_group(spec["ID"]) if m.params["instances"] else {}
         group = describe_group(spec["ID"], description, spec)
         group["spec"] = spec_to_module(spec)
+        group["owner"] = group_owner(status, spec["ID"])
         groups.append(group)
 
     location = None
@@ -215,7 +263,7 @@ def main_body(m):
         # Go InfraKit's file backend answers an error until a leader has written its location.
         location = None
     leader = {"is_leader": client.is_leader(), "location": location}
-    m.exit_json(changed=False, groups=groups, leader=leader, controller=controller_status(client.status()))
+    m.exit_json(changed=False, groups=groups, leader=leader, controller=controller_status(status))
 
 
 def main():

@@ -107,6 +107,7 @@ class FakeController:
         self.headers = []
         self.required_token = None
         self.with_status = True   # our controller's additive Status and Manager.Status
+        self.sharded = None       # Manager.Status's sharding keys (Sharding, Owners, Owned, Members) to add
         self.stored_extras = {}   # ID -> extra keys the controller adds when storing (like Go's Updating)
         self.plan = None          # Details text to answer CommitGroup with
         self.delays = {}          # method -> seconds to wait before answering
@@ -229,7 +230,7 @@ class FakeController:
         if not self.with_status:
             raise RPCError("rpc: can't find method \"Manager.Status\"", code=-32601)
         return {"Leader": True, "Term": 3, "Location": None, "Problem": "", "Groups": len(self.groups),
-                "Backend": {"Type": "file", "Healthy": True, "Reason": None}}
+                "Backend": {"Type": "file", "Healthy": True, "Reason": None}, **(self.sharded or {})}
 
 
 class Replay:

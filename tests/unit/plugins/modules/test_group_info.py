@@ -29,6 +29,30 @@ def test_lists_every_group_with_instances_health_and_leadership(controller, run_
     assert result["leader"] == {"is_leader": True, "location": "http://127.0.0.1:24864"}
     assert result["controller"]["backend"] == {"type": "file", "healthy": True, "reason": None}
     assert result["controller"]["term"] == 3 and result["controller"]["problem"] is None
+    assert result["controller"]["sharding"] is None and result["controller"]["members"] is None
+    assert [g["owner"] for g in result["groups"]] == [None, None]
+    assert set(controller.methods()) <= READS
+
+
+def test_sharing_replicas_report_each_groups_owner_and_the_members(controller, run_module):
+    controller.groups = {"web": spec("web", 1), "db": spec("db", 1), "api": spec("api", 1), "new": spec("new", 1)}
+    controller.sharded = {
+        "Sharding": "groups", "Owned": ["web"],
+        "Owners": {"web": "vm:1:group-a", "db": "vm:2:group-b", "api": "vm:3:group-c"},
+        "Members": {"vm:1:group-a": "http://10.0.0.1:24864", "vm:2:group-b": "http://10.0.0.2:24864"},
+    }
+    result = run_module(group_info.main, dict(controller_url=controller.url))
+    owners = {g["id"]: g["owner"] for g in result["groups"]}
+    assert owners == {
+        "web": {"candidate": "vm:1:group-a", "location": "http://10.0.0.1:24864", "live": True},
+        "db": {"candidate": "vm:2:group-b", "location": "http://10.0.0.2:24864", "live": True},
+        # Its owner's key outlives it by up to a lease TTL.
+        "api": {"candidate": "vm:3:group-c", "location": None, "live": False},
+        "new": None,
+    }
+    assert result["controller"]["sharding"] == "groups" and result["controller"]["owned"] == ["web"]
+    assert result["controller"]["members"] == {"vm:1:group-a": "http://10.0.0.1:24864",
+                                               "vm:2:group-b": "http://10.0.0.2:24864"}
     assert set(controller.methods()) <= READS
 
 
