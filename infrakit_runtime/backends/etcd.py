@@ -281,24 +281,36 @@ class EtcdBackend(SharedBackend):
         held = await self._campaign(candidate, location)
         lease = Lease(term=held.term, holder=candidate, handle=held)
         log.info("%s is the leader (term %d) in etcd at %s", candidate, held.term, self.leader_key)
-        held.loop = asyncio.get_running_loop()
-        held.renewer = keeper.Keeper(name=f"etcd-lease/{candidate}/renew", interval=self.timings.renew_interval,
-                                     loop=held.loop, tick=lambda silence: self._renew(held, silence))
-        held.renewer.start()
-        held.watchdog = asyncio.create_task(self._watchdog(held), name=f"etcd-lease/{candidate}/deadline")
         try:
-            yield lease
+            async with self._kept(held, f"etcd-lease/{candidate}", gone="resigned"):
+                yield lease
         finally:
-            held.give_up("resigned")
-            held.renewer.cancel()
-            held.watchdog.cancel()
-            await asyncio.gather(held.watchdog, return_exceptions=True)
             try:  # revoking deletes the leader key: followers take over without waiting for the TTL
                 await self._run("revoke the leader lease", lambda c: self._revoke(c, held.lease_id))
                 log.info("%s resigned leadership (term %d)", candidate, held.term)
             except BackendError as e:
                 log.warning("%s resigned leadership (term %d) but could not revoke its lease, "
                             "followers wait for its TTL: %s", candidate, held.term, e)
+
+    @contextlib.asynccontextmanager
+    async def _kept(self, held: _Held, name: str, *, gone: str) -> AsyncIterator[None]:
+        """Keep ``held`` while the body runs: renewal on its own thread, the deadline watched on the loop.
+
+        The one way a lease is held, for the leader's and for a sharing member's alike. On exit the
+        lease is given up (``gone`` is the reason ``wait_lost`` reports) before the caller revokes it.
+        """
+        held.loop = asyncio.get_running_loop()
+        held.renewer = keeper.Keeper(name=f"{name}/renew", interval=self.timings.renew_interval,
+                                     loop=held.loop, tick=lambda silence: self._renew(held, silence))
+        held.renewer.start()
+        held.watchdog = asyncio.create_task(self._watchdog(held), name=f"{name}/deadline")
+        try:
+            yield
+        finally:
+            held.give_up(gone)
+            held.renewer.cancel()
+            held.watchdog.cancel()
+            await asyncio.gather(held.watchdog, return_exceptions=True)
 
     @staticmethod
     def _revoke(client: Etcd3Client, lease_id: int) -> None:
@@ -566,18 +578,10 @@ class EtcdBackend(SharedBackend):
         lease = Lease(term=held.term, holder=candidate, handle=held)
         log.info("%s is a member sharing the groups (lease %x) in etcd at %s", candidate, held.lease_id,
                  self.members_prefix)
-        held.loop = asyncio.get_running_loop()
-        held.renewer = keeper.Keeper(name=f"etcd-member/{candidate}/renew", interval=self.timings.renew_interval,
-                                     loop=held.loop, tick=lambda silence: self._renew(held, silence))
-        held.renewer.start()
-        held.watchdog = asyncio.create_task(self._watchdog(held), name=f"etcd-member/{candidate}/deadline")
         try:
-            yield lease
+            async with self._kept(held, f"etcd-member/{candidate}", gone="left"):
+                yield lease
         finally:
-            held.give_up("left")
-            held.renewer.cancel()
-            held.watchdog.cancel()
-            await asyncio.gather(held.watchdog, return_exceptions=True)
             try:  # revoking removes the record and every owner key: survivors claim at once
                 await self._run("revoke the membership lease", lambda c: self._revoke(c, held.lease_id))
                 log.info("%s left the members", candidate)

@@ -118,44 +118,57 @@ class Manager:
 
     async def run(self) -> None:
         """Campaign, lead until the lease is lost, stop everything, campaign again; forever."""
+        await self._forever(self._lead_once, role="leadership")
+
+    async def _forever(self, once: Callable[[], Awaitable[bool]], *, role: str) -> None:
+        """Run ``once`` again and again: a backend that cannot be used, or a bug, costs one retry
+        interval (reported in ``problem``), never the loop. ``once`` answers True to go round again at
+        once (it has waited already)."""
         while True:
             try:
-                async with self.backend.leadership(candidate=self.candidate, location=self.location) as lease:
-                    self.lease, self.problem = lease, None
-                    self._not_leading.clear()
-                    self._applied, self._took_over_at = {}, self.wall_clock()
-                    self._settled.set()
-                    self.leadership_changes += 1
-                    self.events.emit(ev.LEADERSHIP_GAINED, reason=f"{self.candidate} leads (term {lease.term})")
-                    retries: asyncio.Task[None] | None = None
-                    try:
-                        await self._take_over(lease)
-                        retries = asyncio.create_task(self.stored.retry(self._mutex), name=f"degraded/{self.candidate}")
-                        reason = await self._lead_until_lost_or_handed_over(lease)
-                    finally:
-                        self.lease = None
-                        self._not_leading.set()
-                        if retries is not None:
-                            retries.cancel()
-                            await asyncio.gather(retries, return_exceptions=True)
-                        await self.controller.stop_all()
-                        self.degraded.reset()
-                    self.problem = f"lost leadership: {reason}"
-                    self.leadership_changes += 1
-                    self.events.emit(ev.LEADERSHIP_LOST, reason=reason)
-                    log.warning("%s stopped acting: %s", self.candidate, reason)
-                if self._handover.is_set():
-                    await self._let_another_lead()
+                if await once():
                     continue
             except asyncio.CancelledError:
                 raise
             except BackendError as e:
                 self.problem = str(e)
-                log.warning("%s cannot lead: %s", self.candidate, e)
+                log.warning("%s cannot take %s: %s", self.candidate, role, e)
             except Exception as e:
                 self.problem = f"{type(e).__name__}: {e}"
-                log.exception("%s: leadership loop failed", self.candidate)
+                log.exception("%s: the %s loop failed", self.candidate, role)
             await asyncio.sleep(self.retry_interval)
+
+    async def _lead_once(self) -> bool:
+        """One term: campaign, lead until the lease is lost or handed over, stop everything. True after a
+        hand-over (another replica has had its chance to lead: campaign again at once)."""
+        async with self.backend.leadership(candidate=self.candidate, location=self.location) as lease:
+            self.lease, self.problem = lease, None
+            self._not_leading.clear()
+            self._applied, self._took_over_at = {}, self.wall_clock()
+            self._settled.set()
+            self.leadership_changes += 1
+            self.events.emit(ev.LEADERSHIP_GAINED, reason=f"{self.candidate} leads (term {lease.term})")
+            retries: asyncio.Task[None] | None = None
+            try:
+                await self._take_over(lease)
+                retries = asyncio.create_task(self.stored.retry(self._mutex), name=f"degraded/{self.candidate}")
+                reason = await self._lead_until_lost_or_handed_over(lease)
+            finally:
+                self.lease = None
+                self._not_leading.set()
+                if retries is not None:
+                    retries.cancel()
+                    await asyncio.gather(retries, return_exceptions=True)
+                await self.controller.stop_all()
+                self.degraded.reset()
+            self.problem = f"lost leadership: {reason}"
+            self.leadership_changes += 1
+            self.events.emit(ev.LEADERSHIP_LOST, reason=reason)
+            log.warning("%s stopped acting: %s", self.candidate, reason)
+        if self._handover.is_set():
+            await self._let_another_lead()
+            return True
+        return False
 
     async def _take_over(self, lease: Lease) -> None:
         """Enforce every stored spec (unfinished rollouts resume from the hash tags); never fail for one group.

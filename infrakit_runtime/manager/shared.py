@@ -65,21 +65,14 @@ class ShardedManager(Manager):
 
     async def run(self) -> None:
         """Register, take this replica's share and keep it balanced until the lease is lost; forever."""
-        while True:
-            try:
-                async with self.shared.membership(candidate=self.candidate, location=self.location) as lease:
-                    reason = await self._member(lease)
-                self.problem = f"lost membership: {reason}"
-                log.warning("%s stopped acting: %s", self.candidate, reason)
-            except asyncio.CancelledError:
-                raise
-            except BackendError as e:
-                self.problem = str(e)
-                log.warning("%s cannot take part: %s", self.candidate, e)
-            except Exception as e:
-                self.problem = f"{type(e).__name__}: {e}"
-                log.exception("%s: membership loop failed", self.candidate)
-            await asyncio.sleep(self.retry_interval)
+        await self._forever(self._member_once, role="part")
+
+    async def _member_once(self) -> bool:
+        async with self.shared.membership(candidate=self.candidate, location=self.location) as lease:
+            reason = await self._member(lease)
+        self.problem = f"lost membership: {reason}"
+        log.warning("%s stopped acting: %s", self.candidate, reason)
+        return False
 
     async def _member(self, lease: Lease) -> str:
         """Act as a member until the lease is lost (or the balancer fails); then stop everything at once."""

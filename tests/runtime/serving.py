@@ -13,6 +13,19 @@ from collections.abc import Callable
 from typing import Any
 
 
+def count_answering(described: list[dict[str, Any]], path: str = "/", timeout: float = 5.0) -> int:
+    """How many of ``described`` answer ``GET path`` with 200 at their ``Properties.Address`` right now."""
+    answered = 0
+    for d in described:
+        address = (d.get("Properties") or {}).get("Address")
+        try:
+            with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout) as resp:
+                answered += resp.status == 200
+        except Exception:
+            pass
+    return answered
+
+
 class Answering(threading.Thread):
     """Counts, over and over, the described instances that answer ``GET /`` at their ``Properties.Address``."""
 
@@ -28,15 +41,7 @@ class Answering(threading.Thread):
                 described = self.instances()
             except Exception:
                 continue  # the plugin is busy; the next sample counts
-            answered = 0
-            for d in described:
-                address = (d.get("Properties") or {}).get("Address")
-                try:
-                    with urllib.request.urlopen(f"http://{address}/", timeout=5) as resp:
-                        answered += resp.status == 200
-                except Exception:
-                    pass
-            self.samples.append(answered)
+            self.samples.append(count_answering(described))
             self._halt.wait(0.05)
 
     def stop(self) -> list[int]:

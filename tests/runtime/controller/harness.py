@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.runtime.conftest import Daemons
 from tests.runtime.procs import marker_pids
+from tests.runtime.serving import count_answering
 
 POLL = "0.5s"
 
@@ -106,15 +107,7 @@ class Stack:
 
     def healthy_count(self, gid: str = "web") -> int:
         """Instances of the group that answer their health check right now."""
-        count = 0
-        for d in self.instances(gid):
-            address = (d.get("Properties") or {}).get("Address")
-            try:
-                with urllib.request.urlopen(f"http://{address}/healthz", timeout=1) as resp:
-                    count += resp.status == 200
-            except Exception:
-                pass
-        return count
+        return count_answering(self.instances(gid), "/healthz", timeout=1)
 
     def make_unhealthy(self, instance_id: str) -> None:
         (self.flags / instance_id).touch()
