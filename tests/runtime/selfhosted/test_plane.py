@@ -102,28 +102,36 @@ def test_a_rollout_of_the_replicas_rolls_the_leader_last_after_it_hands_over(pla
     spec = plane.manager_spec
     spec["Properties"]["Flavor"]["Properties"]["Options"]["poll_interval"] = "0.4s"  # hashed: a rollout
     before = {lid: d["ID"] for lid, d in plane.by_logical_id(MANAGERS).items()}
-    gone: list[tuple[str, str | None]] = []  # (logical ID whose old instance went, the leader just before)
-    events: dict[tuple[str, int], dict[str, Any]] = {}
-    last_leader: list[str | None] = [leader]
+    order: list[str] = []  # logical IDs in the order their old instance was seen gone
+    events: dict[tuple[str, int, float], dict[str, Any]] = {}
     plane.commit(spec)
 
     def rolled() -> bool:
         collect_events(plane, events)
         now = {lid: d["ID"] for lid, d in plane.by_logical_id(MANAGERS).items()}
-        for lid, iid in before.items():
-            if now.get(lid) != iid and lid not in [g for g, _ in gone]:
-                gone.append((lid, last_leader[0]))
-        last_leader[0] = plane.leader() or last_leader[0]
+        order.extend(lid for lid, iid in before.items() if now.get(lid) != iid and lid not in order)
         return len(now) == 3 and all(now[lid] != before[lid] for lid in before)
     local.wait_for(rolled, 240, "every replica replaced", interval=0.2)
     settled(plane)
+    collect_events(plane, events)
     assert plane.leader() != leader
-    assert [lid for lid, _ in gone][-1] == leader_lid and len(gone) == 3, gone
-    assert gone[-1][1] != leader, f"the old leader's instance went while it still led: {gone}"
-    handovers = [e for e in events.values() if e["Kind"] == "handover" and e["Group"] == MANAGERS]
+    assert order[-1] == leader_lid and len(order) == 3, order
+    # Who destroyed the old leader's instance, and when, comes from the events the replicas wrote
+    # themselves (each with its own timestamp), not from this test's polling: under load one poll can
+    # span the handover and the destroy both.
+    handovers = sorted((e for e in events.values() if e["Kind"] == "handover" and e["Group"] == MANAGERS),
+                       key=lambda e: e["Time"])
     assert handovers and leader_lid in handovers[0]["Reason"], handovers
-    gained = [e for e in events.values() if e["Kind"] == "leadership_gained" and e["Time"] > handovers[0]["Time"]]
+    old_leaders_log = f"{before[leader_lid]}.log"
+    gained = [e for e in events.values() if e["Kind"] == "leadership_gained" and e["Time"] > handovers[0]["Time"]
+              and e["Log"] != old_leaders_log]
     assert gained, "a follower took over after the handover"
+    destroyed = [e for e in events.values()
+                 if e["Kind"] == "destroyed" and e["Group"] == MANAGERS and e["Instance"] == before[leader_lid]]
+    assert destroyed, f"no replica recorded destroying the old leader's instance {before[leader_lid]}"
+    assert all(e["Log"] != old_leaders_log for e in destroyed), f"the old leader destroyed itself: {destroyed}"
+    assert min(e["Time"] for e in destroyed) > min(e["Time"] for e in gained), \
+        f"the old leader's instance went before a follower led: destroyed {destroyed}, gained {gained}"
 
 
 def test_a_rolling_change_of_the_etcd_group_keeps_quorum_under_writes(plane: Plane) -> None:
