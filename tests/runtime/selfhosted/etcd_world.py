@@ -53,6 +53,9 @@ class EtcdWorld:
     def healthy(self, *lids: str) -> list[flavor.Health]:
         return self.run(self.flavor.healthy_many(self.properties, [self.description(lid) for lid in lids]))
 
+    def assess(self, *lids: str) -> list[flavor.Assessment]:
+        return self.run(self.flavor.assess_many(self.properties, [self.description(lid) for lid in lids]))
+
     def wait_healthy(self, *lids: str, timeout: float = 30.0) -> None:
         local.wait_for(lambda: all(h is flavor.Health.HEALTHY for h in self.healthy(*lids)), timeout,
                        f"etcd members {', '.join(lids)} healthy (promoted, caught up)", interval=0.2)

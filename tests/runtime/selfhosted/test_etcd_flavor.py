@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,31 @@ def test_members_say_unhealthy_once_the_cluster_has_lost_quorum(etcd_world: Etcd
         local.kill(etcd_world.procs[lid])
     local.wait_for(lambda: not local.health(lids[0]), 30, "the survivor to notice it has no leader")
     assert etcd_world.healthy(*lids) == [UNHEALTHY] * 3
+
+
+def test_with_no_member_answering_the_list_the_count_is_none_of_the_voters_last_listed(etcd_world: EtcdWorld) -> None:
+    """Two members killed and the survivor too slow to answer (stopped): the member list fails, and the
+    count says 0 of 3 rather than nothing - with no count, the controller would see one answering
+    member of the one its instance plugin still describes, a majority, and replace the killed ones."""
+    lids = etcd_world.grow(3)
+    etcd_world.properties["Timeout"] = "1s"
+    assert {a.quorum for a in etcd_world.assess(*lids)} == {flavor.Quorum(answering=3, voting=3)}
+    for lid in lids[1:]:
+        local.kill(etcd_world.procs[lid])
+    survivor = etcd_world.procs[lids[0]]
+    os.kill(survivor.pid, signal.SIGSTOP)
+    try:
+        got = etcd_world.assess(lids[0])
+    finally:
+        os.kill(survivor.pid, signal.SIGCONT)
+    assert [(a.health, a.quorum) for a in got] == [(UNHEALTHY, flavor.Quorum(answering=0, voting=3))], got
+    assert "no etcd member lists the cluster" in got[0].reason
+    # A member no list has ever shown: nothing is known to count.
+    fresh = EtcdWorld(etcd_world.root, etcd_world.run)
+    try:
+        assert fresh.assess(lids[1])[0].quorum is None
+    finally:
+        fresh.close()
 
 
 def test_a_snapshot_is_taken_when_due_and_only_the_newest_are_kept(etcd_world: EtcdWorld, tmp_path: Path) -> None:

@@ -16,7 +16,10 @@ Guarantee:
   Not listed, not started, or not answering is UNHEALTHY; caught up but not yet promoted, or
   trailing, is UNKNOWN (not proven, not condemned). With each verdict goes the cluster's quorum as
   the member list shows it (``flavor.Quorum``: how many voting members answer a status request, of
-  how many vote, killed ones included), which the controller's quorum guard reads.
+  how many vote, killed ones included), which the controller's quorum guard reads. When no member
+  answers the list (all down, or too slow without a leader on a busy machine), the count is none
+  of the voters last listed: "unknown" must hold the guard, since a missing count would leave the
+  controller counting only the members its instance plugin still describes.
 - Drain removes the member from the cluster, handing raft leadership to the most advanced other
   voter first if it leads (so the cluster does not wait out an election).
 - The quorum itself is guarded by the controller (``Updating.Quorum`` in the spec): this flavor
@@ -87,12 +90,23 @@ class EtcdFlavor:
         # The client URLs of the cluster each member (by peer or client URL) was last seen in: a
         # learner answers no member list, so its health is judged through its cluster's voters.
         self._cluster_of: dict[str, tuple[str, ...]] = {}
+        # How many voting members that cluster had when last listed (the count when none answers).
+        self._voting_of: dict[str, int] = {}
 
     def _remember(self, members: list[Member]) -> None:
         urls = tuple(dict.fromkeys(u for m in members for u in m.client_urls))
+        voting = sum(1 for m in members if not m.learner)
         for m in members:
             for url in (*m.peer_urls, *m.client_urls):
                 self._cluster_of[url] = urls
+                self._voting_of[url] = voting
+
+    def _unanswered(self, addressed: list[MemberAddress | None]) -> flavor.Quorum | None:
+        """The quorum when no member lists the cluster: none answering of the most voters last listed
+        for these members (None when no list ever answered: nothing is known to count)."""
+        voting = max((self._voting_of.get(a.peer_url) or self._voting_of.get(a.client_url) or 0
+                      for a in addressed if a is not None), default=0)
+        return flavor.Quorum(answering=0, voting=voting) if voting else None
 
     def _known_cluster(self, me: MemberAddress) -> tuple[str, ...]:
         return self._cluster_of.get(me.peer_url) or self._cluster_of.get(me.client_url) or ()
@@ -232,7 +246,8 @@ class EtcdFlavor:
             members = await client.list()
         except Unavailable as e:
             log.info("etcd health: no member lists the cluster: %s", e)
-            return [flavor.Assessment(flavor.Health.UNHEALTHY, f"no etcd member lists the cluster: {e}")] * len(descriptions)
+            return [flavor.Assessment(flavor.Health.UNHEALTHY, f"no etcd member lists the cluster: {e}",
+                                      self._unanswered(addressed))] * len(descriptions)
         except Refused as e:
             log.warning("etcd health: member list refused: %s", e)
             return [flavor.Assessment(flavor.Health.UNKNOWN, f"etcd member list refused: {e}")] * len(descriptions)
