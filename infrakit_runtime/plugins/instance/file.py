@@ -12,12 +12,19 @@ controller within ``WATCH_INTERVAL`` instead of a whole poll interval. ``describ
 InstanceRevision extension) answers "unchanged" while the directory listing is the cached one: its
 revision is a counter of listings, prefixed with a token drawn at start, so a restarted plugin never
 repeats one.
+
+Scans and writes run on a worker thread, never on the event loop: stat-ing 100,000 files takes about
+a second, and a flood of commits (hundreds of groups provisioning at once) would otherwise hold the
+loop for longer than a caller waits for ``Handshake.Hello``. Scans run one at a time; every describe
+is answered by a scan that started after it was asked (so it sees every write that returned before
+it), and all describes that arrive while one scan runs share the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -44,11 +51,12 @@ class FileInstancePlugin:
         directory.mkdir(parents=True, exist_ok=True)
         self._store = fsutil.RecordDirectory(directory)
         self._index: dict[str, list[dict[str, Any]]] = {}
-        self._index_of: list[dict[str, Any]] | None = None
         # The revision: which listing (a new one per rescan of the directory) of which run of the plugin.
         self._run = secrets.token_hex(8)
         self._listings = 0
         self._listed: list[dict[str, Any]] | None = None
+        self._running: asyncio.Future[Listed] | None = None  # the scan in progress
+        self._next: asyncio.Future[Listed] | None = None  # the one after it, shared by all who asked since
 
     async def validate(self, properties: JSON) -> None:
         """Any properties are accepted, as in InfraKit's file plugin."""
@@ -57,20 +65,26 @@ class FileInstancePlugin:
         # Atomic but not fsynced: this plugin is for tests and demos, and speed matters at 10,000.
         fsutil.atomic_write(path, json.dumps(record, indent=2).encode(), mode=0o644, durable=False)
 
-    async def provision(self, spec: instance.Spec) -> instance.ID:
+    def _create(self, spec: instance.Spec) -> instance.ID:
         instance_id = f"instance-{secrets.randbits(63)}"
         record = {"ID": instance_id, "LogicalID": spec.logical_id, "Tags": dict(spec.tags), "Spec": spec.to_wire()}
         self._write(self.directory / instance_id, record)
         return instance_id
 
-    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
+    def _create_all(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
         results = []
         for spec in specs:
             try:
-                results.append(instance.ProvisionResult(id=await self.provision(spec)))
+                results.append(instance.ProvisionResult(id=self._create(spec)))
             except OSError as e:
                 results.append(instance.ProvisionResult(error=f"cannot write instance file: {e}"))
         return results
+
+    async def provision(self, spec: instance.Spec) -> instance.ID:
+        return await asyncio.to_thread(self._create, spec)
+
+    async def provision_many(self, specs: list[instance.Spec]) -> list[instance.ProvisionResult]:
+        return await asyncio.to_thread(self._create_all, specs)
 
     def _path(self, instance_id: str) -> Path:
         # NUL cannot be in a file name (open() raises ValueError, not OSError).
@@ -83,7 +97,9 @@ class FileInstancePlugin:
         return self.directory / instance_id
 
     async def label(self, instance_id: instance.ID, labels: dict[str, str]) -> None:
-        path = self._path(instance_id)
+        await asyncio.to_thread(self._label, self._path(instance_id), instance_id, labels)
+
+    def _label(self, path: Path, instance_id: instance.ID, labels: dict[str, str]) -> None:
         try:
             record = json.loads(path.read_text())
         except FileNotFoundError:
@@ -96,20 +112,41 @@ class FileInstancePlugin:
     async def destroy(self, instance_id: instance.ID, context: instance.Context) -> None:
         path = self._path(instance_id)
         try:
-            path.unlink()
+            await asyncio.to_thread(path.unlink)
         except FileNotFoundError:
             raise PluginError(f"remove {path}: no such file or directory") from None
+        # A scan running meanwhile may still list it: the unlink moved the directory's mtime, so the
+        # next scan reads the directory again whatever this one keeps.
         self._store.forget(instance_id)
 
-    def _records(self) -> list[dict[str, Any]]:
-        records = self._store.scan()
-        if records is not self._listed:  # a new listing (the store reuses one while the directory stands still)
-            self._listed = records
-            self._listings += 1
-        return records
+    async def _listing(self) -> Listed:
+        """The records of a scan that started after this call, with its revision and group index."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._scan_after(self._running))
+        return await asyncio.shield(self._next)
 
-    def _listing_revision(self) -> str:
-        return f"{self._run}.{self._listings}"
+    async def _scan_after(self, running: asyncio.Future[Listed] | None) -> Listed:
+        if running is not None:
+            with contextlib.suppress(Exception):
+                await running
+        # From here this is the running scan: whoever asks now waits for the next one.
+        self._running, self._next = self._next, None
+        records, index = await asyncio.to_thread(self._scan, self._listed, self._index)
+        if records is not self._listed:  # a new listing (the store reuses one while the directory stands still)
+            self._listed, self._index = records, index
+            self._listings += 1
+        return Listed(records=records, index=index, revision=f"{self._run}.{self._listings}")
+
+    def _scan(self, listed: list[dict[str, Any]] | None,
+              index: dict[str, list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """On the worker thread: the store's listing and, for a new one, its index by group."""
+        records = self._store.scan()
+        if records is listed:
+            return records, index
+        fresh: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            fresh.setdefault((record.get("Tags") or {}).get(instance.TAG_GROUP, ""), []).append(record)
+        return records, fresh
 
     def _revision(self) -> int:
         try:
@@ -127,41 +164,37 @@ class FileInstancePlugin:
             current = self._revision()
         return current
 
-    def _candidates(self, tags: dict[str, str]) -> list[dict[str, Any]]:
-        """Records that may match: those of the group when ``tags`` names one (an index per listing)."""
-        records = self._records()
-        group_id = tags.get(instance.TAG_GROUP)
-        if group_id is None:
-            return records
-        if self._index_of is not records:
-            index: dict[str, list[dict[str, Any]]] = {}
-            for record in records:
-                index.setdefault((record.get("Tags") or {}).get(instance.TAG_GROUP, ""), []).append(record)
-            self._index, self._index_of = index, records
-        return self._index.get(group_id, [])
-
     async def describe_since(self, tags: dict[str, str], properties: bool, revision: str) -> instance.Listing:
         """``instance.Revised``: no list while the directory's listing is the one ``revision`` was stamped on."""
-        self._records()
-        if revision == self._listing_revision():
+        listed = await self._listing()
+        if revision == listed.revision:
             return instance.Listing(revision=revision)
-        found = await self.describe_instances(tags, properties)  # never suspends: stamped with its own listing
-        return instance.Listing(revision=self._listing_revision(), descriptions=found)
+        return instance.Listing(revision=listed.revision, descriptions=_matching(listed, tags, properties))
 
     async def describe_instances(self, tags: dict[str, str], properties: bool) -> list[instance.Description]:
-        found = []
-        for record in self._candidates(tags):
-            have = record.get("Tags") or {}
-            if all(have.get(k) == v for k, v in tags.items()):
-                found.append(
-                    instance.Description(
-                        id=record["ID"],
-                        logical_id=record.get("LogicalID"),
-                        tags=dict(have),
-                        properties=record.get("Spec") if properties else None,
-                    )
-                )
-        return found
+        return _matching(await self._listing(), tags, properties)
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """One scan of the directory: its records, their index by group, and the listing's revision."""
+
+    records: list[dict[str, Any]]
+    index: dict[str, list[dict[str, Any]]]
+    revision: str
+
+
+def _matching(listed: Listed, tags: dict[str, str], properties: bool) -> list[instance.Description]:
+    """The instances of ``listed`` that carry every tag in ``tags`` (the group's index when it names one)."""
+    group_id = tags.get(instance.TAG_GROUP)
+    candidates = listed.records if group_id is None else listed.index.get(group_id, [])
+    found = []
+    for record in candidates:
+        have = record.get("Tags") or {}
+        if all(have.get(k) == v for k, v in tags.items()):
+            found.append(instance.Description(id=record["ID"], logical_id=record.get("LogicalID"), tags=dict(have),
+                                              properties=record.get("Spec") if properties else None))
+    return found
 
 
 @contextlib.asynccontextmanager
