@@ -13,6 +13,12 @@ Renewal runs on a thread of its own (``manager.keeper``), never behind request w
 event loop or in asyncio's shared executor, and only while the loop shows life: a leader
 whose loop has not run for a TTL stops renewing and its lease lapses.
 
+One mode per prefix: the leader key is created only while no replica is registered under
+``shard/members/`` (``sharding: groups``), and a replica registers only while there is no leader
+key - both conditions inside the same transaction as the write, so a single-leader replica and
+replicas sharing the groups can never act on one prefix together; the one that comes second
+waits, retrying, and says why ("mixed modes") in its log and status.
+
 Limit: it is only as available as etcd: without a quorum nothing is elected and
 nothing is written (calls time out after ``timeout`` and raise ``BackendError``;
 ``status()`` says so). A holder stepping down on its deadline relies on its own
@@ -75,6 +81,10 @@ def _range_end(prefix: str) -> str:
     """The key just past every key starting with ``prefix`` (etcd's prefix range)."""
     raw = prefix.encode()
     return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode()
+
+
+class MixedModes(BackendError):
+    """A single-leader replica and replicas sharing the groups met on one prefix; the second waits."""
 
 
 class _Held:
@@ -175,6 +185,8 @@ class EtcdBackend(SharedBackend):
             self._clients.append(client)
         self._current = 0  # the endpoint that answered last; calls start there
         self._problem: str | None = None
+        # Why this replica waits for replicas of the other mode (sharding) to leave the prefix, if it does.
+        self._mixed: str | None = None
 
     def __repr__(self) -> str:  # never the password
         return f"EtcdBackend({self.endpoints!r}, prefix={self.prefix!r})"
@@ -334,9 +346,10 @@ class EtcdBackend(SharedBackend):
                 if reported != str(e):
                     log.error("%s cannot campaign for leadership: %s", candidate, e)
                 reported = self._problem = str(e)
+                self._mixed = str(e) if isinstance(e, MixedModes) else None
                 await asyncio.sleep(self.timings.retry_interval)
                 continue
-            self._problem = None
+            self._problem = self._mixed = None
             if isinstance(outcome, _Held):
                 return outcome
             if reported != "following":
@@ -363,10 +376,15 @@ class EtcdBackend(SharedBackend):
             key = _b64(self.leader_key)
             first = json.dumps({"holder": candidate, "location": location, "term": None})
             reply = self._call("create the leader key", lambda c: self._txn(
-                c, [{"key": key, "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
+                c, [{"key": key, "result": "EQUAL", "target": "CREATE", "create_revision": 0}, self._no_members()],
                 [{"request_put": {"key": key, "value": _b64(first), "lease": lease_id}}]))
             if not reply.get("succeeded"):
                 self._call("revoke an unused lease", lambda c: self._revoke(c, lease_id))
+                if sharing := self._call("list the members sharing the groups", self._member_names):
+                    raise MixedModes(
+                        f"mixed modes: replicas sharing the groups ({', '.join(sharing)}) are registered under "
+                        f"{self.members_prefix}; a single leader cannot lead there until they leave (every replica "
+                        f"on prefix {self.prefix} must use the same manager sharding setting)")
                 return int(reply["header"]["revision"])
             term = int(reply["header"]["revision"])
             # Now that the term is known, name it in the value (still bound to the lease).
@@ -383,6 +401,17 @@ class EtcdBackend(SharedBackend):
             with contextlib.suppress(BackendError):  # leaves at most a key that expires with the TTL
                 self._call("revoke an unused lease", lambda c: self._revoke(c, lease_id))
             raise
+
+    def _no_members(self) -> dict[str, Any]:
+        """A transaction condition: no replica is registered as sharing the groups (an empty range
+        compares as one key never created)."""
+        return {"key": _b64(self.members_prefix), "range_end": _range_end(self.members_prefix),
+                "result": "EQUAL", "target": "CREATE", "create_revision": 0}
+
+    def _member_names(self, client: Etcd3Client) -> list[str]:
+        reply = client.post(client.get_url("/kv/range"), json={
+            "key": _b64(self.members_prefix), "range_end": _range_end(self.members_prefix), "keys_only": True})
+        return sorted(_unb64(kv["key"]).removeprefix(self.members_prefix) for kv in reply.get("kvs") or [])
 
     def _wait_for_vacancy(self, revision: int) -> bool:
         """Block until the leader key is deleted after ``revision``, or a TTL passes; False on error.
@@ -573,8 +602,9 @@ class EtcdBackend(SharedBackend):
                 if reported != str(e):
                     log.error("%s cannot register as a replica: %s", candidate, e)
                 reported = self._problem = str(e)
+                self._mixed = str(e) if isinstance(e, MixedModes) else None
                 await asyncio.sleep(self.timings.retry_interval)
-        self._problem = None
+        self._problem = self._mixed = None
         lease = Lease(term=held.term, holder=candidate, handle=held)
         log.info("%s is a member sharing the groups (lease %x) in etcd at %s", candidate, held.lease_id,
                  self.members_prefix)
@@ -595,8 +625,15 @@ class EtcdBackend(SharedBackend):
         lease_id = client.lease(max(1, math.ceil(self.timings.ttl))).id
         try:
             value = json.dumps({"candidate": candidate, "location": location, "lease": lease_id}, sort_keys=True)
-            reply = self._txn(client, [], [{"request_put": {"key": _b64(self.members_prefix + candidate),
-                                                            "value": _b64(value), "lease": lease_id}}])
+            no_leader = {"key": _b64(self.leader_key), "result": "EQUAL", "target": "CREATE", "create_revision": 0}
+            reply = self._txn(client, [no_leader], [{"request_put": {"key": _b64(self.members_prefix + candidate),
+                                                                     "value": _b64(value), "lease": lease_id}}])
+            if not reply.get("succeeded"):
+                kv, _ = self._get_leader(client)
+                holder = _holder(kv)
+                raise MixedModes(f"mixed modes: a single-leader replica ({holder}) holds {self.leader_key}; this "
+                                   f"replica cannot share the groups there until it leaves (every replica on prefix "
+                                   f"{self.prefix} must use the same manager sharding setting)")
             held = _Held(self, lease_id, int(reply["header"]["revision"]), value, granted_at)
             held.owner = _owner_value(candidate, lease_id)
             return held
@@ -702,7 +739,7 @@ class EtcdBackend(SharedBackend):
             out.update(healthy=False, reason=str(e))
             return out
         out["endpoint"] = self.endpoints[self._current]
-        out.update(healthy=True, reason="ok")
+        out.update(healthy=self._mixed is None, reason=self._mixed or "ok")
         return out
 
     async def close(self) -> None:
@@ -713,6 +750,16 @@ class EtcdBackend(SharedBackend):
 def _owner_value(candidate: str, lease_id: int) -> str:
     """The exact value of an owner key held by ``candidate`` under ``lease_id`` (what fencing compares)."""
     return json.dumps({"holder": candidate, "lease": lease_id}, sort_keys=True)
+
+
+def _holder(kv: dict[str, Any] | None) -> str:
+    """Who a leader key (value decoded, as ``_get_leader`` reads it) names."""
+    if kv is None:
+        return "none any more"
+    try:
+        return str(json.loads(kv["value"]).get("holder"))
+    except (ValueError, AttributeError):
+        return "unreadable"
 
 
 def _owner_name(value_b64: str) -> str:

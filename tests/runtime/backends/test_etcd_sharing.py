@@ -110,3 +110,49 @@ def test_a_member_whose_renewals_stop_loses_its_groups_and_cannot_write_them(etc
             assert await b.claim("web", lb)
 
     run(scenario())
+
+
+def test_a_single_leader_and_sharing_replicas_never_act_on_one_prefix_together(etcd):
+    """Mixed modes on one prefix: whichever mode came first keeps the prefix; a replica of the other
+    mode does not lead or register (the check is inside the writing transaction), retries, and says
+    why in its status until the others leave."""
+    prefix = f"/mixed-{uuid.uuid4().hex[:8]}/"
+
+    async def wait_status(backend: EtcdBackend, healthy: bool) -> dict:
+        deadline = time.monotonic() + 30
+        while (status := await backend.status())["healthy"] != healthy:
+            assert time.monotonic() < deadline, (status["healthy"], status["reason"])
+            await asyncio.sleep(0.1)
+        return status
+
+    async def scenario() -> None:
+        single = EtcdBackend(etcd.endpoints, prefix, STEADY)
+        sharing = EtcdBackend(etcd.endpoints, prefix, STEADY)
+        try:
+            leading = single.leadership(candidate="solo", location="http://solo:24864")
+            lease = await leading.__aenter__()
+            registered = sharing.membership(candidate="a", location="http://a:24864")  # held: its exit revokes
+            joining = asyncio.create_task(registered.__aenter__())
+            status = await wait_status(sharing, healthy=False)
+            assert status["reason"].startswith("mixed modes: a single-leader replica (solo) holds "), status
+            assert not joining.done() and (await single.view()).members == {}
+            assert single.holds(lease)
+            await leading.__aexit__(None, None, None)  # the single leader goes: the sharing replica registers
+            member_lease = await asyncio.wait_for(joining, 30)
+            assert set((await sharing.view()).members) == {"a"} and (await wait_status(sharing, True))["reason"] == "ok"
+
+            again = single.leadership(candidate="solo", location=None)
+            campaign = asyncio.create_task(again.__aenter__())
+            status = await wait_status(single, healthy=False)
+            assert status["reason"].startswith("mixed modes: replicas sharing the groups (a) are registered"), status
+            assert not campaign.done() and await single.leader_location() is None
+            assert sharing.holds(member_lease)
+            campaign.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await campaign
+            await registered.__aexit__(None, None, None)
+        finally:
+            await single.close()
+            await sharing.close()
+
+    run(scenario())
